@@ -1,0 +1,34 @@
+# The README's two commands. Each sets up .venv on first use (torch first, pinned to the CPU wheel
+# these machines carry; any other order lets pip pull a multi-GB CUDA build), then reuses it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+TORCH_PIN ?= torch==2.13.0
+PYTEST_ARGS ?=
+export MUJOCO_GL ?= egl
+
+.PHONY: setup run test lint bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: setup
+	$(PY) scripts/bench_encoder.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) scripts/bench_encoder.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Simulation environments (MuJoCo + gymnasium, never torch)."""
