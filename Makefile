@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The main job. Until the demo → cache → train → eval pipeline lands, it benchmarks CPU-sized encoders.
 run: setup
-	$(PY) scripts/bench_encoder.py
+	$(PY) scripts/bench_encoder.py --quick
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -27,6 +28,7 @@ lint: setup
 test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The full encoder benchmark (ViT-B, ViT-B-S², ViT-L; fp32 and bf16) on the default device.
 bench: setup
 	$(PY) scripts/bench_encoder.py
 

@@ -1,0 +1,77 @@
+"""Timing helpers for the benchmarks in ``scripts/bench_*.py`` (never for tests).
+
+On a GPU: warm up, synchronize around every timed call, take the median of many runs. Variants that are
+compared are timed interleaved (A, B, A, B, ...) so drift in clocks or load hits both alike.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call over ``n`` timed runs."""
+
+    median: float
+    p99: float
+    n: int
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Timing:
+        ordered = sorted(samples)
+        p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+        return cls(statistics.median(ordered), p99, len(ordered))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    fns: Sequence[Callable[[], object]], device: torch.device, reps: int, warmup: int = 1
+) -> list[Timing]:
+    """Time each of ``fns`` ``reps`` times, interleaved, after ``warmup`` untimed calls of each."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    _sync(device)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, out in zip(fns, samples, strict=True):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            out.append(time.perf_counter() - t0)
+    return [Timing.of(s) for s in samples]
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int | None = None, reps: int = 5) -> float:
+    """Measured dense matmul rate [FLOP/s] for ``n×n @ n×n`` in ``dtype`` on ``device``."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    (timing,) = time_interleaved([lambda: a @ b], device, reps=reps, warmup=2)
+    return 2 * n**3 / timing.median
+
+
+def device_name(device: torch.device) -> str:
+    """Human name of the device, for result tables."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
