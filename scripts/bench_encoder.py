@@ -20,7 +20,7 @@ import torch
 from s2robot.bench import device_name, matmul_rate, time_interleaved
 from s2robot.encoder import DTYPES, EncoderConfig, FrozenS2Encoder, resolve_device
 from s2robot.s2 import s2_forward
-from s2robot.vit import param_count
+from s2robot.vit import VARIANTS, flops_per_image, param_count
 
 
 def bench_one(name: str, dtype: str, device: torch.device, batch: int, reps: int, rate: float) -> dict:
@@ -70,6 +70,9 @@ def main() -> None:
     gpu = device.type == "cuda"
     batch, reps = args.batch or (64 if gpu else 4), args.reps or (30 if gpu else 3)
     encoders = ["vitti_random", "vitti_s2_random"] if args.quick else args.encoders
+    print(f"{'variant':22s} {'img':>4s} {'params':>8s} {'GFLOP/img':>9s}")
+    for name, vcfg in VARIANTS.items():
+        print(f"{name:22s} {vcfg.img_size:4d} {param_count(vcfg) / 1e6:7.1f}M {flops_per_image(vcfg) / 1e9:9.2f}")
     rates = {dt: matmul_rate(device, DTYPES[dt]) for dt in args.dtypes}
     print(f"device: {device_name(device)}; torch {torch.__version__}; batch {batch}; median of {reps}")
     print("matmul rate: " + ", ".join(f"{dt} {r / 1e12:.2f} TFLOP/s" for dt, r in rates.items()))
