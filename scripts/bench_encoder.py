@@ -71,8 +71,8 @@ def main() -> None:
     batch, reps = args.batch or (64 if gpu else 4), args.reps or (30 if gpu else 3)
     encoders = ["vitti_random", "vitti_s2_random"] if args.quick else args.encoders
     print(f"{'variant':22s} {'img':>4s} {'params':>8s} {'GFLOP/img':>9s}")
-    for name, vcfg in VARIANTS.items():
-        print(f"{name:22s} {vcfg.img_size:4d} {param_count(vcfg) / 1e6:7.1f}M {flops_per_image(vcfg) / 1e9:9.2f}")
+    for name, v in VARIANTS.items():
+        print(f"{name:22s} {v.img_size:4d} {param_count(v) / 1e6:7.1f}M {flops_per_image(v) / 1e9:9.2f}")
     rates = {dt: matmul_rate(device, DTYPES[dt]) for dt in args.dtypes}
     print(f"device: {device_name(device)}; torch {torch.__version__}; batch {batch}; median of {reps}")
     print("matmul rate: " + ", ".join(f"{dt} {r / 1e12:.2f} TFLOP/s" for dt, r in rates.items()))
