@@ -117,6 +117,28 @@ class EncoderConfig:
         return OmegaConf.to_object(merged)
 
 
+def encoder_fingerprint(cfg: EncoderConfig, weights_digest: str | None = None) -> str:
+    """Stable id of what an encoder's features mean: architecture, weights content, scales, readout.
+
+    Not device or dtype: those change precision, not meaning (a cache made in bf16 on a GPU serves a
+    float32 CPU evaluation). ``weights_digest`` defaults to resolving ``cfg.weights`` (hashes the file,
+    builds no model).
+    """
+    if weights_digest is None:
+        weights_digest = resolve_weights(cfg.variant, cfg.weights, cfg.seed, allow_download=False).digest
+    key = {
+        "version": FINGERPRINT_VERSION,
+        "vit": asdict(get_config(cfg.variant, cfg.tile_size())),
+        "weights": weights_digest,
+        "img_sizes": cfg.resolved_img_sizes(),
+        "max_split_size": cfg.tile_size(),
+        "resize_output_to_idx": cfg.resize_output_to_idx,
+        "readout": cfg.readout,
+        "grid_size": cfg.grid_size if cfg.readout == "cls+grid" else None,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -158,22 +180,8 @@ class FrozenS2Encoder(nn.Module):
 
     @property
     def fingerprint(self) -> str:
-        """Stable id of what the features mean: architecture, weights content, scales, readout.
-
-        Not device or dtype: those change precision, not meaning (a cache made in bf16 on a GPU serves a
-        float32 CPU evaluation).
-        """
-        key = {
-            "version": FINGERPRINT_VERSION,
-            "vit": asdict(self.vit.cfg),
-            "weights": self.weights.digest,
-            "img_sizes": self.img_sizes,
-            "max_split_size": self.cfg.tile_size(),
-            "resize_output_to_idx": self.cfg.resize_output_to_idx,
-            "readout": self.cfg.readout,
-            "grid_size": self.cfg.grid_size if self.cfg.readout == "cls+grid" else None,
-        }
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        """Stable id of what the features mean (see ``encoder_fingerprint``)."""
+        return encoder_fingerprint(self.cfg, self.weights.digest)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able provenance for artifact attrs and result files."""

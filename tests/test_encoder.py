@@ -10,7 +10,14 @@ import s2wrapper
 import torch
 from test_weights import random_micro, write_mvp_checkpoint
 
-from s2robot.encoder import CONFIG_DIR, IMAGENET_MEAN, IMAGENET_STD, EncoderConfig, FrozenS2Encoder
+from s2robot.encoder import (
+    CONFIG_DIR,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EncoderConfig,
+    FrozenS2Encoder,
+    encoder_fingerprint,
+)
 
 
 def micro(**overrides: object) -> EncoderConfig:
@@ -66,6 +73,8 @@ def test_fingerprint_tracks_meaning_not_precision(tmp_path: Path) -> None:
     with pytest.warns(UserWarning):
         fa, fb = FrozenS2Encoder(micro(weights=str(a))), FrozenS2Encoder(micro(weights=str(b)))
     assert len({fa.fingerprint, fb.fingerprint, base}) == 3
+    assert encoder_fingerprint(micro(weights=str(a))) == fa.fingerprint  # no model needed
+    assert encoder_fingerprint(micro()) == base
     assert not fa.describe()["weights_random"] and FrozenS2Encoder(micro()).describe()["weights_random"]
 
 
