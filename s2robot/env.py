@@ -1,0 +1,47 @@
+"""Environment config and construction through the gymnasium API (s2robot never imports envs' internals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+
+
+@dataclass
+class EnvConfig:
+    """A gymnasium environment. Hydra group ``configs/env/``.
+
+    id: registered gymnasium id (importing ``envs`` registers ``s2robot/CubePick-v0``)
+    cameras: cameras rendered into observations (policy inputs)
+    image_size: side of the square camera images [px]
+    max_steps: episode length limit [control steps] (10 Hz: 100 = 10 s)
+    terminate_on_success: end an episode at its first success step
+    joint_noise: half-width of the uniform noise on the home joint positions at reset [rad]
+    """
+
+    id: str = "s2robot/CubePick-v0"
+    cameras: list[str] = field(default_factory=lambda: ["front"])
+    image_size: int = 224
+    max_steps: int = 100
+    terminate_on_success: bool = True
+    joint_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8 or self.max_steps < 1:
+            raise ValueError(f"need image_size ≥ 8, max_steps ≥ 1; got {self.image_size}, {self.max_steps}")
+
+
+def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
+    """Build the environment of ``cfg`` (registering s2robot's own environments first)."""
+    import envs  # noqa: F401  (registers s2robot/CubePick-v0)
+
+    return gym.make(
+        cfg.id,
+        cameras=list(cfg.cameras),
+        image_size=cfg.image_size,
+        max_steps=cfg.max_steps,
+        terminate_on_success=cfg.terminate_on_success,
+        joint_noise=cfg.joint_noise,
+        render_mode=render_mode,
+        disable_env_checker=True,
+    )
