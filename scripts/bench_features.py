@@ -1,0 +1,53 @@
+"""Feature-cache benchmark: frames/s of build_feature_cache and the share of wall time the encoder is busy.
+
+Encoder-only throughput (frames already in memory) over whole-cache throughput (reading zarr, encoding,
+writing) is the encoder's busy share: 100% means reading and writing are fully hidden behind encoding.
+
+    python scripts/bench_features.py --demos demos/cube_pick.zarr --encoder mvp_vitb_s2 --dtype bfloat16
+    python scripts/bench_features.py --record 4                      # CPU: records 4 demos first
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from s2robot.bench import device_name, time_interleaved
+from s2robot.encoder import EncoderConfig, FrozenS2Encoder
+from s2robot.env import EnvConfig
+from s2robot.features import build_feature_cache
+from s2robot.record import RecordConfig, record_demos
+from s2robot.store import EpisodeStore
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--demos", default=None, help="demo store; default: record --record demos first")
+    p.add_argument("--record", type=int, default=4)
+    p.add_argument("--encoder", default="vitti_s2_random")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--batch", type=int, default=64)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        demos = Path(args.demos) if args.demos else Path(tmp) / "d.zarr"
+        if not args.demos:
+            record_demos(RecordConfig(env=EnvConfig(), out=str(demos), n_episodes=args.record), progress=False)
+        enc = FrozenS2Encoder(EncoderConfig.from_name(args.encoder, weights="random", dtype=args.dtype))
+        store = EpisodeStore.open(demos)
+        frames = store.get_steps("rgb_front", 0, store.n_steps)
+        batches = [frames[i : i + args.batch] for i in range(0, len(frames), args.batch)]
+        enc(batches[0])  # warm up
+        (only,) = time_interleaved([lambda: [enc(b) for b in batches]], enc.device, reps=1, warmup=0)
+        t0 = time.perf_counter()
+        build_feature_cache(demos, enc, out=Path(tmp) / "cache.zarr", batch_size=args.batch, progress=False)
+        full = time.perf_counter() - t0
+    n = len(frames)
+    print(f"{args.encoder} ({args.dtype}) on {device_name(enc.device)}; {n} frames, batch {args.batch}")
+    print(f"encoder only   {n / only.median:8.1f} frames/s")
+    print(f"feature cache  {n / full:8.1f} frames/s   encoder busy {100 * only.median / full:.0f}% of wall time")
+
+
+if __name__ == "__main__":
+    main()
