@@ -1,0 +1,326 @@
+"""Cube picking with a 7-DoF Panda-kinematics arm in MuJoCo, as a gymnasium environment.
+
+The policy commands 7 joint-position deltas and a gripper closure at 10 Hz (the MVP/RPT action
+convention) and sees 8-D proprioception plus one RGB image per requested camera. Privileged state for
+the scripted expert and for evaluation goes in ``info``.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+# MuJoCo chooses its OpenGL backend once, when `mujoco` is first imported, and a headless machine with
+# no backend chosen hangs or crashes at the first render. This is the one import-time side effect in
+# envs/: it only fills in MUJOCO_GL when the user set nothing and there is no display to use.
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+SCENE_XML = Path(__file__).parent / "assets" / "cube_pick_scene.xml"
+
+TABLE_TOP_Z = 0.0  # table top height [m]; the robot base sits on it at the world origin
+CUBE_HALF_SIZE = 0.02  # half the cube's edge [m]
+CUBE_REST_Z = TABLE_TOP_Z + CUBE_HALF_SIZE  # cube centre height when resting on the table [m]
+LIFT_SUCCESS_HEIGHT = 0.05  # lift above rest that counts as success, while grasped [m]
+CONTROL_DT = 0.1  # control period [s] (10 Hz)
+MAX_JOINT_DELTA = 0.1  # per-step bound on each arm joint-position delta [rad] (1 rad/s at 10 Hz)
+FINGER_OPEN = 0.04  # finger joint travel [m]; the fingers are 2 * FINGER_OPEN apart when fully open
+PROPRIO_MARGIN = 0.05  # slack on the proprio bounds beyond the joint and finger ranges [rad or m]
+ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
+ARM_ACTUATORS = tuple(f"actuator{i}" for i in range(1, 8))
+FINGER_JOINTS = ("finger_joint1", "finger_joint2")
+CAMERAS = ("front", "wrist", "video")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Axis-aligned rectangle on the table where cubes are placed [m], robot base at the origin."""
+
+    x_min: float
+    x_max: float
+    y_min: float
+    y_max: float
+
+    def contains(self, xy: tuple[float, float] | np.ndarray) -> bool:
+        """Whether the point ``xy`` (2,) [m] lies in the rectangle (edges included)."""
+        x, y = float(xy[0]), float(xy[1])
+        return self.x_min <= x <= self.x_max and self.y_min <= y <= self.y_max
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """A point drawn uniformly over the rectangle, (2,) [m]."""
+        return rng.uniform((self.x_min, self.y_min), (self.x_max, self.y_max))
+
+
+# In front of the robot and in full view of the `front` camera. The scripted expert also picks cubes
+# 5 cm beyond every edge (x 0.30-0.70, y ±0.25), so the whole rectangle is comfortably reachable.
+WORKSPACE = Workspace(x_min=0.40, x_max=0.65, y_min=-0.20, y_max=0.20)
+
+# The 16 evaluation cube positions (x, y) [m]: drawn once, uniformly over WORKSPACE, with
+# `np.random.default_rng(16).uniform((0.40, -0.20), (0.65, 0.20), size=(16, 2)).round(4)`, and frozen
+# here so that every evaluation, whatever numpy does in the future, uses exactly the same positions.
+EVAL_POSITIONS: tuple[tuple[float, float], ...] = (
+    (0.5417, -0.0277),
+    (0.4235, -0.0608),
+    (0.5554, -0.1913),
+    (0.6187, 0.1416),
+    (0.4111, 0.1210),
+    (0.4462, 0.0782),
+    (0.4388, 0.0766),
+    (0.6397, 0.1940),
+    (0.5658, -0.1346),
+    (0.4987, -0.0888),
+    (0.6389, -0.0803),
+    (0.5403, -0.0371),
+    (0.4347, -0.0461),
+    (0.5924, -0.0346),
+    (0.5698, 0.0327),
+    (0.4191, 0.0920),
+)
+
+
+class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+    """Pick up a 4 cm cube with a 7-DoF arm and a parallel-jaw gripper.
+
+    Action, (8,) float32:
+        ``[0:7]`` joint-position deltas [rad], each bounded to ±MAX_JOINT_DELTA (0.1 rad per 0.1 s step);
+        ``[7]`` gripper command in [0, 1], 0 open, 1 closed (linear in finger opening in between).
+        Out-of-range values are clipped to these bounds; a wrong shape, NaN or inf raises ValueError.
+        The arm target is an internal commanded position, not the measured one: each step sets
+        ``target = clip(target + delta, joint limits)``, so tracking lag never accumulates as drift.
+        The servos low-pass the target (30 ms time constant, in the MJCF), turning each 10 Hz step into
+        a smooth ramp that the joints follow to within ~5% by the end of the step.
+    Observation, dict:
+        ``proprio`` (8,) float32: 7 measured joint positions [rad] + gripper opening, the distance
+        between the finger pads [m] (0 closed, 0.08 open);
+        ``<camera>`` (S, S, 3) uint8 RGB for each camera in ``cameras``.
+    Info: ``cube_pos`` (3,) [m], ``cube_quat`` (4,) (w, x, y, z), ``fingertip_pos`` (3,) [m],
+        ``is_grasped`` (both finger pads touch the cube), ``lift_height`` [m] above rest, ``is_success``.
+    Success: the cube centre is ≥ LIFT_SUCCESS_HEIGHT above its resting height while both finger pads
+        touch it and the gripper command is closed (≥ 0.5). Reward is 1.0 on success steps, else 0.0.
+
+    Physics runs at the model's 2 ms timestep, CONTROL_DT / timestep = 50 substeps per step. After a step,
+    qpos/qvel are current and derived quantities (site positions, contacts) are those MuJoCo computed at
+    the start of the last substep (2 ms earlier), which saves a full mj_forward per step.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": round(1 / CONTROL_DT)}
+    MAX_JOINT_DELTA: ClassVar[float] = MAX_JOINT_DELTA
+
+    def __init__(
+        self,
+        cameras: tuple[str, ...] | list[str] = ("front",),
+        image_size: int = 224,
+        max_steps: int = 100,
+        render_mode: str | None = "rgb_array",
+        terminate_on_success: bool = False,
+        joint_noise: float = 0.0,
+        render_size: tuple[int, int] = (480, 640),
+    ) -> None:
+        """Build the env.
+
+        cameras: cameras rendered into the observation, in this order (any of CAMERAS; may be empty).
+        image_size: side S of the square observation images [px].
+        max_steps: episode length before truncation [control steps] (100 = 10 s).
+        render_mode: "rgb_array" (render() returns the ``video`` camera) or None.
+        terminate_on_success: end the episode (terminated=True) at the first success.
+        joint_noise: half-width of the uniform noise added to the home joint positions at reset [rad].
+        render_size: (height, width) of render() frames [px].
+        """
+        if isinstance(cameras, str):  # cameras="front" means one camera, not five one-letter names
+            cameras = (cameras,)
+        self.model = mujoco.MjModel.from_xml_path(str(SCENE_XML))
+        self.data = mujoco.MjData(self.model)
+        model = self.model
+
+        available = tuple(model.camera(i).name for i in range(model.ncam))
+        unknown = [c for c in cameras if c not in available]
+        if unknown:
+            raise ValueError(f"unknown camera(s) {unknown}; available cameras: {list(available)}")
+        if len(set(cameras)) != len(cameras):
+            raise ValueError(f"cameras must not repeat, got {list(cameras)}")
+        max_side = min(model.vis.global_.offwidth, model.vis.global_.offheight)
+        if not (isinstance(image_size, int | np.integer) and 0 < image_size <= max_side):
+            raise ValueError(f"image_size must be an int in [1, {max_side}], got {image_size!r}")
+        buffer = (model.vis.global_.offheight, model.vis.global_.offwidth)
+        if not (0 < render_size[0] <= buffer[0] and 0 < render_size[1] <= buffer[1]):
+            raise ValueError(f"render_size (h, w) must fit the offscreen buffer {buffer}, got {render_size}")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be ≥ 1, got {max_steps}")
+        if joint_noise < 0:
+            raise ValueError(f"joint_noise must be ≥ 0 [rad], got {joint_noise}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+
+        self.cameras = tuple(cameras)
+        self.image_size = int(image_size)
+        self.max_steps = int(max_steps)
+        self.render_mode = render_mode
+        self.terminate_on_success = terminate_on_success
+        self.joint_noise = float(joint_noise)
+        self.render_size = (int(render_size[0]), int(render_size[1]))
+
+        # Everything by name; indices only cached here.
+        self.arm_qpos_adr = np.array([model.joint(n).qposadr[0] for n in ARM_JOINTS])
+        self.arm_dof_adr = np.array([model.joint(n).dofadr[0] for n in ARM_JOINTS])
+        self._finger_qpos = np.array([model.joint(n).qposadr[0] for n in FINGER_JOINTS])
+        self._arm_act = np.array([model.actuator(n).id for n in ARM_ACTUATORS])
+        self._arm_act_state = model.actuator_actadr[self._arm_act]  # filtered-target states, (7,)
+        self._gripper_act = model.actuator("gripper").id
+        cube_adr = model.joint("cube_joint").qposadr[0]
+        self._cube_pos = slice(cube_adr, cube_adr + 3)
+        self._cube_quat = slice(cube_adr + 3, cube_adr + 7)
+        self._cube_body = model.body("cube").id
+        self._finger_bodies = (model.body("left_finger").id, model.body("right_finger").id)
+        self.fingertip_site = model.site("fingertip").id
+        self._home_key = model.key("home").id
+        self.home_qpos = model.key_qpos[self._home_key, self.arm_qpos_adr].copy()  # (7,)
+        self.joint_limits = model.jnt_range[[model.joint(n).id for n in ARM_JOINTS]].copy()  # (7, 2)
+        self.n_substeps = round(CONTROL_DT / model.opt.timestep)
+        if not np.isclose(self.n_substeps * model.opt.timestep, CONTROL_DT):
+            raise ValueError(f"timestep {model.opt.timestep} s must divide the control period {CONTROL_DT} s")
+
+        low = np.r_[np.full(7, -MAX_JOINT_DELTA), 0.0].astype(np.float32)
+        high = np.r_[np.full(7, MAX_JOINT_DELTA), 1.0].astype(np.float32)
+        self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
+        self._act_low, self._act_high = low.astype(np.float64), high.astype(np.float64)
+        # Soft joint limits and finger contacts let measured positions overshoot slightly: ±PROPRIO_MARGIN.
+        proprio_low = np.r_[self.joint_limits[:, 0], 0.0] - PROPRIO_MARGIN
+        proprio_high = np.r_[self.joint_limits[:, 1], 2 * FINGER_OPEN] + PROPRIO_MARGIN
+        spaces: dict[str, gym.spaces.Space] = {
+            "proprio": gym.spaces.Box(proprio_low.astype(np.float32), proprio_high.astype(np.float32))
+        }
+        for cam in self.cameras:
+            spaces[cam] = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
+
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._arm_target = self.home_qpos.copy()  # (7,) commanded joint positions [rad]
+        self._gripper_cmd = 0.0
+        self._steps = 0
+
+    # ----------------------------------------------------------------------------------------- API
+    @property
+    def arm_target(self) -> np.ndarray:
+        """Commanded arm joint positions (7,) [rad] that the servos track (a copy)."""
+        return self._arm_target.copy()
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start an episode: arm at home (plus ``joint_noise``), gripper open, cube resting on the table.
+
+        options: ``{"cube_xy": (x, y)}`` puts the cube centre exactly at (x, y) [m]; without it the cube
+        is drawn uniformly over WORKSPACE with ``self.np_random``. Same seed → same episode, bit for bit.
+        """
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"cube_xy"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; supported: ['cube_xy']")
+        if options.get("cube_xy") is None:
+            cube_xy = WORKSPACE.sample(self.np_random)
+        else:
+            cube_xy = np.asarray(options["cube_xy"], dtype=np.float64)
+            if cube_xy.shape != (2,) or not np.all(np.isfinite(cube_xy)):
+                raise ValueError(f"options['cube_xy'] must be two finite numbers (x, y) [m], got {cube_xy!r}")
+        noise = self.np_random.uniform(-self.joint_noise, self.joint_noise, size=7)
+        q0 = np.clip(self.home_qpos + noise, self.joint_limits[:, 0], self.joint_limits[:, 1])
+
+        m, d = self.model, self.data
+        mujoco.mj_resetDataKeyframe(m, d, self._home_key)
+        d.qpos[self.arm_qpos_adr] = q0
+        d.qpos[self._cube_pos] = (cube_xy[0], cube_xy[1], CUBE_REST_Z)
+        d.qpos[self._cube_quat] = (1.0, 0.0, 0.0, 0.0)
+        self._arm_target = q0.copy()
+        self._gripper_cmd = 0.0
+        d.ctrl[self._arm_act] = q0
+        d.act[self._arm_act_state] = q0
+        d.ctrl[self._gripper_act] = FINGER_OPEN
+        mujoco.mj_forward(m, d)
+        self._steps = 0
+        return self._observation(), self._info()
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Apply one 0.1 s control step; see the class docstring for the action convention."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (8,):
+            raise ValueError(f"action must have shape (8,) (7 joint deltas + gripper), got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            bad = np.flatnonzero(~np.isfinite(a)).tolist()
+            raise ValueError(f"action must be finite, got NaN or inf at index {bad}: {a.tolist()}")
+        a = np.clip(a, self._act_low, self._act_high)
+
+        self._arm_target = np.clip(self._arm_target + a[:7], self.joint_limits[:, 0], self.joint_limits[:, 1])
+        self._gripper_cmd = a[7]
+        d = self.data
+        d.ctrl[self._arm_act] = self._arm_target
+        d.ctrl[self._gripper_act] = FINGER_OPEN * (1.0 - a[7])
+        mujoco.mj_step(self.model, d, nstep=self.n_substeps)
+        self._steps += 1
+
+        info = self._info()
+        success = info["is_success"]
+        terminated = bool(self.terminate_on_success and success)
+        truncated = self._steps >= self.max_steps
+        return self._observation(), float(success), terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        """The ``video`` camera frame, (H, W, 3) uint8 at ``render_size``; None when render_mode is None."""
+        if self.render_mode is None:
+            return None
+        return self._render("video", self.render_size)
+
+    def close(self) -> None:
+        """Free the renderers (their OpenGL contexts); the env stays usable and recreates them lazily."""
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+    # ------------------------------------------------------------------------------------- helpers
+    def _render(self, camera: str, size: tuple[int, int]) -> np.ndarray:
+        renderer = self._renderers.get(size)
+        if renderer is None:  # one renderer per image size, created once and reused
+            renderer = self._renderers[size] = mujoco.Renderer(self.model, height=size[0], width=size[1])
+        renderer.update_scene(self.data, camera=camera)
+        return renderer.render()  # (H, W, 3) uint8, a fresh array
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        qpos = self.data.qpos
+        proprio = np.empty(8, dtype=np.float32)
+        proprio[:7] = qpos[self.arm_qpos_adr]
+        proprio[7] = qpos[self._finger_qpos].sum()
+        obs = {"proprio": proprio}
+        size = (self.image_size, self.image_size)
+        for cam in self.cameras:
+            obs[cam] = self._render(cam, size)
+        return obs
+
+    def _pads_touch_cube(self) -> bool:
+        """Whether both fingers are in contact with the cube (from the last computed contacts)."""
+        geoms = self.data.contact.geom  # (ncon, 2)
+        if geoms.shape[0] == 0:
+            return False
+        bodies = self.model.geom_bodyid[geoms]  # (ncon, 2)
+        on_cube = (bodies == self._cube_body).any(axis=1)
+        other = bodies.sum(axis=1) - self._cube_body  # the body touching the cube, where on_cube
+        touching = other[on_cube]
+        return bool(np.isin(self._finger_bodies[0], touching) and np.isin(self._finger_bodies[1], touching))
+
+    def _info(self) -> dict[str, Any]:
+        d = self.data
+        cube_pos = d.qpos[self._cube_pos].copy()
+        lift = float(cube_pos[2] - CUBE_REST_Z)
+        grasped = self._pads_touch_cube()
+        success = lift >= LIFT_SUCCESS_HEIGHT and grasped and self._gripper_cmd >= 0.5
+        return {
+            "cube_pos": cube_pos,
+            "cube_quat": d.qpos[self._cube_quat].copy(),
+            "fingertip_pos": d.site_xpos[self.fingertip_site].copy(),
+            "is_grasped": grasped,
+            "lift_height": lift,
+            "is_success": bool(success),
+        }
