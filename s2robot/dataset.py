@@ -166,25 +166,7 @@ class WindowDataset(torch.utils.data.Dataset):
         return batch
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        """One sample: {key: (To|Ta, ...)}; slices and edge-pads one episode (independent of `get_batch`)."""
+        """One sample: {key: (To|Ta, ...)} (``get_batch`` of one index, without the batch axis)."""
         if not -len(self) <= idx < len(self):
             raise IndexError(f"sample {idx} out of range [0, {len(self)})")
-        t = int(self.index.step[idx])
-        ep = int(np.searchsorted(self.episode_ends, t, side="right"))
-        start, end = (int(self.episode_ends[ep - 1]) if ep else 0), int(self.episode_ends[ep])
-        lo, hi = max(start, t - self.t_obs + 1), min(end, t + self.t_act)
-        n_obs_pad, n_act_pad = self.t_obs - (t + 1 - lo), self.t_act - (hi - t)
-
-        def edge_pad(x: np.ndarray, before: int, after: int) -> torch.Tensor:
-            widths = [(before, after)] + [(0, 0)] * (x.ndim - 1)
-            return torch.from_numpy(np.pad(x, widths, mode="edge").astype(np.float32))
-
-        actions = self.data[self.action_key]
-        item = {k: edge_pad(self.data[k][lo: t + 1], n_obs_pad, 0) for k in self.obs_keys}  # (To, ...)
-        prev = np.concatenate([np.zeros_like(actions[:1]), actions[start: t]])[lo - start:]  # action[s-1]
-        item["prev_action"] = edge_pad(prev, n_obs_pad, 0)  # pads repeat the first step's zeros
-        item["action"] = edge_pad(actions[t:hi], 0, n_act_pad)  # (Ta, A)
-        item["obs_is_pad"] = torch.arange(self.t_obs) < n_obs_pad
-        item["prev_action_is_pad"] = torch.arange(self.t_obs) < n_obs_pad + (lo == start)
-        item["action_is_pad"] = torch.arange(self.t_act) >= self.t_act - n_act_pad
-        return item
+        return {k: v[0] for k, v in self.get_batch([idx]).items()}

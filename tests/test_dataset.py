@@ -88,10 +88,31 @@ def test_window_indices_episode_subset_and_errors():
         window_indices(np.array([3, 3]), 4, 4)
 
 
+def reference_window(data, ends, t, t_obs, t_act):
+    """An independent oracle for one sample: slice the episode around step t and edge-pad it."""
+    ep = int(np.searchsorted(ends, t, side="right"))
+    start, end = (int(ends[ep - 1]) if ep else 0), int(ends[ep])
+    lo, hi = max(start, t - t_obs + 1), min(end, t + t_act)
+    n_obs_pad, n_act_pad = t_obs - (t + 1 - lo), t_act - (hi - t)
+
+    def edge_pad(x, before, after):
+        return torch.from_numpy(np.pad(x, [(before, after)] + [(0, 0)] * (x.ndim - 1), mode="edge").astype(np.float32))
+
+    actions = data["action"]
+    item = {k: edge_pad(data[k][lo : t + 1], n_obs_pad, 0) for k in data if k != "action"}
+    prev = np.concatenate([np.zeros_like(actions[:1]), actions[start:t]])[lo - start :]  # action[s-1]
+    item["prev_action"] = edge_pad(prev, n_obs_pad, 0)
+    item["action"] = edge_pad(actions[t:hi], 0, n_act_pad)
+    item["obs_is_pad"] = torch.arange(t_obs) < n_obs_pad
+    item["prev_action_is_pad"] = torch.arange(t_obs) < n_obs_pad + (lo == start)
+    item["action_is_pad"] = torch.arange(t_act) >= t_act - n_act_pad
+    return item
+
+
 @pytest.mark.parametrize("t_obs,t_act", [(4, 4), (16, 16), (1, 3)])
 def test_item_contents_and_batch_equals_items(t_obs, t_act):
     """Items hold the right values (prev action = action[s-1], zeros at the episode start) and get_batch
-    (vectorised gathers) equals the per-item path (slicing + edge padding)."""
+    (vectorised gathers) equals an independent slice-and-edge-pad oracle, item by item."""
     data = _data(ENDS)
     ds = WindowDataset(data, ENDS, t_obs=t_obs, t_act=t_act)
     assert ds.feature_keys == ("feat_front", "feat_wrist")
@@ -109,9 +130,12 @@ def test_item_contents_and_batch_equals_items(t_obs, t_act):
     batch = ds.get_batch(np.arange(len(ds)))
     assert set(batch) == set(item)
     for i in range(len(ds)):
-        for k, v in ds[i].items():
+        expect = reference_window(data, ENDS, i, t_obs, t_act)
+        assert set(expect) == set(batch)
+        for k, v in expect.items():
             assert v.dtype == batch[k].dtype
             torch.testing.assert_close(batch[k][i], v, rtol=0, atol=0, msg=f"sample {i} key {k}")
+            torch.testing.assert_close(ds[i][k], v, rtol=0, atol=0, msg=f"item {i} key {k}")
 
 
 def test_dataset_errors_and_from_store(tmp_path):
