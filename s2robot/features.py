@@ -149,13 +149,14 @@ def build_feature_cache(
     if start:
         bar.write(f"resuming {path}: {start}/{source.n_episodes} episodes already cached")
     pending: list[tuple[int, dict]] = []
-    t0 = time.perf_counter()
+    n_pending, t0 = 0, time.perf_counter()
     for i, ep in _prefetch(source, range(start, source.n_episodes)):
         pending.append((i, ep))
-        if sum(len(e["action"]) for _, e in pending) >= batch_size or i == source.n_episodes - 1:
+        n_pending += len(ep["action"])
+        if n_pending >= batch_size or i == source.n_episodes - 1:
             _flush(pending, source, cache, encoder, cameras, batch_size)
-            bar.update(sum(len(e["action"]) for _, e in pending) * len(cameras))
-            pending.clear()
+            bar.update(n_pending * len(cameras))
+            pending, n_pending = [], 0
     bar.close()
     if progress and todo_steps:
         rate = todo_steps * len(cameras) / (time.perf_counter() - t0)
