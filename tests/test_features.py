@@ -9,25 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import make_demos
 
 from s2robot.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.features import build_feature_cache, default_cache_path, open_feature_cache
 from s2robot.store import EpisodeStore
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def make_demos(path: Path, lengths: tuple[int, ...] = (5, 7, 4), seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    store = EpisodeStore.create(path, attrs={"env_id": "test"})
-    for i, n in enumerate(lengths):
-        store.add_episode(
-            {"rgb_front": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-             "proprio": rng.normal(size=(n, 8)).astype(np.float32),
-             "action": rng.normal(size=(n, 8)).astype(np.float32)},
-            info={"seed": i, "success": True},
-        )
-    return path
 
 
 def append_episode(path: Path, n: int = 3) -> None:

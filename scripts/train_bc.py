@@ -1,0 +1,28 @@
+"""Train the chunk-transformer BC policy from a feature cache (see s2robot.train).
+
+    python scripts/train_bc.py name=vitb_s2 encoder=mvp_vitb_s2 demos=demos/cube_pick.zarr
+    python scripts/train_bc.py name=vitb_s2 encoder=mvp_vitb_s2 demos=demos/cube_pick.zarr   # resumes
+    torchrun --nproc_per_node=2 scripts/train_bc.py ...                                    # DDP
+
+Checkpoints land in runs/<name>/checkpoints/{last,best}.pt; metrics in runs/<name>/metrics.jsonl and wandb.
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from s2robot.train import TrainConfig, train
+
+ConfigStore.instance().store(name="train_bc_schema", node=TrainConfig)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train_bc")
+def main(raw: TrainConfig) -> None:
+    cfg: TrainConfig = OmegaConf.to_object(raw)
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

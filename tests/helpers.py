@@ -1,0 +1,31 @@
+"""Small data builders shared by the tests (imported as ``helpers``: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from s2robot.encoder import EncoderConfig
+from s2robot.store import EpisodeStore
+
+MICRO_S2 = {"variant": "vit-micro", "weights": "random", "img_sizes": [32, 64], "device": "cpu"}
+
+
+def micro_encoder_config(**overrides: object) -> EncoderConfig:
+    """The random 2-layer 32-px ViT with S² at 32²+64² (feature dim 64)."""
+    return EncoderConfig(**{**MICRO_S2, **overrides})
+
+
+def make_demos(path: Path, lengths: tuple[int, ...] = (5, 7, 4), seed: int = 0, size: int = 32) -> Path:
+    """A demo store of random frames (``rgb_front``), proprio and actions with the given episode lengths."""
+    rng = np.random.default_rng(seed)
+    store = EpisodeStore.create(path, attrs={"env_id": "test"})
+    for i, n in enumerate(lengths):
+        store.add_episode(
+            {"rgb_front": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+             "proprio": rng.normal(size=(n, 8)).astype(np.float32),
+             "action": rng.normal(size=(n, 8)).astype(np.float32)},
+            info={"seed": i, "success": True},
+        )
+    return path
