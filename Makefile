@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# The main job. Until the demo → cache → train → eval pipeline lands, it benchmarks CPU-sized encoders.
+# The main job: record demos → cache S² features → train the BC policy → evaluate at the 16 cube positions,
+# with the embedded default of configs/pipeline.yaml (sized for 2 CPU cores). Re-running resumes.
 run: setup
-	$(PY) scripts/bench_encoder.py --quick
+	$(PY) scripts/run_pipeline.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

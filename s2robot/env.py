@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 
@@ -45,3 +46,37 @@ def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
         render_mode=render_mode,
         disable_env_checker=True,
     )
+
+
+class EvalEpisodeEnv(gym.Wrapper):
+    """One slot of a (vector) evaluation: per-slot reset options and, optionally, video frames in ``info``.
+
+    ``reset(options={"per_env": [opts_0, opts_1, ...]})`` hands this slot ``opts_<index>`` (e.g. its
+    ``cube_xy``): a vector env passes one options dict to every sub-env. With ``video_size`` set, every
+    ``reset``/``step`` puts the ``video`` camera frame (H, W, 3) uint8 in ``info["video_frame"]``.
+    """
+
+    def __init__(self, env: gym.Env, index: int, video_size: tuple[int, int] | None = None) -> None:
+        super().__init__(env)
+        self.index = index
+        self.video_size = video_size
+
+    def _with_video(self, info: dict) -> dict:
+        if self.video_size is not None:
+            info["video_frame"] = self.env.unwrapped._render("video", self.video_size)
+        return info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        if options and "per_env" in options:
+            options = options["per_env"][self.index]
+        obs, info = self.env.reset(seed=seed, options=options)
+        return obs, self._with_video(info)
+
+    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._with_video(info)
+
+
+def make_eval_env(cfg: EnvConfig, index: int, video_size: tuple[int, int] | None = None) -> gym.Env:
+    """The env of ``cfg`` as evaluation slot ``index`` (see ``EvalEpisodeEnv``); picklable for workers."""
+    return EvalEpisodeEnv(make_env(cfg, render_mode=None), index, video_size)

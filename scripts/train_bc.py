@@ -3,6 +3,7 @@
     python scripts/train_bc.py name=vitb_s2 encoder=mvp_vitb_s2 demos=demos/cube_pick.zarr
     python scripts/train_bc.py name=vitb_s2 encoder=mvp_vitb_s2 demos=demos/cube_pick.zarr   # resumes
     torchrun --nproc_per_node=2 scripts/train_bc.py ...                                    # DDP
+    python scripts/train_bc.py ... eval_every=1000      # + success at the 16 positions; best.pt by success
 
 Checkpoints land in runs/<name>/checkpoints/{last,best}.pt; metrics in runs/<name>/metrics.jsonl and wandb.
 """
@@ -21,7 +22,12 @@ ConfigStore.instance().store(name="train_bc_schema", node=TrainConfig)
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train_bc")
 def main(raw: TrainConfig) -> None:
     cfg: TrainConfig = OmegaConf.to_object(raw)
-    train(cfg)
+    evaluator = None
+    if cfg.eval_every:  # success at the 16 positions every eval_every steps; best.pt by success rate
+        from s2robot.rollout import periodic_evaluator
+
+        evaluator = periodic_evaluator(cfg)
+    train(cfg, evaluator)
 
 
 if __name__ == "__main__":
