@@ -41,6 +41,9 @@ class PipelineConfig:
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the four stages; returns the evaluation report (see ``s2robot.rollout.evaluate``)."""
     t = cfg.train
+    if cfg.evaluate_checkpoint == "best" and t.val_fraction == 0 and not t.eval_every:
+        raise ValueError("evaluate_checkpoint=best needs a validation split (train.val_fraction > 0) or periodic "
+                         "evaluation (train.eval_every > 0) to choose best.pt by; or use evaluate_checkpoint=last")
     print(f"[1/4] demos: {t.demos} ({cfg.n_demos} scripted-expert episodes, cameras {list(t.env.cameras)} "
           f"at {t.env.image_size}²)")
     record_demos(RecordConfig(env=t.env, out=t.demos, n_episodes=cfg.n_demos, workers=cfg.record_workers,
