@@ -158,3 +158,20 @@ def test_ddp_equals_single_process(tmp_path: Path) -> None:
     assert sorted(lb) == list(range(1, 7))
     # rank 0 logs the loss of its shard (half the global batch): close to the global mean, not equal
     assert lb[1] != la[1] and lb[1] == pytest.approx(la[1], rel=0.5)
+
+
+def test_periodic_evaluation_chooses_best_by_success(tmp_path: Path) -> None:
+    rates = iter([0.25, 0.75, 0.5])
+    seen: list[tuple[int, bool]] = []
+
+    def evaluator(policy: ChunkTransformerPolicy, step: int) -> dict[str, float]:
+        seen.append((step, policy.training))
+        return {"success_rate": next(rates)}
+
+    cfg = config(tmp_path, eval_every=4)
+    train(cfg, evaluator)
+    assert [s for s, _ in seen] == [4, 8, 12]
+    best = load_checkpoint(cfg.checkpoint_dir / "best.pt")
+    assert best["step"] == 8 and best["best"] == {"metric": "eval/success_rate", "value": 0.75, "step": 8}
+    logged = [m["eval/success_rate"] for m in read_metrics(cfg.run_dir) if "eval/success_rate" in m]
+    assert logged == [0.25, 0.75, 0.5]
