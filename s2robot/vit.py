@@ -66,6 +66,8 @@ VARIANTS: dict[str, ViTConfig] = {
     "vitl-256-mae-egosoup": _VIT_L_256,
     # Not MVP releases: small ViTs for CPU runs and tests (random or self-pretrained weights only).
     "vitti": ViTConfig(embed_dim=192, depth=12, num_heads=3),
+    # ViT-Ti/16 MAE-pretrained on rendered cube-pick frames (scripts/pretrain_mae.py); ships in weights/.
+    "vitti-mae-cubepick": ViTConfig(embed_dim=192, depth=12, num_heads=3),
     "vit-micro": ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2),
 }
 MVP_VARIANTS: tuple[str, ...] = (

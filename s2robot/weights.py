@@ -4,6 +4,7 @@ Resolution order for a variant ``NAME`` (``resolve_weights``):
 
 1. an explicit path (``EncoderConfig.weights: /path/to/file.pth``);
 2. ``$S2ROBOT_WEIGHTS_DIR/NAME.pth``, else ``~/.cache/s2robot/mvp/NAME.pth``;
+   then ``weights/NAME.pth`` shipped in the repository (e.g. the in-domain MAE ``vitti-mae-cubepick``);
 3. the official ``mvp`` package (github ir413/mvp, the ``mvp`` extra), if importable: its loaded state dict;
 4. a download from MVP's official URL, only when asked (``allow_download`` or
    ``python -m s2robot.weights download NAME``: needs internet);
@@ -11,7 +12,8 @@ Resolution order for a variant ``NAME`` (``resolve_weights``):
 
 Checkpoints are MVP's format: the encoder state dict under ``"model"`` with timm key names. MAE decoder keys
 and the mask token are ignored and reported; a missing encoder key or a shape mismatch is an error naming
-the keys; a position table for another image size is resampled bicubically, with a warning.
+the keys; a position table for another image size is resampled bicubically, with a warning. Tensors are
+cast to the model's dtype, so float16 files (the shipped ones) load into float32 models.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ MVP_URLS: dict[str, str] = {
 # MVP publishes no checksums. Fill in an md5 here (or pass --md5) once a trusted copy has been checked;
 # until then a download prints and records its md5 and sha256 instead of verifying them.
 MVP_MD5: dict[str, str | None] = dict.fromkeys(MVP_URLS)
+
+# Checkpoints that ship with the repository (small, float16), with a NAME.json of provenance next to each.
+REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 RANDOM = "random"
 AUTO = "auto"
@@ -134,7 +139,7 @@ def _missing_weights_error(name: str) -> FileNotFoundError:
         else f"place an MVP-format checkpoint ({{'model': state_dict}}) at {target}"
     )
     return FileNotFoundError(
-        f"no weights found for encoder variant {name!r}. Looked for {target} "
+        f"no weights found for encoder variant {name!r}. Looked for {target}, {REPO_WEIGHTS_DIR / f'{name}.pth'} "
         f"(set S2ROBOT_WEIGHTS_DIR to look elsewhere) and for the official mvp package. To fix: {how}, "
         "or pass an explicit path (encoder.weights=/path/to/file.pth), or use encoder.weights=random "
         "for an untrained encoder (results are then meaningless)."
@@ -152,9 +157,9 @@ def resolve_weights(
         if not path.is_file():
             raise FileNotFoundError(f"encoder weights file {path} does not exist; check encoder.weights")
         return ResolvedWeights("file", file_sha256(path), path)
-    path = cache_dir() / f"{name}.pth"
-    if path.is_file():
-        return ResolvedWeights("file", file_sha256(path), path)
+    for path in (cache_dir() / f"{name}.pth", REPO_WEIGHTS_DIR / f"{name}.pth"):
+        if path.is_file():
+            return ResolvedWeights("file", file_sha256(path), path)
     if name in MVP_URLS:
         from_pkg = _from_mvp_package(name)
         if from_pkg is not None:
@@ -215,7 +220,7 @@ def load_encoder_weights(
     bad = [f"{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
     if bad:
         raise ValueError(f"{source} has shapes that do not fit this ViT (checkpoint vs model): {bad}")
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)  # f16 file → f32
     if ignored or unexpected:
         also = f" and {len(unexpected)} unused keys {list(unexpected)}" if unexpected else ""
         warnings.warn(f"{source}: ignored {len(ignored)} MAE decoder/mask keys{also}", stacklevel=2)

@@ -166,3 +166,26 @@ def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert W.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "vitb-mae-egosoup" in out and "missing" in out
+
+
+def test_repo_shipped_weights_come_after_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weights/NAME.pth in the repository is found when the cache dir has no NAME.pth; the cache wins."""
+    monkeypatch.setattr(W, "REPO_WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights").mkdir()
+    shipped = write_mvp_checkpoint(tmp_path / "weights" / "vit-micro.pth", random_micro(8))
+    assert W.resolve_weights("vit-micro").path == shipped
+    cached = write_mvp_checkpoint(W.cache_dir() / "vit-micro.pth", random_micro(9))
+    assert W.resolve_weights("vit-micro").path == cached
+    with pytest.raises(FileNotFoundError, match=r"weights/vitti\.pth"):
+        W.resolve_weights("vitti")
+
+
+def test_float16_file_loads_into_a_float32_model(tmp_path: Path) -> None:
+    src = random_micro(10)
+    path = tmp_path / "half.pth"
+    torch.save({"model": {k: v.half() for k, v in src.state_dict().items()}}, path)
+    dst = build_vit("vit-micro")
+    W.load_resolved(dst, W.resolve_weights("vit-micro", str(path)))
+    assert all(p.dtype == torch.float32 for p in dst.parameters())
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v.half().float()), k
