@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from s2robot.encoder import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 from s2robot.frames import FrameDataConfig, load_frames
+from s2robot.optim import lr_factor, param_groups, save_checkpoint
 from s2robot.vit import Block, VisionTransformer, ViTConfig, get_config
 from s2robot.weights import file_sha256
 
@@ -332,14 +333,6 @@ class PretrainResult:
     export_path: Path | None
 
 
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier at ``step``: linear 0→1 over ``warmup`` steps, then cosine 1→``min_ratio`` at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def random_resized_crop(
     imgs: torch.Tensor,
     scale: tuple[float, float],
@@ -360,14 +353,6 @@ def random_resized_crop(
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, h, cy
     grid = F.affine_grid(theta.to(imgs.device), list(imgs.shape), align_corners=False)
     return F.grid_sample(imgs, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or name.endswith(("cls_token", "mask_token")) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _normalize(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -444,9 +429,9 @@ def pretrain_mae(
     # 2. model, optimizer, schedule; resume when a checkpoint exists
     gen = torch.Generator().manual_seed(cfg.seed)
     model = MaskedAutoencoder(cfg.model, torch.Generator().manual_seed(cfg.seed)).to(device)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr))
+        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr))
     step, history, wandb_id = 0, [], None
     ckpt_path = run_dir / "last.pt"
     if ckpt_path.is_file():
@@ -470,8 +455,7 @@ def pretrain_mae(
                 "scheduler": schedule.state_dict(), "step": step, "history": history, "cfg": asdict(cfg),
                 "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
                 "wandb_id": run.id if run is not None else None}
-        torch.save(ckpt, run_dir / "last.pt.part")
-        (run_dir / "last.pt.part").replace(ckpt_path)
+        save_checkpoint(ckpt_path, ckpt)
 
     # 3. train
     model.train()

@@ -18,7 +18,6 @@ of the same global batch; only rank 0 logs, validates and saves.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -38,6 +37,7 @@ from s2robot.encoder import EncoderConfig, FrozenS2Encoder, encoder_fingerprint
 from s2robot.env import EnvConfig
 from s2robot.features import build_feature_cache, default_cache_path, open_feature_cache
 from s2robot.normalize import Normalizer
+from s2robot.optim import lr_factor, param_groups, save_checkpoint
 from s2robot.policy import FEAT_PREFIX, ChunkTransformerPolicy, PolicyConfig
 from s2robot.store import EpisodeStore
 from s2robot.weights import resolve_weights
@@ -123,14 +123,6 @@ def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------ pieces
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warmup from ~0 to 1 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0, world: int = 1) -> np.ndarray:
     """Sample indices of this rank's shard of the global batch at ``step``: a pure function of its inputs.
 
@@ -220,14 +212,6 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write atomically (temp file + rename): a crash mid-save never corrupts the previous checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(dict(payload), tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A training checkpoint, checked to be one."""
     path = Path(path)
@@ -262,8 +246,9 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu", use_ema: b
 
 
 # ------------------------------------------------------------------------------------------ data
-def prepare_cache(cfg: TrainConfig, dist_info: DistInfo = DistInfo(), progress: bool = True) -> Path:
-    """The feature cache for (cfg.demos, cfg.encoder), built by rank 0 when missing or stale."""
+def prepare_cache(cfg: TrainConfig, dist_info: DistInfo = DistInfo(), progress: bool = True) -> tuple[Path, str]:
+    """(path, encoder fingerprint) of the feature cache for (cfg.demos, cfg.encoder), built by rank 0 when
+    missing or stale."""
     if not Path(cfg.demos).exists() and not (cfg.cache and Path(cfg.cache).exists()):
         raise FileNotFoundError(f"demo store {cfg.demos} does not exist; record demos first with "
                                 "scripts/record_demos.py (or set demos=/path/to/store.zarr)")
@@ -288,7 +273,7 @@ def prepare_cache(cfg: TrainConfig, dist_info: DistInfo = DistInfo(), progress: 
             del encoder
     if dist_info.world > 1:
         dist.barrier()
-    return path
+    return path, fingerprint
 
 
 @dataclass
@@ -410,9 +395,7 @@ def train(cfg: TrainConfig, evaluator: Evaluator | None = None) -> Path:
     if dist_info.world > 1:
         dist.barrier()
 
-    cache_path = prepare_cache(cfg, dist_info, progress=cfg.progress and main)
-    digest = resolve_weights(cfg.encoder.variant, cfg.encoder.weights, cfg.encoder.seed).digest
-    fingerprint = encoder_fingerprint(cfg.encoder, digest)
+    cache_path, fingerprint = prepare_cache(cfg, dist_info, progress=cfg.progress and main)
     data = load_data(cfg, cache_path, fingerprint)
     n_train = len(data.train)
 
@@ -420,10 +403,7 @@ def train(cfg: TrainConfig, evaluator: Evaluator | None = None) -> Path:
     random.seed(cfg.seed)
     policy = build_policy(cfg.policy, data.shape, data.normalizer).to(device)
     params = list(policy.parameters())
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(param_groups(policy, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
     ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None

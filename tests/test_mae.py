@@ -24,8 +24,8 @@ from s2robot.mae import (
     restore_order,
     sincos_pos_embed,
     unpatchify,
-    warmup_cosine,
 )
+from s2robot.optim import lr_factor
 from s2robot.vit import build_vit
 
 
@@ -94,8 +94,8 @@ def test_pure_helpers() -> None:
     table = sincos_pos_embed(32, 4)
     assert table.shape == (1, 17, 32) and not table[0, 0].any()
     assert len({tuple(r.tolist()) for r in table[0, 1:]}) == 16  # every position distinct
-    assert warmup_cosine(0, 10, 100, 0.1) == pytest.approx(0.1) and warmup_cosine(9, 10, 100, 0.1) == 1.0
-    assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor(0, 10, 100, 0.1) == pytest.approx(0.1) and lr_factor(9, 10, 100, 0.1) == 1.0
+    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
     g = torch.Generator().manual_seed(0)
     assert torch.allclose(random_resized_crop(x, (1.0, 1.0), (1.0, 1.0), False, g), x, atol=1e-5)
 
