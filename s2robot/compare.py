@@ -44,7 +44,8 @@ class CompareConfig:
         encoders come from ``encoders``); run names are ``<base.train.name>-<encoder>-s<seed>``
     encoders: names of ``configs/encoder/*.yaml``; default the paper's ViT-B 224², ViT-B-S² 224²+448², ViT-L 256²
     seeds: training seeds (policy init, batches, train/val split); each encoder is trained once per seed
-    encoder_dtype / encoder_device / encoder_max_batch: override these of every encoder (None keeps the yaml's)
+    encoder_dtype / encoder_device / encoder_max_batch / encoder_readout: override these of every encoder
+        (None keeps the yaml's); e.g. ``encoder_readout=cls+grid`` compares weights under make run's readout
     out: where ``comparison.{json,md,png}`` go
     """
 
@@ -54,6 +55,7 @@ class CompareConfig:
     encoder_dtype: str | None = None
     encoder_device: str | None = None
     encoder_max_batch: int | None = None
+    encoder_readout: str | None = None
     out: str = "runs/compare"
 
     def __post_init__(self) -> None:
@@ -65,8 +67,9 @@ class CompareConfig:
             raise ValueError(f"encoder_dtype must be one of {sorted(DTYPES)} or null, got {self.encoder_dtype!r}")
 
     def encoder_config(self, name: str) -> EncoderConfig:
-        """``configs/encoder/<name>.yaml`` with this comparison's dtype/device/max_batch overrides."""
-        overrides = {"dtype": self.encoder_dtype, "device": self.encoder_device, "max_batch": self.encoder_max_batch}
+        """``configs/encoder/<name>.yaml`` with this comparison's dtype/device/max_batch/readout overrides."""
+        overrides = {"dtype": self.encoder_dtype, "device": self.encoder_device, "max_batch": self.encoder_max_batch,
+                     "readout": self.encoder_readout}
         return EncoderConfig.from_name(name, **{k: v for k, v in overrides.items() if v is not None})
 
     def run_name(self, encoder: str, seed: int) -> str:
@@ -90,12 +93,14 @@ def comparison_rows(reports_by_encoder: Mapping[str, Mapping[int, Mapping[str, A
         episodes = sum(int(by_seed[s]["episodes"]) for s in seeds)
         enc = by_seed[seeds[0]]["encoder"]
         img_sizes = [int(s) for s in enc["img_sizes"]]
+        readout = enc.get("readout", "cls")
         rows.append({
             "encoder": name,
             "variant": enc["variant"],
             "img_sizes": img_sizes,
             "params_m": enc["params"] / 1e6,
             "gflops_per_frame": float(enc["gflops_per_frame"]),
+            "readout": readout,
             "feature_dim": enc.get("feature_dim"),
             "weights_random": any(bool(by_seed[s]["weights_random"]) for s in seeds),
             "seeds": seeds,
@@ -107,7 +112,8 @@ def comparison_rows(reports_by_encoder: Mapping[str, Mapping[int, Mapping[str, A
             "successes": successes,
             "episodes": episodes,
             "ci95": list(wilson_interval(successes, episodes)),
-            "paper_success": PAPER_SUCCESS.get((enc["variant"], tuple(img_sizes))),
+            # the paper's policies read MVP's CLS token: other readouts have no paper number
+            "paper_success": PAPER_SUCCESS.get((enc["variant"], tuple(img_sizes))) if readout == "cls" else None,
         })
     return rows
 
@@ -118,8 +124,9 @@ def _pct(x: float) -> str:
 
 def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table like the paper's Table 6, random-weight encoders labelled RANDOM."""
-    lines = ["| encoder | variant | scales [px] | params [M] | GFLOPs/frame | success % (mean ± std, min–max) | "
-             "95% CI % (pooled) | seeds | episodes | paper % |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| encoder | variant | scales [px] | readout (dim) | params [M] | GFLOPs/frame | "
+             "success % (mean ± std, min–max) | 95% CI % (pooled) | seeds | episodes | paper % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         variant = f"{r['variant']} (**RANDOM weights**)" if r["weights_random"] else r["variant"]
         scales = "+".join(f"{s}²" for s in r["img_sizes"])
@@ -128,7 +135,9 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
             success += f" ± {_pct(r['success_std'])} ({_pct(r['success_min'])}–{_pct(r['success_max'])})"
         lo, hi = r["ci95"]
         paper = _pct(r["paper_success"]) if r["paper_success"] is not None else "–"
-        lines.append(f"| {r['encoder']} | {variant} | {scales} | {r['params_m']:.3g} | {r['gflops_per_frame']:.3g} | "
+        readout = f"{r.get('readout', 'cls')} ({r.get('feature_dim') or '?'})"
+        lines.append(f"| {r['encoder']} | {variant} | {scales} | {readout} | {r['params_m']:.3g} | "
+                     f"{r['gflops_per_frame']:.3g} | "
                      f"{success} | {_pct(lo)}–{_pct(hi)} | {', '.join(map(str, r['seeds']))} | "
                      f"{r['successes']}/{r['episodes']} | {paper} |")
     if any(r["weights_random"] for r in rows):
@@ -165,7 +174,8 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
         ax.text(i + 0.05, 1.5, f"{mean[i]:.1f}%", ha="left", va="bottom", fontsize=8)  # beside the error bar
     labels = [f"{r['encoder']}{' (RANDOM)' if r['weights_random'] else ''}\n"
               f"{'+'.join(f'{s}²' for s in r['img_sizes'])}, {r['params_m']:.0f} M, "
-              f"{r['gflops_per_frame']:.1f} GFLOPs" for r in rows]
+              f"{r['gflops_per_frame']:.1f} GFLOPs"
+              f"{'' if r.get('readout', 'cls') == 'cls' else ', ' + r['readout']}" for r in rows]
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylim(0, 105)
     ax.set_ylabel("success % (mean over seeds)")

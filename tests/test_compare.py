@@ -21,9 +21,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def fake_report(successes: int, random: bool = False, variant: str = "vitb-mae-egosoup",
-                img_sizes: tuple[int, ...] = (224,), episodes: int = 16) -> dict:
+                img_sizes: tuple[int, ...] = (224,), episodes: int = 16, readout: str = "cls") -> dict:
     encoder = {"variant": variant, "img_sizes": list(img_sizes), "params": 85_800_000, "gflops_per_frame": 35.1,
-               "feature_dim": 768 * len(img_sizes)}
+               "feature_dim": 768 * len(img_sizes), "readout": readout}
     return {"success_rate": successes / episodes, "successes": successes, "episodes": episodes,
             "weights_random": random, "encoder": encoder}
 
@@ -44,6 +44,8 @@ def test_rows_pool_seeds() -> None:
     assert s2["paper_success"] == 0.625 and s2["params_m"] == pytest.approx(85.8) and not s2["weights_random"]
     assert rnd["weights_random"] and rnd["success_std"] is None and rnd["paper_success"] is None
     assert rnd["ci95"] == pytest.approx(list(wilson_interval(3, 16)))
+    grid = comparison_rows({"g": {0: fake_report(9, img_sizes=(224, 448), readout="cls+grid")}})[0]
+    assert grid["readout"] == "cls+grid" and grid["paper_success"] is None  # the paper read CLS only
 
 
 def test_table_and_chart(tmp_path: Path) -> None:
@@ -53,7 +55,7 @@ def test_table_and_chart(tmp_path: Path) -> None:
     md = format_comparison(rows)
     assert sum(line.startswith("| ") for line in md.splitlines()) == 3  # header + 2 rows
     assert "vitti (**RANDOM weights**)" in md and "RANDOM weights: the encoder is not pretrained" in md
-    assert "| mvp_vitb | vitb-mae-egosoup | 224² |" in md and "43.8" in md  # the paper's ViT-B number
+    assert "| mvp_vitb | vitb-mae-egosoup | 224² | cls (768) |" in md and "43.8" in md  # the paper's ViT-B number
     assert "RANDOM" not in format_comparison(rows[:1])
     png = plot_comparison(rows, tmp_path / "sub" / "c.png")
     assert png.stat().st_size > 5000
@@ -66,6 +68,16 @@ def test_config_validates() -> None:
         CompareConfig(seeds=[])
     with pytest.raises(FileNotFoundError, match="no encoder config 'nope'"):
         CompareConfig(encoders=["nope"]).encoder_config("nope")
+
+
+def test_encoder_overrides() -> None:
+    """encoder_* fields override every encoder's yaml; None keeps it."""
+    kept = CompareConfig().encoder_config("vitti_s2_random")
+    grid = CompareConfig(encoder_readout="cls+grid", encoder_dtype="float32").encoder_config("vitti_s2_random")
+    assert (kept.readout, grid.readout, grid.dtype) == ("cls", "cls+grid", "float32")
+    assert grid.feature_dim() == 5 * kept.feature_dim()  # CLS + 2×2 pooled patch grid
+    with pytest.raises(ValueError, match="readout"):
+        CompareConfig(encoder_readout="max").encoder_config("vitti_s2_random")
 
 
 def test_missing_weights_fail_before_any_work(tmp_path: Path) -> None:
