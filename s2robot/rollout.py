@@ -354,7 +354,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     summary = summarize(results)
     desc = encoder.describe()
-    label = (f"{desc['variant']} {desc['img_sizes']}, "
+    label = (f"{desc['variant']} {desc['img_sizes']} {desc['readout']}, "
              + ("RANDOM weights (not pretrained)" if desc["weights_random"] else f"weights {desc['weights']}"))
     report = {
         **summary,

@@ -436,7 +436,8 @@ def train(cfg: TrainConfig, evaluator: Evaluator | None = None) -> Path:
         n_eps = len(np.unique(np.searchsorted(data.train.episode_ends, data.train.index.step, side="right")))
         print(f"training {cfg.name}: {n_train} windows from {n_eps} episodes, "
               f"{sum(p.numel() for p in params) / 1e6:.2f} M params, encoder {cfg.encoder.variant} "
-              f"{cfg.encoder.resolved_img_sizes()} weights {weights}, {dist_info.world} process(es) on {device}")
+              f"{cfg.encoder.resolved_img_sizes()} {cfg.encoder.readout}, weights {weights}, "
+              f"{dist_info.world} process(es) on {device}")
 
     def payload(step: int, gather: bool = True) -> dict[str, Any]:
         rng: Any = _rng_state()

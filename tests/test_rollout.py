@@ -40,7 +40,7 @@ def test_results_file_is_well_formed(checkpoint: Path, tmp_path: Path) -> None:
     assert saved["episodes"] == 16 and 0.0 <= saved["success_rate"] <= 1.0
     lo, hi = saved["ci95"]
     assert lo <= saved["success_rate"] <= hi
-    assert saved["weights_random"] is True and "RANDOM" in saved["label"]
+    assert saved["weights_random"] is True and "RANDOM" in saved["label"] and " cls, " in saved["label"]
     assert "RANDOM" in (tmp_path / "table.md").read_text()
     assert len(saved["seeds"]) == len(set(saved["seeds"])) == 16
     assert all(e["steps"] == 5 for e in saved["episodes_detail"] if not e["success"])  # max_steps from the ckpt
