@@ -1,4 +1,4 @@
-"""Pieces shared by the training loops (BC in ``s2robot.train``, MAE in ``s2robot.mae``)."""
+"""Pieces shared by the training loops (BC in ``s2robot.train``, MAE in ``s2robot.pretrain``)."""
 
 from __future__ import annotations
 

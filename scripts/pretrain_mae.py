@@ -22,7 +22,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from s2robot.mae import PretrainConfig, pretrain_mae
+from s2robot.pretrain import PretrainConfig, pretrain_mae
 
 ConfigStore.instance().store(name="pretrain_mae_schema", node=PretrainConfig)
 
