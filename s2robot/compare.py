@@ -93,7 +93,7 @@ def comparison_rows(reports_by_encoder: Mapping[str, Mapping[int, Mapping[str, A
         episodes = sum(int(by_seed[s]["episodes"]) for s in seeds)
         enc = by_seed[seeds[0]]["encoder"]
         img_sizes = [int(s) for s in enc["img_sizes"]]
-        readout = enc.get("readout", "cls")
+        readout = enc["readout"]
         rows.append({
             "encoder": name,
             "variant": enc["variant"],
@@ -135,7 +135,7 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
             success += f" ± {_pct(r['success_std'])} ({_pct(r['success_min'])}–{_pct(r['success_max'])})"
         lo, hi = r["ci95"]
         paper = _pct(r["paper_success"]) if r["paper_success"] is not None else "–"
-        readout = f"{r.get('readout', 'cls')} ({r.get('feature_dim') or '?'})"
+        readout = f"{r['readout']} ({r['feature_dim']})"
         lines.append(f"| {r['encoder']} | {variant} | {scales} | {readout} | {r['params_m']:.3g} | "
                      f"{r['gflops_per_frame']:.3g} | "
                      f"{success} | {_pct(lo)}–{_pct(hi)} | {', '.join(map(str, r['seeds']))} | "
@@ -175,7 +175,7 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
     labels = [f"{r['encoder']}{' (RANDOM)' if r['weights_random'] else ''}\n"
               f"{'+'.join(f'{s}²' for s in r['img_sizes'])}, {r['params_m']:.0f} M, "
               f"{r['gflops_per_frame']:.1f} GFLOPs"
-              f"{'' if r.get('readout', 'cls') == 'cls' else ', ' + r['readout']}" for r in rows]
+              f"{'' if r['readout'] == 'cls' else ', ' + r['readout']}" for r in rows]
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylim(0, 105)
     ax.set_ylabel("success % (mean over seeds)")
