@@ -17,10 +17,10 @@ import json
 import s2wrapper
 import torch
 
-from s2robot.bench import device_name, matmul_rate, time_interleaved
-from s2robot.encoder import DTYPES, EncoderConfig, FrozenS2Encoder, resolve_device
-from s2robot.s2 import s2_forward
-from s2robot.vit import VARIANTS, flops_per_image, param_count
+from s2robot.common.bench import device_name, matmul_rate, time_interleaved
+from s2robot.vision.encoder import DTYPES, EncoderConfig, FrozenS2Encoder, resolve_device
+from s2robot.vision.s2 import s2_forward
+from s2robot.vision.vit import VARIANTS, flops_per_image, param_count
 
 
 def bench_one(name: str, dtype: str, device: torch.device, batch: int, reps: int, rate: float) -> dict:

@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from s2robot.bench import device_name, time_interleaved
-from s2robot.encoder import EncoderConfig, FrozenS2Encoder
-from s2robot.env import EnvConfig
-from s2robot.features import build_feature_cache
-from s2robot.record import RecordConfig, record_demos
-from s2robot.store import EpisodeStore
+from s2robot.common.bench import device_name, time_interleaved
+from s2robot.data.features import build_feature_cache
+from s2robot.data.store import EpisodeStore
+from s2robot.sim.env import EnvConfig
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
+from s2robot.workflows.record import RecordConfig, record_demos
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ import json
 import numpy as np
 import torch
 
-from s2robot.bench import device_name, time_interleaved
-from s2robot.encoder import EncoderConfig, FrozenS2Encoder, resolve_device
-from s2robot.normalize import Normalizer
-from s2robot.policy import ChunkTransformerPolicy, PolicyConfig
+from s2robot.common.bench import device_name, time_interleaved
+from s2robot.data.normalize import Normalizer
+from s2robot.policy.modeling import ChunkTransformerPolicy, PolicyConfig
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, resolve_device
 
 ENCODERS = ("mvp_vits", "mvp_vits_s2", "mvp_vitb", "mvp_vitb_s2", "mvp_vitl", "mvp_vitl_s2")
 

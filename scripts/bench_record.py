@@ -10,9 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from s2robot.env import EnvConfig
-from s2robot.record import RecordConfig, record_demos
-from s2robot.store import EpisodeStore
+from s2robot.data.store import EpisodeStore
+from s2robot.sim.env import EnvConfig
+from s2robot.workflows.record import RecordConfig, record_demos
 
 
 def disk_bytes(path: Path) -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from s2robot.dataset import WindowDataset
-from s2robot.store import EpisodeStore
+from s2robot.data.dataset import WindowDataset
+from s2robot.data.store import EpisodeStore
 
 
 def render_like(t: int, size: int, rng: np.random.Generator, noise: float) -> np.ndarray:

@@ -19,12 +19,12 @@ import argparse
 import numpy as np
 import torch
 
-from s2robot.bench import device_name, time_interleaved
-from s2robot.dataset import WindowDataset
-from s2robot.encoder import EncoderConfig, FrozenS2Encoder, resolve_device
-from s2robot.normalize import Normalizer
-from s2robot.policy import ChunkTransformerPolicy, PolicyConfig
-from s2robot.train import TrainConfig
+from s2robot.common.bench import device_name, time_interleaved
+from s2robot.data.dataset import WindowDataset
+from s2robot.data.normalize import Normalizer
+from s2robot.policy.modeling import ChunkTransformerPolicy, PolicyConfig
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, resolve_device
+from s2robot.workflows.train import TrainConfig
 
 
 def main() -> None:

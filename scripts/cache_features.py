@@ -1,6 +1,6 @@
-"""Encode every frame of a demo store with a frozen S² encoder into a feature cache (see s2robot.features).
+"""Encode every frame of a demo store with a frozen S² encoder into a feature cache (see s2robot.workflows.cache).
 
-    python scripts/cache_features.py demos=demos/cube_pick.zarr encoder=mvp_vitb_s2 encoder.dtype=bfloat16
+    python scripts/cache_features.py demos=demos/cube_pick.zarr encoder=mvp_vitb_s2
 
 A re-run with the same demos and encoder does nothing; an interrupted run resumes; a stale cache is rebuilt.
 """
@@ -8,23 +8,18 @@ A re-run with the same demos and encoder does nothing; an interrupted run resume
 from __future__ import annotations
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from s2robot.encoder import FrozenS2Encoder
-from s2robot.features import FeatureCacheConfig, build_feature_cache
+from s2robot.workflows.cache import FeatureCacheConfig, cache_features
+from s2robot.workflows.configs import register_configs
 
-ConfigStore.instance().store(name="cache_features_schema", node=FeatureCacheConfig)
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="cache_features")
 def main(raw: FeatureCacheConfig) -> None:
     cfg: FeatureCacheConfig = OmegaConf.to_object(raw)
-    encoder = FrozenS2Encoder(cfg.encoder)
-    print(f"encoder {cfg.encoder.variant} {encoder.img_sizes} on {encoder.device} ({cfg.encoder.dtype}), "
-          f"weights: {encoder.weights.label()}, fingerprint {encoder.fingerprint}")
-    path = build_feature_cache(cfg.demos, encoder, cfg.out, cfg.batch_size)
-    print(f"feature cache: {path}")
+    print(f"feature cache: {cache_features(cfg)}")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ Re-running skips finished training and up-to-date evaluations.
 from __future__ import annotations
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from s2robot.compare import CompareConfig, compare_encoders
+from s2robot.workflows.compare import CompareConfig, compare_encoders
+from s2robot.workflows.configs import register_configs
 
-ConfigStore.instance().store(name="compare_encoders_schema", node=CompareConfig)
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="compare_encoders")

@@ -1,4 +1,4 @@
-"""Evaluate a BC checkpoint at the 16 cube positions with live S² encoding (see s2robot.rollout).
+"""Evaluate a BC checkpoint at the 16 cube positions with live S² encoding (see s2robot.sim.rollout).
 
     python scripts/eval.py checkpoint=runs/cube_pick/checkpoints/best.pt
     python scripts/eval.py checkpoint=... repeats=3 joint_noise=0.02 videos=-1 encoder_dtype=bfloat16
@@ -9,12 +9,12 @@ Writes <run>/eval/{results.json, table.md, success_map.png, videos/*.mp4} and pr
 from __future__ import annotations
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from s2robot.rollout import EvalConfig, evaluate
+from s2robot.sim.rollout import EvalConfig, evaluate
+from s2robot.workflows.configs import register_configs
 
-ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")

@@ -12,19 +12,16 @@ With export_name set, the encoder lands in weights/<export_name>.pth (+ .json pr
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from s2robot.pretrain import PretrainConfig, pretrain_mae
+from s2robot.workflows.configs import register_configs
+from s2robot.workflows.pretrain import PretrainConfig, pretrain_mae
 
-ConfigStore.instance().store(name="pretrain_mae_schema", node=PretrainConfig)
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain_mae")

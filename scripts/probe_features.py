@@ -10,17 +10,13 @@ Encoders whose weights are not on this machine (e.g. official MVP files) are lis
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from s2robot.probe import ProbeConfig, run_probes
+from s2robot.workflows.configs import register_configs
+from s2robot.workflows.probe import ProbeConfig, run_probes
 
-ConfigStore.instance().store(name="probe_features_schema", node=ProbeConfig)
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="probe_features")

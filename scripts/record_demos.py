@@ -2,19 +2,20 @@
 
     python scripts/record_demos.py n_episodes=120 workers=2 out=demos/cube_pick.zarr
     python scripts/record_demos.py resume=true        # after an interruption: appends until n_episodes
-    python -m s2robot.store info demos/cube_pick.zarr # what was recorded
+    python -m s2robot.workflows.store info demos/cube_pick.zarr # what was recorded
 """
 
 from __future__ import annotations
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from s2robot.record import RecordConfig, record_demos
-from s2robot.store import EpisodeStore, info_text
+from s2robot.data.store import EpisodeStore
+from s2robot.workflows.configs import register_configs
+from s2robot.workflows.record import RecordConfig, record_demos
+from s2robot.workflows.store import info_text
 
-ConfigStore.instance().store(name="record_schema", node=RecordConfig)
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="record")

@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from s2robot.pipeline import PipelineConfig, run_pipeline
+from s2robot.workflows.configs import register_configs
+from s2robot.workflows.pipeline import PipelineConfig, run_pipeline
 
-ConfigStore.instance().store(name="pipeline_schema", node=PipelineConfig)
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pipeline")

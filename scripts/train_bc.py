@@ -1,4 +1,4 @@
-"""Train the chunk-transformer BC policy from a feature cache (see s2robot.train).
+"""Train the chunk-transformer BC policy from a feature cache (see s2robot.workflows.train).
 
     python scripts/train_bc.py name=vitb_s2 encoder=mvp_vitb_s2 demos=demos/cube_pick.zarr
     python scripts/train_bc.py name=vitb_s2 encoder=mvp_vitb_s2 demos=demos/cube_pick.zarr   # resumes
@@ -11,12 +11,12 @@ Checkpoints land in runs/<name>/checkpoints/{last,best}.pt; metrics in runs/<nam
 from __future__ import annotations
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from s2robot.train import TrainConfig, train
+from s2robot.workflows.configs import register_configs
+from s2robot.workflows.train import TrainConfig, train
 
-ConfigStore.instance().store(name="train_bc_schema", node=TrainConfig)
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train_bc")
@@ -24,7 +24,7 @@ def main(raw: TrainConfig) -> None:
     cfg: TrainConfig = OmegaConf.to_object(raw)
     evaluator = None
     if cfg.eval_every:  # success at the 16 positions every eval_every steps; best.pt by success rate
-        from s2robot.rollout import periodic_evaluator
+        from s2robot.sim.rollout import periodic_evaluator
 
         evaluator = periodic_evaluator(cfg)
     train(cfg, evaluator)

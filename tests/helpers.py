@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from s2robot.encoder import EncoderConfig
-from s2robot.store import EpisodeStore
+from s2robot.data.store import EpisodeStore
+from s2robot.vision.encoder import EncoderConfig
 
 MICRO_S2 = {"variant": "vit-micro", "weights": "random", "img_sizes": [32, 64], "device": "cpu"}
 

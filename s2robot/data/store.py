@@ -1,0 +1,395 @@
+"""EpisodeStore: recorded episodes in one zarr 3 group, in the Diffusion Policy ReplayBuffer layout.
+
+Layout (T total steps over all episodes, E episodes, S image size)::
+
+    <path>/                       root group; attrs below
+      data/rgb_<camera>           (T, S, S, 3) uint8, one chunk per frame, Blosc/zstd
+      data/proprio, data/action   (T, 8) float32
+      data/<any other key>        (T, ...) its own dtype, e.g. feat_<camera> (T, F) float16
+      meta/episode_ends           (E,) int64, exclusive end step of every episode
+
+    attrs: format, schema_version, created_utc, software (python/numpy/zarr/s2robot versions),
+           user (free-form: env id and config, cameras, image size, control rate, seeds, ...),
+           episodes (one {"length", "digest", "info"} per episode)
+
+Appending is crash-safe for a single writer: an episode's data arrays are resized and written first,
+then its info entry, and last `meta/episode_ends` (the commit point: `episode_ends` is the source of
+truth). A process killed mid-episode leaves trailing steps past `episode_ends[-1]` (and maybe an info
+entry too many); `open` ignores them (mode "r") or truncates them (mode "a") with a warning.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import platform
+import shutil
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from s2robot.data.keys import is_rgb
+
+SCHEMA_VERSION = 1
+FORMAT = "s2robot.EpisodeStore"
+_CHUNK_BYTES = 1 << 20  # time-chunk size of non-image keys (~1 MiB per chunk)
+_ENDS_CHUNK = 1024
+
+
+def _software_versions() -> dict[str, str]:
+    try:
+        s2robot_version = importlib.metadata.version("s2robot")
+    except importlib.metadata.PackageNotFoundError:
+        s2robot_version = "unknown"
+    return {"python": platform.python_version(), "numpy": np.__version__, "zarr": zarr.__version__,
+            "s2robot": s2robot_version}
+
+
+def _check_json(obj: Any, what: str) -> Any:
+    """Round-trip `obj` through JSON so that what is stored is exactly what is later read back."""
+    try:
+        return json.loads(json.dumps(obj))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be JSON-serialisable (plain dicts/lists/str/int/float/bool), "
+                         f"convert numpy values with .tolist(): {e}") from None
+
+
+def episode_digest(data: Mapping[str, np.ndarray]) -> str:
+    """sha256 hex digest of one episode's arrays: for every key (sorted) its name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for key in sorted(data):
+        arr = np.ascontiguousarray(data[key])
+        h.update(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+class EpisodeStore:
+    """Episodes of per-step arrays concatenated along time; see the module docstring for the layout.
+
+    Create with `EpisodeStore.create(path)`, open with `EpisodeStore.open(path, mode="r" | "a")`.
+    Readers see a snapshot taken at open (plus their own appends). One writer at a time.
+    """
+
+    def __init__(self, root: zarr.Group, path: Path, mode: str) -> None:
+        """Internal: use `create` or `open`."""
+        self._root, self.path, self.mode = root, path, mode
+        self._ends = np.zeros(0, dtype=np.int64)  # (E,)
+        self._episodes: list[dict[str, Any]] = []
+        self._specs: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}  # key -> (dtype, per-step shape)
+        self._fingerprint: str | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, path: str | Path, attrs: Mapping[str, Any] | None = None,
+               overwrite: bool = False) -> EpisodeStore:
+        """Create an empty store at `path` (opened in mode "a"); keys come from the first episode."""
+        path = Path(path)
+        user = _check_json(dict(attrs or {}), "EpisodeStore attrs")
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} already exists; open it with EpisodeStore.open({str(path)!r}, "
+                                      "mode='a') to append, pick another path, or pass overwrite=True")
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        root = zarr.open_group(path, mode="w")
+        root.create_group("data")
+        root.require_group("meta").create_array("episode_ends", shape=(0,), chunks=(_ENDS_CHUNK,),
+                                                dtype="int64", fill_value=0)
+        root.update_attributes({
+            "format": FORMAT, "schema_version": SCHEMA_VERSION,
+            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "software": _software_versions(), "user": user, "episodes": [],
+        })
+        return cls(root, path, "a")
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> EpisodeStore:
+        """Open an existing store read-only (mode "r", default) or for appending (mode "a").
+
+        Steps past the last committed episode (left by a killed writer) are ignored in mode "r" and
+        truncated in mode "a", with a warning saying how many were dropped.
+        """
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' (read-only) or 'a' (append), got {mode!r}")
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no EpisodeStore at {path}: the path does not exist; "
+                                    "create one with EpisodeStore.create(path)")
+        try:
+            root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as e:
+            raise ValueError(f"{path} is not an EpisodeStore (not a zarr v3 group: {e}); "
+                             "create one with EpisodeStore.create(path)") from None
+        attrs = root.attrs.asdict()
+        if attrs.get("format") != FORMAT or "schema_version" not in attrs:
+            raise ValueError(f"{path} is a zarr group but not an EpisodeStore (attrs 'format' = "
+                             f"{attrs.get('format')!r}, expected {FORMAT!r}); create one with "
+                             "EpisodeStore.create(path)")
+        if attrs["schema_version"] != SCHEMA_VERSION:
+            raise ValueError(f"{path} has EpisodeStore schema version {attrs['schema_version']}, this "
+                             f"s2robot reads version {SCHEMA_VERSION}; use the s2robot version that wrote it "
+                             f"({attrs.get('software', {}).get('s2robot', '?')}) or re-record the store")
+        for name in ("data", "meta/episode_ends"):
+            if name not in root:
+                raise ValueError(f"{path} is missing '{name}': expected data/<key> arrays and "
+                                 "meta/episode_ends (the store is damaged); re-record it")
+        store = cls(root, path, mode)
+        store._load()
+        return store
+
+    def _load(self) -> None:
+        """Read episode_ends and infos; drop anything past the last committed episode (see `open`)."""
+        ends_arr = self._root["meta/episode_ends"]
+        ends = np.asarray(ends_arr[:], dtype=np.int64)
+        arrays = dict(self._root["data"].arrays())
+        n_data = min((a.shape[0] for a in arrays.values()), default=0)
+        # A killed writer leaves at most one uncommitted entry: resized (fill value 0), not yet written.
+        valid = np.diff(ends, prepend=0) >= 1
+        valid &= ends <= n_data
+        n_valid = int(np.argmin(valid)) if not valid.all() else len(ends)
+        if n_valid < len(ends) - 1:
+            raise ValueError(f"{self.path}: meta/episode_ends is corrupt ({ends.tolist()} with {n_data} "
+                             "data steps): it must increase strictly and end within the data; re-record it")
+        dropped = []
+        if n_valid < len(ends):
+            dropped.append(f"uncommitted episode_ends entry {int(ends[-1])}")
+            if self.mode == "a":
+                ends_arr[n_valid:] = 0  # zero it before shrinking so a later resize cannot resurrect it
+                ends_arr.resize((n_valid,))
+            ends = ends[:n_valid]
+        n_steps = int(ends[-1]) if len(ends) else 0
+        extra = {k: a.shape[0] - n_steps for k, a in arrays.items() if a.shape[0] > n_steps}
+        if extra:
+            dropped.append(f"{max(extra.values())} trailing steps past the last episode end (step "
+                           f"{n_steps}) in " + ", ".join(f"{k}: {v}" for k, v in sorted(extra.items())))
+            if self.mode == "a":
+                for k in extra:
+                    if n_steps == 0:
+                        del self._root["data"][k]  # keys are redefined by the next first episode
+                    else:
+                        arrays[k].resize((n_steps, *arrays[k].shape[1:]))
+        episodes = list(self._root.attrs.get("episodes", []))
+        if len(episodes) > len(ends):
+            dropped.append(f"{len(episodes) - len(ends)} uncommitted episode info entries")
+            episodes = episodes[: len(ends)]
+        self._ends = ends
+        starts = np.concatenate([[0], ends[:-1]])
+        for i in range(len(episodes), len(ends)):  # info missing (written by another tool): rebuild it
+            data = {k: a[starts[i]: ends[i]] for k, a in arrays.items()}
+            episodes.append({"length": int(ends[i] - starts[i]), "digest": episode_digest(data), "info": {}})
+        self._episodes = episodes
+        self._read_specs()
+        if self.mode == "a" and episodes != self._root.attrs.get("episodes"):
+            self._root.update_attributes({"episodes": episodes})
+        if dropped:
+            verb = "truncated" if self.mode == "a" else "ignored (open with mode='a' to truncate)"
+            warnings.warn(f"EpisodeStore {self.path}: {verb} an interrupted append: " + "; ".join(dropped),
+                          stacklevel=3)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def n_episodes(self) -> int:
+        """E, the number of committed episodes."""
+        return len(self._ends)
+
+    def __len__(self) -> int:
+        """E, the number of committed episodes."""
+        return self.n_episodes
+
+    @property
+    def n_steps(self) -> int:
+        """T, the total number of steps over all episodes."""
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        """(E,) int64 exclusive end step of every episode (a copy)."""
+        return self._ends.copy()
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        """(E,) int64 number of steps of every episode."""
+        return np.diff(self._ends, prepend=0)
+
+    def _read_specs(self) -> None:
+        arrays = self._root["data"].arrays() if len(self._ends) else ()
+        self._specs = {k: (np.dtype(a.dtype), tuple(a.shape[1:])) for k, a in sorted(arrays)}
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Sorted per-step keys; empty until the first episode is added."""
+        return tuple(self._specs)
+
+    def spec(self, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """(dtype, per-step shape) of `key`, e.g. (uint8, (S, S, 3)) for rgb_<camera>."""
+        self._array(key)
+        return self._specs[key]
+
+    def array(self, key: str) -> zarr.Array:
+        """The zarr array of `key` (chunks, stored bytes); read steps with `get_steps`."""
+        return self._array(key)
+
+    def _array(self, key: str) -> zarr.Array:
+        if key not in self._specs:
+            raise KeyError(f"{self.path} has no key {key!r}; available: {list(self.keys)}")
+        return self._root["data"][key]
+
+    def episode_bounds(self, i: int) -> tuple[int, int]:
+        """[start, stop) steps of episode `i`."""
+        return self._episode_bounds(i)
+
+    def _episode_bounds(self, i: int) -> tuple[int, int]:
+        if not -self.n_episodes <= i < self.n_episodes:
+            raise IndexError(f"episode {i} out of range: {self.path} has {self.n_episodes} episodes")
+        i %= self.n_episodes
+        return (int(self._ends[i - 1]) if i else 0), int(self._ends[i])
+
+    def get_episode(self, i: int) -> dict[str, np.ndarray]:
+        """All arrays of episode `i`: {key: (T_i, ...)}."""
+        start, stop = self._episode_bounds(i)
+        return {k: self._root["data"][k][start:stop] for k in self.keys}
+
+    def get_steps(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Steps [start, stop) of `key` across episodes, (stop - start, ...), for bulk reads."""
+        if not 0 <= start <= stop <= self.n_steps:
+            raise IndexError(f"steps [{start}, {stop}) out of range [0, {self.n_steps}] in {self.path}")
+        return self._array(key)[start:stop]
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        """Episodes in order, as `get_episode` dicts."""
+        return (self.get_episode(i) for i in range(self.n_episodes))
+
+    def episode_info(self, i: int) -> dict[str, Any]:
+        """The info dict passed with episode `i`, plus its "length"."""
+        self._episode_bounds(i)
+        ep = self._episodes[i]
+        return {**ep["info"], "length": ep["length"]}
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        """User attrs (env config, cameras, seeds, ...), read-only; change them with `update_attrs`."""
+        return MappingProxyType(json.loads(json.dumps(self._root.attrs.get("user", {}))))
+
+    @property
+    def software(self) -> dict[str, str]:
+        """Software versions recorded when the store was created."""
+        return dict(self._root.attrs.get("software", {}))
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 hex of what a derived artifact (e.g. a feature cache) depends on.
+
+        Covers: schema version, every key's name/dtype/per-step shape, episode_ends, and every episode's
+        content digest (sha256 of its arrays' bytes, computed once in `add_episode`). Does not cover user
+        attrs, episode infos, chunking or compression (they do not change the stored values).
+        """
+        if self._fingerprint is None:
+            doc = {"schema_version": SCHEMA_VERSION,
+                   "keys": [[k, self.spec(k)[0].str, list(self.spec(k)[1])] for k in self.keys],
+                   "episode_ends": self._ends.tolist(), "digests": [ep["digest"] for ep in self._episodes]}
+            self._fingerprint = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return (f"EpisodeStore({str(self.path)!r}, mode={self.mode!r}, episodes={self.n_episodes}, "
+                f"steps={self.n_steps}, keys={list(self.keys)})")
+
+    # ------------------------------------------------------------------ writing
+    def _check_writable(self) -> None:
+        if self.mode != "a":
+            raise PermissionError(f"{self.path} was opened read-only; use EpisodeStore.open(path, mode='a') "
+                                  "to append or update attrs")
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Merge `attrs` (JSON-able) into the user attrs; mode "a" only."""
+        self._check_writable()
+        user = {**self._root.attrs.get("user", {}), **_check_json(dict(attrs), "attrs")}
+        self._root.update_attributes({"user": user})
+
+    def _validate(self, data: Mapping[str, np.ndarray]) -> int:
+        """Check one episode against the store's keys/dtypes/shapes; return its length T."""
+        if not data:
+            raise ValueError("episode data is empty: pass {key: (T, ...) array}")
+        keys = self.keys
+        if keys and set(data) != set(keys):
+            missing, unexpected = sorted(set(keys) - set(data)), sorted(set(data) - set(keys))
+            raise ValueError(f"episode keys {sorted(data)} differ from the store's {list(keys)} "
+                             f"(missing {missing}, unexpected {unexpected})")
+        lengths = {k: np.shape(v)[0] if np.ndim(v) else 0 for k, v in data.items()}
+        if len(set(lengths.values())) != 1 or min(lengths.values()) < 1:
+            raise ValueError(f"all arrays of an episode must have the same length T >= 1, got {lengths}")
+        for k, v in data.items():
+            if not k or "/" in k or k.startswith("."):
+                raise ValueError(f"invalid key {k!r}: use a non-empty name without '/' or a leading '.'")
+            if not isinstance(v, np.ndarray):
+                raise ValueError(f"{k}: expected a numpy array, got {type(v).__name__}")
+            if keys:
+                dtype, shape = self.spec(k)
+                if v.dtype != dtype or v.shape[1:] != shape:
+                    raise ValueError(f"{k}: expected dtype {dtype} with per-step shape {shape}, got dtype "
+                                     f"{v.dtype} shape {v.shape[1:]} (cast with .astype(np.{dtype}))")
+            elif v.dtype.kind not in "biuf":
+                raise ValueError(f"{k}: dtype {v.dtype} is not storable; use bool, int, uint or float")
+            if v.dtype.kind == "f":
+                bad = ~np.isfinite(v.reshape(len(v), -1)).all(axis=1)
+                if bad.any():
+                    raise ValueError(f"{k}: non-finite value (NaN/inf) at step {int(np.argmax(bad))} of the "
+                                     "episode; nothing was written")
+        return next(iter(lengths.values()))
+
+    def add_episode(self, data: Mapping[str, np.ndarray], info: Mapping[str, Any] | None = None) -> None:
+        """Append one episode {key: (T, ...)} with an optional JSON-able info dict (seed, success, ...).
+
+        All arrays must share T >= 1; after the first episode, keys, dtypes and per-step shapes must match
+        the store's. A rejected episode changes nothing.
+        """
+        self._check_writable()
+        T = self._validate(data)
+        info = _check_json(dict(info or {}), "episode info")
+        if info.get("length", T) != T:
+            raise ValueError(f"info['length'] = {info['length']} but the arrays have T = {T} steps")
+        info.pop("length", None)
+        digest = episode_digest(data)
+        if not self.keys:
+            self._create_arrays(data)
+        n = self.n_steps
+        for k in sorted(data):
+            self._write_key(k, n, data[k])
+        self._commit(n + T, {"length": T, "digest": digest, "info": info})
+
+    def _create_arrays(self, data: Mapping[str, np.ndarray]) -> None:
+        group = self._root["data"]
+        for k in list(group.array_keys()):  # left by a first episode that failed part-way
+            del group[k]
+        for k, v in data.items():
+            step_bytes = max(1, v[0].nbytes)
+            is_image = is_rgb(k)
+            chunk_t = 1 if is_image else max(1, min(4096, _CHUNK_BYTES // step_bytes))
+            codec = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle" if is_image else "shuffle")
+            group.create_array(k, shape=(0, *v.shape[1:]), chunks=(chunk_t, *v.shape[1:]), dtype=v.dtype,
+                               compressors=codec, fill_value=0)
+
+    def _write_key(self, key: str, start: int, value: np.ndarray) -> None:
+        arr = self._root["data"][key]
+        arr.resize((start + len(value), *arr.shape[1:]))
+        arr[start:] = value
+
+    def _commit(self, end: int, episode: dict[str, Any]) -> None:
+        """Make the episode visible: info entry first, then episode_ends (the commit point)."""
+        self._root.update_attributes({"episodes": [*self._episodes, episode]})
+        ends = self._root["meta/episode_ends"]
+        ends.resize((len(self._ends) + 1,))
+        ends[-1] = end
+        self._ends = np.append(self._ends, np.int64(end))
+        self._episodes.append(episode)
+        if len(self._ends) == 1:
+            self._read_specs()
+        self._fingerprint = None

@@ -1,0 +1,65 @@
+"""The training data of a BC run: windows of a feature cache's train/val episodes and the normalizer fit on
+the training split."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s2robot.data.dataset import WindowDataset, split_episodes
+from s2robot.data.features import open_feature_cache
+from s2robot.data.keys import episode_starts, feat_keys
+from s2robot.data.normalize import Normalizer
+
+
+@dataclass
+class TrainData:
+    train: WindowDataset
+    val: WindowDataset | None
+    normalizer: Normalizer
+    shape: dict[str, Any]  # feature_dims, proprio_dim, action_dim
+    cache_path: Path
+    cache_attrs: dict[str, Any]
+
+
+def fit_normalizer(data: Mapping[str, np.ndarray], episode_ends: np.ndarray, train_episodes: np.ndarray,
+                   feature_keys: tuple[str, ...], normalize_features: bool) -> Normalizer:
+    """Gaussian statistics of proprio, action (and features) over the steps of the training episodes."""
+    starts = episode_starts(episode_ends)
+    rows = np.concatenate([np.arange(starts[e], episode_ends[e]) for e in train_episodes])
+    keys = ["proprio", "action", *(feature_keys if normalize_features else ())]
+    return Normalizer.fit({k: np.asarray(data[k])[rows] for k in keys})
+
+
+def _shape(data: Mapping[str, np.ndarray], feature_keys: tuple[str, ...], cache_path: Path,
+           expected: int | None) -> dict[str, Any]:
+    shape = {"feature_dims": {k: int(data[k].shape[1]) for k in feature_keys},
+             "proprio_dim": int(data["proprio"].shape[1]), "action_dim": int(data["action"].shape[1])}
+    bad = {k: f for k, f in shape["feature_dims"].items() if expected is not None and f != expected}
+    if bad:
+        raise ValueError(f"feature cache {cache_path} holds features of width {bad} but its attrs say "
+                         f"{expected}: the cache is corrupt; delete it and re-run")
+    return shape
+
+
+def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_act: int,
+                       normalize_features: bool, val_fraction: float, seed: int, batch_size: int) -> TrainData:
+    """Windows (To=t_obs, Ta=t_act) of the cache's train/val episodes and the normalizer of the train split."""
+    cache = open_feature_cache(cache_path, fingerprint)
+    if cache.n_episodes == 0:
+        raise ValueError(f"feature cache {cache_path} holds no episodes: record demos first")
+    data = {k: cache.get_steps(k, 0, cache.n_steps) for k in cache.keys}
+    feature_keys = feat_keys(data)
+    train_ids, val_ids = split_episodes(cache.n_episodes, val_fraction, seed)
+    train = WindowDataset(data, cache.episode_ends, train_ids, t_obs, t_act)
+    val = WindowDataset(data, cache.episode_ends, val_ids, t_obs, t_act) if len(val_ids) else None
+    if len(train) < batch_size:
+        raise ValueError(f"only {len(train)} training windows ({len(train_ids)} episodes) for batch_size "
+                         f"{batch_size}: record more demos or lower batch_size")
+    normalizer = fit_normalizer(data, cache.episode_ends, train_ids, feature_keys, normalize_features)
+    shape = _shape(data, feature_keys, Path(cache_path), cache.attrs.get("feature_dim"))
+    return TrainData(train, val, normalizer, shape, Path(cache_path), dict(cache.attrs))

@@ -1,0 +1,175 @@
+"""Policy checkpoints: a folder that loads a policy without the trainer, and the training state beside it.
+
+Layout of one checkpoint folder (e.g. ``runs/<name>/checkpoints/last/``)::
+
+    config.json          format, format_version, policy config, data shape, step, provenance of the run
+    encoder.json         the frozen encoder's config and fingerprint (the features the policy reads)
+    env.json             the environment config of the training demos
+    normalizer.json      per key: offset and scale of the policy's input/output normalization
+    model.pt             policy weights (a plain state dict without the normalizer), EMA when trained with it
+    training_state.pt    resume only: raw weights, EMA, optimizer, scheduler, RNG states, step, run config
+
+Every ``.pt`` file is read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a file
+that carries code (a pickled ``__reduce__`` payload) is refused, never run. ``safetensors`` is not a
+dependency of this project, hence ``.pt`` state dicts. The single-file ``last.pt`` of format version 1 is refused
+with the command that converts it (``convert_legacy``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from s2robot.data.normalize import Normalizer
+from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.modeling import ChunkTransformerPolicy
+
+FORMAT = "s2robot.policy"
+FORMAT_VERSION = 2
+LEGACY_KIND = "s2robot.BCCheckpoint"  # format version 1: one pickled dict per file (last.pt)
+PARTS = ("config", "encoder", "env", "normalizer")
+WEIGHTS, TRAINING_STATE = "model.pt", "training_state.pt"
+CONVERT = "python -m s2robot.workflows.checkpoint convert"
+
+
+def build_policy(cfg: PolicyConfig, shape: Mapping[str, Any], normalizer: Normalizer | None = None
+                 ) -> ChunkTransformerPolicy:
+    """A policy for ``shape`` = {feature_dims, proprio_dim, action_dim} (as stored in ``config.json``)."""
+    return ChunkTransformerPolicy(cfg, shape["feature_dims"], shape["proprio_dim"], shape["action_dim"],
+                                  normalizer)
+
+
+def normalizer_to_json(normalizer: Normalizer) -> dict[str, dict[str, list[float]]]:
+    """{key: {"offset": [...], "scale": [...]}}; float32 values survive the JSON round trip exactly."""
+    return {k: {"offset": a.offset.tolist(), "scale": a.scale.tolist()} for k, a in normalizer.stats.items()}
+
+
+def normalizer_from_json(d: Mapping[str, Mapping[str, list[float]]]) -> Normalizer:
+    return Normalizer({k: (torch.tensor(v["offset"]), torch.tensor(v["scale"])) for k, v in d.items()})
+
+
+def _weights_only(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items() if not k.startswith("normalizer.")}
+
+
+def save_pretrained(directory: str | Path, weights: Mapping[str, torch.Tensor], normalizer: Normalizer,
+                    parts: Mapping[str, Mapping[str, Any]], training_state: Mapping[str, Any] | None = None) -> Path:
+    """Write a checkpoint folder atomically (a crash mid-save keeps the previous one).
+
+    weights: the policy's state dict to deploy; parts: ``config`` (policy, shape, step, ...), ``encoder`` and
+    ``env`` dicts (JSON-able); training_state: what a resume needs (tensors and plain containers).
+    """
+    directory = Path(directory)
+    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, **parts["config"]}
+    contents = {"config": config, "encoder": parts["encoder"], "env": parts["env"],
+                "normalizer": normalizer_to_json(normalizer)}
+    for name, value in contents.items():
+        (tmp / f"{name}.json").write_text(json.dumps(value, indent=2) + "\n")
+    torch.save(_weights_only(weights), tmp / WEIGHTS)
+    if training_state is not None:
+        torch.save(dict(training_state), tmp / TRAINING_STATE)
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def _refuse_legacy(path: Path) -> None:
+    if path.is_file():
+        raise ValueError(f"{path} is a single-file checkpoint (format version 1, from before s2robot 0.2); this "
+                         f"s2robot reads checkpoint folders (format version {FORMAT_VERSION}). Convert it with: "
+                         f"{CONVERT} {path}")
+
+
+def read_parts(directory: str | Path) -> dict[str, dict[str, Any]]:
+    """The JSON parts of a checkpoint folder, checked to be of this format and version."""
+    directory = Path(directory)
+    _refuse_legacy(directory)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"no checkpoint at {directory} (no config.json there); train one with "
+                                "scripts/train_bc.py")
+    parts = {name: json.loads((directory / f"{name}.json").read_text()) for name in PARTS}
+    config = parts["config"]
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{directory} is not an s2robot policy checkpoint (format {config.get('format')!r}, "
+                         f"expected {FORMAT!r})")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{directory} has checkpoint format version {config.get('format_version')!r}; this "
+                         f"s2robot reads version {FORMAT_VERSION}: use the s2robot version that wrote it")
+    return parts
+
+
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A ``.pt`` file read with ``weights_only=True``: a file holding anything but tensors and plain
+    containers (e.g. pickled code) is refused with a clear error."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as e:
+        raise ValueError(f"refusing to load {path}: it is not a plain tensor file readable with "
+                         f"weights_only=True (tampered or not an s2robot checkpoint): {e}") from None
+
+
+def load_training_state(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """What a resume needs (see the module docstring), from ``training_state.pt``."""
+    directory = Path(directory)
+    read_parts(directory)
+    return load_tensors(directory / TRAINING_STATE, map_location)
+
+
+def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", use_ema: bool = True
+                    ) -> tuple[ChunkTransformerPolicy, dict[str, dict[str, Any]]]:
+    """The policy of a checkpoint folder in eval mode, and its JSON parts (config, encoder, env, normalizer).
+
+    use_ema=False loads the raw (non-EMA) weights of a run trained with EMA, from its training state.
+    """
+    directory = Path(directory)
+    parts = read_parts(directory)
+    config = parts["config"]
+    state = load_tensors(directory / WEIGHTS)
+    if config.get("ema") and not use_ema:
+        state = _weights_only(load_training_state(directory)["model"])
+    policy = build_policy(PolicyConfig(**config["policy"]), config["shape"], normalizer_from_json(parts["normalizer"]))
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("normalizer.")]
+    if missing or unexpected:
+        raise ValueError(f"{directory / WEIGHTS} does not fit the policy of its config.json: missing {missing}, "
+                         f"unexpected {unexpected}")
+    return policy.to(device).eval(), parts
+
+
+def convert_legacy(path: str | Path, out: str | Path | None = None) -> Path:
+    """Convert a format-1 ``last.pt``/``best.pt`` to a checkpoint folder (default: beside it, without ``.pt``).
+
+    The old file is read with ``weights_only=True`` too: one that needs arbitrary unpickling is refused.
+    """
+    path = Path(path)
+    old = load_tensors(path)
+    if not isinstance(old, dict) or old.get("kind") != LEGACY_KIND:
+        raise ValueError(f"{path} is not an s2robot format-1 checkpoint (kind {LEGACY_KIND!r})")
+    train = dict(old["config"])
+    weights = old["ema"] if old.get("ema") is not None else old["model"]
+    parts = {
+        "config": {"policy": train["policy"], "shape": old["policy_shape"], "step": old["step"],
+                   "ema": old.get("ema") is not None, "run": {k: v for k, v in train.items()
+                                                               if k not in ("policy", "encoder", "env")},
+                   "encoder_fingerprint": old["encoder_fingerprint"], "weights_random": old.get("weights_random"),
+                   "cache": old.get("cache"), "converted_from": str(path)},
+        "encoder": {"config": train["encoder"], "fingerprint": old["encoder_fingerprint"]},
+        "env": train["env"],
+    }
+    state = {k: old[k] for k in ("model", "ema", "optimizer", "scheduler", "rng", "step", "best", "wandb_id")}
+    state["train_config"] = train
+    return save_pretrained(Path(out) if out else path.with_suffix(""), weights,
+                           Normalizer.from_state_dict(weights, "normalizer."), parts, state)

@@ -1,0 +1,248 @@
+"""Frame sources for encoder pretraining and feature probes: demo stores and a rendering generator.
+
+The generator renders the cube-pick scene as the policy sees it: the scripted expert (with noise) picks
+cubes placed over the workspace and a margin beyond it, from randomly perturbed start postures, so arm
+poses lie near the expert's trajectories (gripper open and closed, cube resting and lifted in the gripper).
+Optionally it randomizes light intensity and the cube/table colours. Every frame comes with privileged
+labels for probes: ``cube_pos`` (3,) [m], ``fingertip_pos`` (3,) [m], ``gripper`` (1,) opening [m].
+
+Generated frames are written once to an ``EpisodeStore`` (one episode per cube placement; keys
+``rgb_<camera>``, ``proprio``, the labels) and reused: the same config maps to the same store, a finished
+store is reused, and an interrupted generation resumes. Demo stores hold frames but no labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from s2robot.data.keys import rgb_cameras, rgb_key
+from s2robot.data.store import EpisodeStore
+from s2robot.sim.env import EnvConfig, make_env
+from s2robot.sim.pool import seed_ordered
+
+KIND = "s2robot.GeneratedFrames"
+LABELS = ("cube_pos", "fingertip_pos", "gripper")
+LABEL_DIMS = {"cube_pos": 3, "fingertip_pos": 3, "gripper": 1}
+
+
+@dataclass
+class GeneratorConfig:
+    """Rendered cube-pick frames with privileged labels.
+
+    n_frames: frames to generate per camera (0 = none); whole episodes, so the store holds at least this
+    cameras: cameras rendered (the policy uses ``front``)
+    image_size: side of the square frames [px]
+    seed: seed of the first episode; episode k uses seed + k
+    margin: how far beyond the cube workspace cubes are also placed, on every side [m]
+    joint_noise: half-width of the uniform noise on the start posture [rad]
+    noise_std_max: expert noise std is drawn uniformly in [0, this] per episode [rad]
+    extra_steps_max: steps kept after a success (cube lifted higher), drawn in [0, this]
+    max_steps: longest episode [control steps]
+    randomize_appearance: scale the lights by U(0.6, 1.4) and jitter the cube and table colours
+    workers: rendering processes
+    out: store path; default ``runs/frames/gen-<hash of this config>.zarr``
+    """
+
+    n_frames: int = 0
+    cameras: list[str] = field(default_factory=lambda: ["front"])
+    image_size: int = 224
+    seed: int = 0
+    margin: float = 0.05
+    joint_noise: float = 0.3
+    noise_std_max: float = 0.03
+    extra_steps_max: int = 15
+    max_steps: int = 80
+    randomize_appearance: bool = False
+    workers: int = 2
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_frames < 0 or self.image_size < 8 or not self.cameras:
+            raise ValueError(f"need n_frames ≥ 0, image_size ≥ 8 and a camera; got {self.n_frames}, "
+                             f"{self.image_size}, {self.cameras}")
+
+    def key(self) -> str:
+        """Hash of everything that changes the frames (not ``n_frames``, ``workers`` or ``out``)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("n_frames", "workers", "out")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def store_path(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / "frames" / f"gen-{self.key()}.zarr"
+
+
+@dataclass
+class FrameDataConfig:
+    """Where pretraining and probe frames come from: demo stores and/or the generator.
+
+    stores: paths of demo (or generated) stores to read ``rgb_<camera>`` frames from
+    camera: camera whose frames are used
+    max_frames_per_store: take at most this many frames of each store, evenly spaced (probes: of the generated
+        store too, to spread few frames over many episodes); None = all
+    generator: rendered frames (used when ``generator.n_frames > 0``)
+    """
+
+    stores: list[str] = field(default_factory=list)
+    camera: str = "front"
+    max_frames_per_store: int | None = None
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+
+@dataclass
+class LabeledFrames:
+    """Frames (T, S, S, 3) uint8, labels ``{name: (T, d) float32}`` (``LABELS``), episode index (T,)."""
+
+    frames: np.ndarray
+    labels: dict[str, np.ndarray]
+    episodes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+# ------------------------------------------------------------------------------------------ generator
+def _perturb_appearance(env: Any, rng: np.random.Generator, base: dict[str, np.ndarray]) -> None:
+    """Randomize light intensity and cube/table colours by name (the env's own model; no physics change)."""
+    model = env.unwrapped.model
+    for i in range(model.nlight):
+        model.light_diffuse[i] = base["light_diffuse"][i] * rng.uniform(0.6, 1.4)
+    for name, jitter in (("cube", 0.15), ("table", 0.1)):
+        mat = model.material(name).id
+        rgb = base["mat_rgba"][mat, :3] + rng.uniform(-jitter, jitter, 3)
+        model.mat_rgba[mat, :3] = np.clip(rgb, 0.0, 1.0)
+
+
+def generate_episode(env: Any, cfg: GeneratorConfig, seed: int, base: dict | None = None) -> dict[str, np.ndarray]:
+    """One expert episode from a random cube placement and start posture: frames + labels per step."""
+    from envs.cube_pick import WORKSPACE
+    from envs.expert import ScriptedExpert
+
+    rng = np.random.default_rng(seed)
+    lo = (WORKSPACE.x_min - cfg.margin, WORKSPACE.y_min - cfg.margin)
+    hi = (WORKSPACE.x_max + cfg.margin, WORKSPACE.y_max + cfg.margin)
+    if cfg.randomize_appearance and base is not None:
+        _perturb_appearance(env, rng, base)
+    obs, info = env.reset(seed=seed, options={"cube_xy": rng.uniform(lo, hi)})
+    expert = ScriptedExpert(env, noise_std=rng.uniform(0.0, cfg.noise_std_max), rng=rng)
+    extra, after_success = int(rng.integers(0, cfg.extra_steps_max + 1)), None
+    steps: dict[str, list[np.ndarray]] = {k: [] for k in [*map(rgb_key, cfg.cameras), "proprio", *LABELS]}
+    for t in range(cfg.max_steps):
+        for cam in cfg.cameras:
+            steps[rgb_key(cam)].append(obs[cam])
+        steps["proprio"].append(obs["proprio"])
+        steps["cube_pos"].append(info["cube_pos"].astype(np.float32))
+        steps["fingertip_pos"].append(info["fingertip_pos"].astype(np.float32))
+        steps["gripper"].append(obs["proprio"][7:8].astype(np.float32))
+        if after_success is None and info["is_success"]:
+            after_success = t
+        if after_success is not None and t - after_success >= extra:
+            break
+        obs, _, _, _, info = env.step(expert.act(obs, info).executed)
+    return {k: np.stack(v) for k, v in steps.items()}
+
+
+def _make_env(cfg: GeneratorConfig) -> tuple[Any, dict[str, np.ndarray]]:
+    env_cfg = EnvConfig(cameras=list(cfg.cameras), image_size=cfg.image_size, max_steps=cfg.max_steps + 1,
+                        terminate_on_success=False, joint_noise=cfg.joint_noise)
+    env = make_env(env_cfg, render_mode=None)
+    model = env.unwrapped.model
+    return env, {"light_diffuse": model.light_diffuse.copy(), "mat_rgba": model.mat_rgba.copy()}
+
+
+@dataclass(frozen=True)
+class _FrameJob:
+    """Frame generation as a ``sim.pool`` job: one env (and its base appearance) per worker."""
+
+    cfg: GeneratorConfig
+
+    def setup(self) -> tuple[Any, dict[str, np.ndarray]]:
+        return _make_env(self.cfg)
+
+    def run(self, state: tuple[Any, dict[str, np.ndarray]], seed: int) -> dict[str, np.ndarray]:
+        env, base = state
+        return generate_episode(env, self.cfg, seed, base)
+
+    def close(self, state: tuple[Any, dict[str, np.ndarray]]) -> None:
+        state[0].close()
+
+
+def generate_frames(cfg: GeneratorConfig, progress: bool = True) -> Path:
+    """Render until the generator store holds ≥ ``cfg.n_frames`` frames; returns its path (reused if done)."""
+    path = cfg.store_path()
+    attrs = {"kind": KIND, "generator": asdict(cfg) | {"n_frames": None, "workers": None, "out": None},
+             "key": cfg.key(), "cameras": list(cfg.cameras), "image_size": cfg.image_size}
+    if path.exists():
+        store = EpisodeStore.open(path, mode="a")
+        if store.attrs.get("key") != cfg.key():
+            raise ValueError(f"{path} was generated with another config (key {store.attrs.get('key')}, this "
+                             f"config {cfg.key()}); delete it or set generator.out to another path")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = EpisodeStore.create(path, attrs=attrs)
+    if store.n_steps >= cfg.n_frames:
+        return path
+    bar = tqdm(total=cfg.n_frames, initial=store.n_steps, unit="frame", desc=f"rendering {path.name}",
+               disable=not progress)
+    episodes = seed_ordered(_FrameJob(cfg), cfg.seed + store.n_episodes, cfg.workers)
+    try:
+        for seed, episode in episodes:  # in seed order: the store does not depend on `workers`
+            store.add_episode(episode, info={"seed": seed, "length": len(episode["proprio"])})
+            bar.update(len(episode["proprio"]))
+            if store.n_steps >= cfg.n_frames:
+                break
+    finally:
+        episodes.close()
+        bar.close()
+    return path
+
+
+# ------------------------------------------------------------------------------------------- reading
+def _spaced(n: int, k: int | None) -> np.ndarray:
+    """``k`` indices evenly spaced over ``range(n)`` (all when k is None or ≥ n)."""
+    return np.arange(n) if k is None or k >= n else np.linspace(0, n - 1, k).round().astype(np.int64)
+
+
+def read_frames(path: str | Path, camera: str, max_frames: int | None = None) -> np.ndarray:
+    """``rgb_<camera>`` frames (T, S, S, 3) uint8 of a store, at most ``max_frames`` evenly spaced."""
+    store = EpisodeStore.open(path)
+    key = rgb_key(camera)
+    if key not in store.keys:
+        cams = rgb_cameras(store.keys)
+        raise ValueError(f"{path} has no frames of camera {camera!r}; cameras there: {cams}")
+    return store.get_steps(key, 0, store.n_steps)[_spaced(store.n_steps, max_frames)]
+
+
+def read_labeled(path: str | Path, camera: str, max_frames: int | None = None) -> LabeledFrames:
+    """Frames with privileged labels from a generated store (demo stores have no labels)."""
+    store = EpisodeStore.open(path)
+    missing = [k for k in LABELS if k not in store.keys]
+    if missing:
+        raise ValueError(f"{path} has no privileged labels {missing} (a demo store records only frames, "
+                         "proprio and actions); probe on generated frames instead (generator.n_frames > 0)")
+    idx = _spaced(store.n_steps, max_frames)
+    labels = {k: store.get_steps(k, 0, store.n_steps)[idx].astype(np.float32) for k in LABELS}
+    episodes = np.repeat(np.arange(store.n_episodes), store.episode_lengths)[idx]
+    return LabeledFrames(read_frames(path, camera, max_frames), labels, episodes)
+
+
+def load_frames(cfg: FrameDataConfig, progress: bool = True) -> np.ndarray:
+    """All frames of ``cfg`` (stores, then generated ones) in one (T, S, S, 3) uint8 array."""
+    parts = [read_frames(p, cfg.camera, cfg.max_frames_per_store) for p in cfg.stores]
+    if cfg.generator.n_frames > 0:
+        if cfg.camera not in cfg.generator.cameras:
+            raise ValueError(f"camera {cfg.camera!r} is not among generator.cameras {cfg.generator.cameras}")
+        path = generate_frames(cfg.generator, progress)
+        parts.append(read_frames(path, cfg.camera, cfg.generator.n_frames))
+    if not parts:
+        raise ValueError("no frames: give demo stores (data.stores=[demos/x.zarr]) and/or generated frames "
+                         "(data.generator.n_frames=8000)")
+    sizes = {p.shape[1:] for p in parts}
+    if len(sizes) > 1:
+        raise ValueError(f"frame sources have different image shapes {sorted(sizes)}; use one image size")
+    return np.concatenate(parts)

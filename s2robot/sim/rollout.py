@@ -1,0 +1,186 @@
+"""Closed-loop evaluation episodes: a policy picks cubes in gymnasium envs, encoding camera frames live.
+
+Each control step, every running episode's camera frames are encoded in one batch by the frozen S²
+encoder (on the GPU when present), the policy's ``act`` turns features + proprio into actions (keeping
+its own 16-step history), and the envs step. Episodes run in waves in a gymnasium ``AsyncVectorEnv``
+(one worker process per slot: batching the encoder over slots is the point) or, with ``n_envs=0``, one
+after another in this process; both give the same results for the same seeds.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from s2robot.data.keys import feat_cameras, feat_key
+from s2robot.sim.env import EnvConfig, make_eval_env
+
+VIDEO_SIZE = (240, 320)  # (H, W) of evaluation videos [px]
+Encoder = Callable[[np.ndarray], torch.Tensor]  # frames (N, S, S, 3) uint8 -> features (N, F)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One evaluation episode: cube position ``position`` (index into the positions), repeat, env seed."""
+
+    position: int
+    cube_xy: tuple[float, float]
+    repeat: int
+    seed: int
+
+
+@dataclass
+class EpisodeResult:
+    position: int
+    cube_xy: tuple[float, float]
+    repeat: int
+    seed: int
+    success: bool
+    steps_to_success: int | None  # control steps until the first success; None if never
+    steps: int  # steps run
+    max_lift: float  # highest cube lift above rest [m]
+    final_fingertip: list[float] = field(default_factory=list)  # (3,) [m], for diagnostics
+
+
+def eval_episodes(positions: Sequence[Sequence[float]], repeats: int = 1, seed: int = 1000) -> list[Episode]:
+    """Every position × repeat, position-major; seeds ``seed + i`` in that order."""
+    eps = [(p, tuple(map(float, xy)), r) for p, xy in enumerate(positions) for r in range(repeats)]
+    return [Episode(p, xy, r, seed + i) for i, (p, xy, r) in enumerate(eps)]
+
+
+class _SequentialEnvs:
+    """The vector-env calls ``run_episodes`` makes, for one in-process env stepped slot by slot."""
+
+    def __init__(self, envs: list[gym.Env]) -> None:
+        self.envs = envs
+
+    def reset(self, seed: list[int], options: dict) -> tuple[dict, dict]:
+        outs = [e.reset(seed=s, options=options) for e, s in zip(self.envs, seed, strict=True)]
+        return _stack([o for o, _ in outs]), _stack([i for _, i in outs])
+
+    def step(self, actions: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+        outs = [e.step(a) for e, a in zip(self.envs, actions, strict=True)]
+        obs, rew, term, trunc, info = zip(*outs, strict=True)
+        return _stack(obs), np.array(rew), np.array(term), np.array(trunc), _stack(info)
+
+    def close(self) -> None:
+        for e in self.envs:
+            e.close()
+
+
+def _stack(dicts: Sequence[dict]) -> dict:
+    keys = set.intersection(*(set(d) for d in dicts))
+    return {k: np.stack([np.asarray(d[k]) for d in dicts]) for k in keys}
+
+
+def _make_envs(env_cfg: EnvConfig, n: int, video_slots: int, vectorized: bool) -> Any:
+    fns = [functools.partial(make_eval_env, env_cfg, i, VIDEO_SIZE if i < video_slots else None) for i in range(n)]
+    if not vectorized:
+        return _SequentialEnvs([fn() for fn in fns])
+    return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+
+
+def _result(e: Episode, success_step: int, steps: int, max_lift: float, tip: np.ndarray) -> EpisodeResult:
+    ok = success_step >= 0
+    return EpisodeResult(e.position, e.cube_xy, e.repeat, e.seed, bool(ok), int(success_step) if ok else None,
+                         int(steps), float(max_lift), [float(v) for v in tip])
+
+
+class _Wave:
+    """Book-keeping of one wave of ``width`` slots: per-slot success step, steps, lift, video frames."""
+
+    def __init__(self, wave: list[Episode], width: int, start: int, videos: int, info: dict) -> None:
+        self.wave, self.start = wave, start
+        self.done = np.zeros(width, bool)
+        self.done[len(wave):] = True  # padding slots of the last wave are ignored
+        self.success_step = np.full(width, -1)
+        self.steps = np.zeros(width, int)
+        self.max_lift = np.asarray(info["lift_height"], float).copy()
+        self.film = [start + i < videos for i in range(width)]
+        self.frames = {start + i: [info["video_frame"][i]] for i in range(width) if self.film[i]}
+        self.tip = np.zeros((width, 3))
+
+    def update(self, t: int, term: np.ndarray, trunc: np.ndarray, info: dict) -> list[int]:
+        """Record step t's outcome; returns the slots (of real episodes) that ended at this step."""
+        running = ~self.done
+        self.steps[running] += 1
+        lift = np.asarray(info["lift_height"], float)
+        self.max_lift[running] = np.maximum(self.max_lift[running], lift[running])
+        hit = running & np.asarray(info["is_success"], bool) & (self.success_step < 0)
+        self.success_step[hit] = t + 1
+        for i in np.flatnonzero(running):
+            if self.film[i]:
+                self.frames[self.start + i].append(info["video_frame"][i])
+        self.tip = np.asarray(info["fingertip_pos"], float)
+        ended = np.flatnonzero(running & (term | trunc))
+        self.done |= term | trunc
+        return [int(i) for i in ended]
+
+    def result(self, i: int) -> EpisodeResult:
+        return _result(self.wave[i], self.success_step[i], self.steps[i], self.max_lift[i], self.tip[i])
+
+
+def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], width: int, start: int,
+              max_steps: int, videos: int, bar: tqdm) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
+    cameras = feat_cameras(policy.feature_keys)
+    device = next(policy.parameters()).device
+    slots = wave + [wave[0]] * (width - len(wave))  # pad the last wave; extra slots are ignored
+    obs, info = envs.reset(seed=[e.seed for e in slots],
+                           options={"per_env": [{"cube_xy": e.cube_xy} for e in slots]})
+    policy.reset(batch_size=width)
+    state, results = _Wave(wave, width, start, videos, info), []
+    for t in range(max_steps):
+        feats = {feat_key(c): encoder(obs[c]).to(device) for c in cameras}  # (N, F) each
+        action = policy.act({**feats, "proprio": obs["proprio"]}).float().cpu().numpy()  # (N, A)
+        obs, _, term, trunc, info = envs.step(action.astype(np.float32))
+        for i in state.update(t, term, trunc, info):
+            bar.update(1)
+            if i < len(wave):
+                results.append(state.result(i))
+        if state.done.all():
+            break
+    for i in np.flatnonzero(~state.done):  # max_steps reached without truncation (cannot happen normally)
+        results.append(state.result(i))
+        bar.update(1)
+    return results, state.frames
+
+
+@torch.no_grad()
+def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Sequence[Episode], n_envs: int = 16,
+                 videos: int = 0, progress: bool = True) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
+    """Roll ``policy`` (``reset``/``act``) out on ``episodes`` in waves of ``n_envs`` parallel envs (0: one at
+    a time here).
+
+    Returns the results (in ``episodes`` order) and the video frames of the first ``videos`` episodes
+    ({episode index: [(H, W, 3) uint8 frames]}).
+    """
+    cameras = feat_cameras(policy.feature_keys)
+    missing = [c for c in cameras if c not in env_cfg.cameras]
+    if missing:
+        raise ValueError(f"the policy reads cameras {cameras} but the env renders {list(env_cfg.cameras)}")
+    env_cfg = EnvConfig(**{**asdict(env_cfg), "cameras": cameras, "terminate_on_success": True})
+    videos = len(episodes) if videos < 0 else min(videos, len(episodes))
+    width = min(n_envs, len(episodes)) if n_envs > 0 else 1
+    results: list[EpisodeResult] = []
+    frames: dict[int, list[np.ndarray]] = {}
+    bar = tqdm(total=len(episodes), unit="episode", desc="evaluating", disable=not progress)
+    envs = _make_envs(env_cfg, width, min(videos, width), n_envs > 0)
+    try:
+        for start in range(0, len(episodes), width):
+            wave = list(episodes[start : start + width])
+            res, clips = _run_wave(policy, encoder, envs, wave, width, start, env_cfg.max_steps, videos, bar)
+            results += res
+            frames |= clips
+    finally:
+        envs.close()
+        bar.close()
+    order = {(e.position, e.repeat): k for k, e in enumerate(episodes)}
+    results.sort(key=lambda r: order[(r.position, r.repeat)])
+    return results, frames

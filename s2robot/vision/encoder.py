@@ -1,0 +1,240 @@
+"""The frozen MVP encoder wrapped with S²: camera frames in, one feature vector per frame out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from s2robot.common.device import DTYPE_CHOICES, resolve_device, resolve_dtype
+from s2robot.vision.image import imagenet_normalize, to_float
+from s2robot.vision.presets import ENCODER_PRESETS
+from s2robot.vision.s2 import num_splits, s2_forward
+from s2robot.vision.vit import VisionTransformer, build_vit, flops_per_image, get_config, param_count
+from s2robot.vision.weights import AUTO, LoadReport, load_resolved, resolve_weights
+
+READOUTS = ("cls", "mean", "cls+grid")
+FINGERPRINT_VERSION = 1
+
+
+@dataclass
+class EncoderConfig:
+    """A frozen S² encoder. Named presets: ``s2robot.vision.presets`` (hydra group ``encoder``).
+
+    variant: ViT registry name (``s2robot.vision.vit.VARIANTS``), e.g. ``vitb-mae-egosoup``
+    weights: ``auto`` (resolve by variant name, see ``s2robot.vision.weights``), ``random``, or a ``.pth`` path
+    seed: init seed when ``weights: random``
+    img_sizes: S² scale sides [px]; default: the model's own size only (plain, single-scale ViT)
+    scales: alternative to img_sizes, relative to the model's size (``[1, 2]`` = 224²+448² for ViT-B)
+    max_split_size: largest tile side [px]; default the model's size, so every tile is model-sized
+    resize_output_to_idx: which scale's patch grid the other scales are area-resized to
+    readout: ``cls`` (MVP's choice; CLS averaged over tiles, concatenated across scales), ``mean`` (mean
+        of the multi-scale patch tokens) or ``cls+grid`` (CLS plus a ``grid_size``² pooled patch grid)
+    device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``
+    dtype: compute dtype of the ViT: ``auto`` (bf16 on CUDA and on CPUs with native bf16, else float32; see
+        ``s2robot.common.device``), ``float32``, ``bfloat16`` or ``float16``; features are float32
+    max_batch: most tiles per ViT call (bounds memory); None = all tiles of a batch at once
+    allow_download: let ``weights: auto`` download official MVP weights when not found locally
+    """
+
+    variant: str = "vitb-mae-egosoup"
+    weights: str = AUTO
+    seed: int = 0
+    img_sizes: list[int] | None = None
+    scales: list[float] | None = None
+    max_split_size: int | None = None
+    resize_output_to_idx: int = 0
+    readout: str = "cls"
+    grid_size: int = 2
+    device: str = "auto"
+    dtype: str = "auto"
+    max_batch: int | None = None
+    allow_download: bool = False
+
+    def __post_init__(self) -> None:
+        get_config(self.variant)  # raises with the list of variants
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}; got {self.readout!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"dtype must be one of {list(DTYPE_CHOICES)}; got {self.dtype!r}")
+        if self.img_sizes and self.scales:
+            raise ValueError("set either img_sizes or scales, not both")
+        if self.grid_size < 1:
+            raise ValueError(f"grid_size must be ≥ 1; got {self.grid_size}")
+        sizes = self.resolved_img_sizes()
+        if not -len(sizes) <= self.resize_output_to_idx < len(sizes):
+            raise ValueError(f"resize_output_to_idx {self.resize_output_to_idx} is out of range for {sizes}")
+        bad = [size for size in sizes if size % self.tile_size()]
+        if bad:
+            raise ValueError(
+                f"S² scales {bad} px do not tile into the {self.tile_size()}-px images the ViT takes; "
+                f"use multiples of {self.tile_size()} (e.g. [{self.tile_size()}, {2 * self.tile_size()}])"
+            )
+
+    def model_size(self) -> int:
+        return get_config(self.variant).img_size
+
+    def tile_size(self) -> int:
+        return self.max_split_size or self.model_size()
+
+    def resolved_img_sizes(self) -> list[int]:
+        """Absolute side of each S² scale [px]."""
+        if self.img_sizes:
+            return [int(s) for s in self.img_sizes]
+        return [int(self.model_size() * s) for s in (self.scales or [1.0])]
+
+    def n_forward_images(self) -> int:
+        """Model-sized images the ViT runs per frame (ViT-B, 224²+448²: 1 + 4 = 5)."""
+        return sum(n * n for n in num_splits(self.resolved_img_sizes(), self.tile_size()))
+
+    def feature_dim(self) -> int:
+        """Width F of the features: D per scale, times (1 + grid²) for ``cls+grid``."""
+        width = get_config(self.variant).embed_dim * len(self.resolved_img_sizes())
+        return width * (1 + self.grid_size**2) if self.readout == "cls+grid" else width
+
+    def flops_per_frame(self) -> int:
+        return self.n_forward_images() * flops_per_image(get_config(self.variant, self.tile_size()))
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> EncoderConfig:
+        """The preset ``name`` of ``ENCODER_PRESETS``, with overrides; unknown keys are an error."""
+        from omegaconf import OmegaConf
+
+        if name not in ENCODER_PRESETS:
+            raise FileNotFoundError(f"no encoder config {name!r}; available: {sorted(ENCODER_PRESETS)} "
+                                    "(s2robot/vision/presets.py)")
+        merged = OmegaConf.merge(OmegaConf.structured(cls), ENCODER_PRESETS[name], overrides)
+        return OmegaConf.to_object(merged)
+
+
+def encoder_fingerprint(cfg: EncoderConfig, weights_digest: str | None = None) -> str:
+    """Stable id of what an encoder's features mean: architecture, weights content, scales, readout.
+
+    Not device or dtype: those change precision, not meaning (a cache made in bf16 on a GPU serves a
+    float32 CPU evaluation). ``weights_digest`` defaults to resolving ``cfg.weights`` (hashes the file,
+    builds no model).
+    """
+    if weights_digest is None:
+        weights_digest = resolve_weights(cfg.variant, cfg.weights, cfg.seed, allow_download=False).digest
+    key = {
+        "version": FINGERPRINT_VERSION,
+        "vit": asdict(get_config(cfg.variant, cfg.tile_size())),
+        "weights": weights_digest,
+        "img_sizes": cfg.resolved_img_sizes(),
+        "max_split_size": cfg.tile_size(),
+        "resize_output_to_idx": cfg.resize_output_to_idx,
+        "readout": cfg.readout,
+        "grid_size": cfg.grid_size if cfg.readout == "cls+grid" else None,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class FrozenS2Encoder(nn.Module):
+    """Frozen MVP ViT + S². ``encoder(frames) -> (B, F)`` float32, with F = ``feature_dim``.
+
+    frames: uint8 ``(B, H, W, 3)`` RGB (numpy or torch) or float ``(B, 3, H, W)`` in [0, 1]; square,
+    any size (each S² scale is resized from it). ImageNet normalization is applied here.
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.img_sizes = cfg.resolved_img_sizes()
+        self.vit: VisionTransformer = build_vit(cfg.variant, cfg.tile_size())
+        self.weights = resolve_weights(cfg.variant, cfg.weights, cfg.seed, cfg.allow_download)
+        self.load_report: LoadReport | None = load_resolved(self.vit, self.weights, cfg.seed)
+        self.requires_grad_(False)
+        self.to(self.device)
+        self.vit.to(self.dtype)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FrozenS2Encoder:
+        """Always stays in eval mode: the encoder is frozen."""
+        return super().train(False)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.cfg.feature_dim()
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable id of what the features mean (see ``encoder_fingerprint``)."""
+        return encoder_fingerprint(self.cfg, self.weights.digest)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able provenance for artifact attrs and result files."""
+        vit_cfg = self.vit.cfg
+        return {
+            "fingerprint": self.fingerprint,
+            "variant": self.cfg.variant,
+            "weights": self.weights.label(),
+            "weights_random": self.weights.is_random,
+            "weights_digest": self.weights.digest,
+            "img_sizes": self.img_sizes,
+            "readout": self.cfg.readout,
+            "feature_dim": self.feature_dim,
+            "params": param_count(vit_cfg),
+            "gflops_per_frame": self.cfg.flops_per_frame() / 1e9,
+            "config": asdict(self.cfg),
+        }
+
+    def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Frames → normalized float32 ``(B, 3, S, S)`` on the encoder's device."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if x.ndim != 4:
+            raise ValueError(
+                f"frames must be 4-D: (B, H, W, 3) uint8 or (B, 3, H, W) float; got {tuple(x.shape)}"
+            )
+        if x.dtype == torch.uint8:
+            if x.shape[-1] != 3:
+                raise ValueError(f"uint8 frames must be (B, H, W, 3) RGB; got {tuple(x.shape)}")
+            x = to_float(x, self.device)
+        elif x.is_floating_point():
+            if x.shape[1] != 3:
+                raise ValueError(f"float frames must be (B, 3, H, W) in [0, 1]; got {tuple(x.shape)}")
+            x = x.to(self.device, torch.float32)
+        else:
+            raise ValueError(f"frames must be uint8 or floating point; got {x.dtype}")
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"frames must be square; got {x.shape[-2]}x{x.shape[-1]} (crop or resize them)")
+        return imagenet_normalize(x)
+
+    def _vit(self, tiles: torch.Tensor) -> torch.Tensor:
+        return self.vit(tiles.to(self.dtype))  # (b, 1+N, D)
+
+    @torch.inference_mode()
+    def forward(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(frames)  # (B, 3, S, S)
+        tokens = s2_forward(
+            self._vit,
+            x,
+            img_sizes=self.img_sizes,
+            max_split_size=self.cfg.tile_size(),
+            resize_output_to_idx=self.cfg.resize_output_to_idx,
+            num_prefix_token=self.vit.num_prefix_tokens,
+            max_batch=self.cfg.max_batch,
+        ).float()  # (B, 1+h*w, D*K)
+        return self.readout(tokens)
+
+    encode = forward
+
+    def readout(self, tokens: torch.Tensor) -> torch.Tensor:
+        """S² tokens ``(B, 1+h*w, C)`` → features ``(B, F)``."""
+        cls, patches = VisionTransformer.cls_tokens(tokens), VisionTransformer.patch_tokens(tokens)
+        if self.cfg.readout == "cls":
+            return cls
+        if self.cfg.readout == "mean":
+            return patches.mean(dim=1)
+        grid = rearrange(patches, "b (h w) c -> b c h w", h=math.isqrt(patches.shape[1]))
+        pooled = F.adaptive_avg_pool2d(grid, self.cfg.grid_size).flatten(1)  # (B, C*g*g)
+        return torch.cat([cls, pooled], dim=1)

@@ -1,0 +1,34 @@
+"""Named encoder configs (hydra group ``encoder``): a registry in code, so a plain ``pip install`` resolves them
+without the repository's ``configs/`` folder. Each preset holds only what differs from ``EncoderConfig``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    # MVP ViT-S/16 (HOI MAE), plain 224²: MVP's default robotics encoder
+    "mvp_vits": {"variant": "vits-mae-hoi", "img_sizes": [224]},
+    # MVP ViT-S/16 with S² at 224²+448² (1 + 4 forward images per frame)
+    "mvp_vits_s2": {"variant": "vits-mae-hoi", "img_sizes": [224, 448]},
+    # MVP ViT-B/16 (Ego-Soup MAE), plain 224²: the paper's ViT-B baseline (43.8% cube pick)
+    "mvp_vitb": {"img_sizes": [224]},
+    # MVP ViT-B/16 with S² at 224²+448²: the paper's winner (62.5% cube pick), 1536-D features
+    "mvp_vitb_s2": {"img_sizes": [224, 448]},
+    # MVP ViT-L/16 at 256² (Ego-Soup MAE): the paper's 3.5x larger baseline (50.0% cube pick)
+    "mvp_vitl": {"variant": "vitl-256-mae-egosoup", "img_sizes": [256]},
+    # MVP ViT-L/16 with S² at 256²+512²: 2048-D features. Not in the paper's table
+    "mvp_vitl_s2": {"variant": "vitl-256-mae-egosoup", "img_sizes": [256, 512]},
+    # ViT-Ti/16 (192-D, 12 layers, 3 heads) with random weights: a CPU-sized stand-in, NOT pretrained
+    "vitti_random": {"variant": "vitti", "weights": "random", "img_sizes": [224]},
+    # ViT-Ti/16 with S² at 224²+448², random weights: CPU-sized stand-in, NOT pretrained
+    "vitti_s2_random": {"variant": "vitti", "weights": "random", "img_sizes": [224, 448]},
+    # ViT-Ti/16 MAE-pretrained in-domain on rendered cube-pick frames (shipped: weights/vitti-mae-cubepick.pth,
+    # made by scripts/pretrain_mae.py), plain 224². Frozen, like MVP's encoders; CPU-sized
+    "vitti_mae": {"variant": "vitti-mae-cubepick", "img_sizes": [224]},
+    # the same with S² at 224²+448², 384-D CLS features
+    "vitti_s2_mae": {"variant": "vitti-mae-cubepick", "img_sizes": [224, 448]},
+    # a 2-layer 32-px ViT, plain 32² (no S²), random weights: for tests and smoke runs only
+    "micro_random": {"variant": "vit-micro", "weights": "random", "img_sizes": [32]},
+    # a 2-layer 32-px ViT with S² at 32²+64², random weights: for tests and smoke runs only
+    "micro_s2_random": {"variant": "vit-micro", "weights": "random", "img_sizes": [32, 64]},
+}

@@ -1,0 +1,67 @@
+"""The feature-cache workflow: encode a demo store once with a frozen encoder (``scripts/cache_features.py``),
+and the cache that training reads, built by rank 0 when missing or stale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from s2robot.common.distributed import DistInfo, barrier
+from s2robot.data.features import build_feature_cache, default_cache_path, open_feature_cache
+from s2robot.data.store import EpisodeStore
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, encoder_fingerprint
+from s2robot.vision.weights import resolve_weights
+
+
+@dataclass
+class FeatureCacheConfig:
+    """``scripts/cache_features.py``: which demos, which encoder, where to.
+
+    demos: path of the demo store (``demos/<name>.zarr``)
+    out: cache path; default ``demos/features/<name>-<encoder fingerprint>.zarr``
+    batch_size: frames per encoder call (raise it on a GPU)
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    demos: str = "demos/cube_pick.zarr"
+    out: str | None = None
+    batch_size: int = 256
+
+
+def cache_features(cfg: FeatureCacheConfig, progress: bool = True) -> Path:
+    """Build (or resume, or reuse) the feature cache of ``cfg``; returns its path."""
+    encoder = FrozenS2Encoder(cfg.encoder)
+    print(f"encoder {cfg.encoder.variant} {encoder.img_sizes} on {encoder.device} ({encoder.dtype}), "
+          f"weights: {encoder.weights.label()}, fingerprint {encoder.fingerprint}")
+    return build_feature_cache(cfg.demos, encoder, cfg.out, cfg.batch_size, progress=progress)
+
+
+def _cache_is_current(path: Path, demos: str, fingerprint: str) -> bool:
+    if not path.exists():
+        return False
+    cache = open_feature_cache(path, fingerprint)
+    if not Path(demos).exists():
+        return True  # a cache without its demo store beside it: trust its key
+    return cache.attrs["source"]["fingerprint"] == EpisodeStore.open(demos).fingerprint
+
+
+def prepare_cache(demos: str, cache: str | None, encoder: EncoderConfig, batch_size: int = 256,
+                  dist_info: DistInfo | None = None, progress: bool = True) -> tuple[Path, str]:
+    """(path, encoder fingerprint) of the feature cache for (demos, encoder), built by rank 0 when missing or
+    stale."""
+    dist_info = dist_info or DistInfo()
+    if not Path(demos).exists() and not (cache and Path(cache).exists()):
+        raise FileNotFoundError(f"demo store {demos} does not exist; record demos first with "
+                                "scripts/record_demos.py (or set demos=/path/to/store.zarr)")
+    digest = resolve_weights(encoder.variant, encoder.weights, encoder.seed, encoder.allow_download).digest
+    fingerprint = encoder_fingerprint(encoder, digest)
+    path = Path(cache) if cache else default_cache_path(demos, fingerprint)
+    if dist_info.is_main and not _cache_is_current(path, demos, fingerprint):
+        frozen = FrozenS2Encoder(encoder)
+        if frozen.weights.is_random and progress:
+            print(f"WARNING: encoder {encoder.variant} has RANDOM weights: success numbers will not "
+                  "mean anything about pretrained features")
+        build_feature_cache(demos, frozen, path, batch_size, progress=progress)
+        del frozen
+    barrier(dist_info)
+    return path, fingerprint

@@ -1,0 +1,285 @@
+"""Encoder comparison, like the S² paper's Table 6: the same demos and seeds through several frozen encoders.
+
+``compare_encoders(cfg)`` records the demos once, then for every encoder × training seed caches features,
+trains the BC policy and evaluates it at the 16 positions, and writes ``<out>/comparison.{json,md,png}``:
+params, GFLOPs per frame, success rate (mean and spread over seeds, Wilson 95% interval pooled over every
+episode of every seed) per encoder. Every step resumes: a re-run skips finished training and reuses an
+evaluation whose ``results.json`` is for the same checkpoint step and evaluation settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s2robot.common.device import DTYPE_CHOICES
+from s2robot.common.runlog import wandb_run
+from s2robot.policy.checkpoint import read_parts
+from s2robot.vision.encoder import EncoderConfig
+from s2robot.vision.weights import resolve_weights
+from s2robot.workflows.evaluate import EvalConfig, evaluate
+from s2robot.workflows.pipeline import PipelineConfig
+from s2robot.workflows.record import RecordConfig, record_demos
+from s2robot.workflows.report import wilson_interval
+from s2robot.workflows.train import TrainConfig, train
+
+PAPER_ENCODERS = ["mvp_vitb", "mvp_vitb_s2", "mvp_vitl"]
+# The paper's cube-pick success over 16 positions (S², Table 6), keyed by (variant, S² scales [px]).
+PAPER_SUCCESS: dict[tuple[str, tuple[int, ...]], float] = {
+    ("vitb-mae-egosoup", (224,)): 0.438,
+    ("vitb-mae-egosoup", (224, 448)): 0.625,
+    ("vitl-256-mae-egosoup", (256,)): 0.500,
+}
+# Evaluation settings that change the outcome: a saved results.json is reused only if they match.
+EVAL_KEYS = ("use_ema", "repeats", "seed", "joint_noise", "max_steps")
+
+
+@dataclass
+class CompareConfig:
+    """``scripts/compare_encoders.py`` (``configs/compare_encoders.yaml``).
+
+    base: demos, training and evaluation shared by every run (``base.train.encoder`` is not used: the
+        encoders come from ``encoders``); run names are ``<base.train.name>-<encoder>-s<seed>``
+    encoders: names of ``configs/encoder/*.yaml``; default the paper's ViT-B 224², ViT-B-S² 224²+448², ViT-L 256²
+    seeds: training seeds (policy init, batches, train/val split); each encoder is trained once per seed
+    encoder_dtype / encoder_device / encoder_max_batch / encoder_readout: override these of every encoder
+        (None keeps the yaml's); e.g. ``encoder_readout=cls+grid`` compares weights under make run's readout
+    out: where ``comparison.{json,md,png}`` go
+    """
+
+    base: PipelineConfig = field(default_factory=PipelineConfig)
+    encoders: list[str] = field(default_factory=lambda: list(PAPER_ENCODERS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    encoder_dtype: str | None = None
+    encoder_device: str | None = None
+    encoder_max_batch: int | None = None
+    encoder_readout: str | None = None
+    out: str = "runs/compare"
+
+    def __post_init__(self) -> None:
+        if not self.encoders or len(set(self.encoders)) != len(self.encoders):
+            raise ValueError(f"encoders must be a non-empty list of distinct names, got {self.encoders}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct ints, got {self.seeds}")
+        if self.encoder_dtype is not None and self.encoder_dtype not in DTYPE_CHOICES:
+            raise ValueError(f"encoder_dtype must be one of {list(DTYPE_CHOICES)} or null, got {self.encoder_dtype!r}")
+
+    def encoder_config(self, name: str) -> EncoderConfig:
+        """``configs/encoder/<name>.yaml`` with this comparison's dtype/device/max_batch/readout overrides."""
+        overrides = {"dtype": self.encoder_dtype, "device": self.encoder_device, "max_batch": self.encoder_max_batch,
+                     "readout": self.encoder_readout}
+        return EncoderConfig.from_name(name, **{k: v for k, v in overrides.items() if v is not None})
+
+    def run_name(self, encoder: str, seed: int) -> str:
+        return f"{self.base.train.name}-{encoder}-s{seed}"
+
+
+# ------------------------------------------------------------------------------------ pure helpers
+def comparison_rows(reports_by_encoder: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per encoder from its evaluation reports ({encoder name: {training seed: evaluate() report}}).
+
+    Rates are fractions: ``success_mean`` / ``success_std`` (sample std, None for one seed) / ``success_min``
+    / ``success_max`` over seeds; ``ci95`` is the Wilson interval of all episodes of all seeds pooled.
+    """
+    rows = []
+    for name, by_seed in reports_by_encoder.items():
+        if not by_seed:
+            raise ValueError(f"encoder {name!r} has no evaluation reports")
+        seeds = sorted(by_seed)
+        rates = np.array([by_seed[s]["success_rate"] for s in seeds], float)
+        successes = sum(int(by_seed[s]["successes"]) for s in seeds)
+        episodes = sum(int(by_seed[s]["episodes"]) for s in seeds)
+        enc = by_seed[seeds[0]]["encoder"]
+        img_sizes = [int(s) for s in enc["img_sizes"]]
+        readout = enc["readout"]
+        rows.append({
+            "encoder": name,
+            "variant": enc["variant"],
+            "img_sizes": img_sizes,
+            "params_m": enc["params"] / 1e6,
+            "gflops_per_frame": float(enc["gflops_per_frame"]),
+            "readout": readout,
+            "feature_dim": enc.get("feature_dim"),
+            "weights_random": any(bool(by_seed[s]["weights_random"]) for s in seeds),
+            "seeds": seeds,
+            "success_per_seed": rates.tolist(),
+            "success_mean": float(rates.mean()),
+            "success_std": float(rates.std(ddof=1)) if len(rates) > 1 else None,
+            "success_min": float(rates.min()),
+            "success_max": float(rates.max()),
+            "successes": successes,
+            "episodes": episodes,
+            "ci95": list(wilson_interval(successes, episodes)),
+            # the paper's policies read MVP's CLS token: other readouts have no paper number
+            "paper_success": PAPER_SUCCESS.get((enc["variant"], tuple(img_sizes))) if readout == "cls" else None,
+        })
+    return rows
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table like the paper's Table 6, random-weight encoders labelled RANDOM."""
+    lines = ["| encoder | variant | scales [px] | readout (dim) | params [M] | GFLOPs/frame | "
+             "success % (mean ± std, min–max) | 95% CI % (pooled) | seeds | episodes | paper % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        variant = f"{r['variant']} (**RANDOM weights**)" if r["weights_random"] else r["variant"]
+        scales = "+".join(f"{s}²" for s in r["img_sizes"])
+        success = _pct(r["success_mean"])
+        if r["success_std"] is not None:
+            success += f" ± {_pct(r['success_std'])} ({_pct(r['success_min'])}–{_pct(r['success_max'])})"
+        lo, hi = r["ci95"]
+        paper = _pct(r["paper_success"]) if r["paper_success"] is not None else "–"
+        readout = f"{r['readout']} ({r['feature_dim']})"
+        lines.append(f"| {r['encoder']} | {variant} | {scales} | {readout} | {r['params_m']:.3g} | "
+                     f"{r['gflops_per_frame']:.3g} | "
+                     f"{success} | {_pct(lo)}–{_pct(hi)} | {', '.join(map(str, r['seeds']))} | "
+                     f"{r['successes']}/{r['episodes']} | {paper} |")
+    if any(r["weights_random"] for r in rows):
+        lines.append("\nRANDOM weights: the encoder is not pretrained; its success rate says nothing about "
+                     "pretrained features (a CPU-sized stand-in only).")
+    return "\n".join(lines)
+
+
+def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Bar chart of mean success per encoder with pooled Wilson 95% error bars, seeds as dots, paper as ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.arange(len(rows))
+    mean = np.array([100 * r["success_mean"] for r in rows])
+    lo = np.array([100 * r["ci95"][0] for r in rows])
+    hi = np.array([100 * r["ci95"][1] for r in rows])
+    yerr = np.stack([np.clip(mean - lo, 0, None), np.clip(hi - mean, 0, None)])  # (2, n)
+    fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 2.5, 4.5))
+    colors = ["0.75" if r["weights_random"] else f"C{i}" for i, r in enumerate(rows)]
+    bars = ax.bar(x, mean, yerr=yerr, capsize=6, color=colors, edgecolor="k")
+    for i, r in enumerate(rows):
+        if r["weights_random"]:
+            bars[i].set_hatch("//")
+        if len(r["seeds"]) > 1:
+            ax.scatter([i] * len(r["seeds"]), [100 * s for s in r["success_per_seed"]], color="k", s=12, zorder=3)
+        if r["paper_success"] is not None:
+            ax.hlines(100 * r["paper_success"], i - 0.4, i + 0.4, colors="r", linestyles="--", zorder=4,
+                      label="paper" if not ax.get_legend_handles_labels()[1] else None)
+        ax.text(i + 0.05, 1.5, f"{mean[i]:.1f}%", ha="left", va="bottom", fontsize=8)  # beside the error bar
+    labels = [f"{r['encoder']}{' (RANDOM)' if r['weights_random'] else ''}\n"
+              f"{'+'.join(f'{s}²' for s in r['img_sizes'])}, {r['params_m']:.0f} M, "
+              f"{r['gflops_per_frame']:.1f} GFLOPs"
+              f"{'' if r['readout'] == 'cls' else ', ' + r['readout']}" for r in rows]
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success % (mean over seeds)")
+    ax.set_title((title or "encoder comparison (cube pick)") + "\nerror bars: Wilson 95% CI of all episodes pooled; "
+                 "dots: seeds", fontsize=9)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------- top level
+def check_weights(cfg: CompareConfig) -> dict[str, EncoderConfig]:
+    """Every encoder's config, with its weights resolved up front: a missing file fails before any work."""
+    configs = {name: cfg.encoder_config(name) for name in cfg.encoders}
+    missing = {}
+    for name, enc in configs.items():
+        try:
+            resolve_weights(enc.variant, enc.weights, enc.seed, enc.allow_download)
+        except FileNotFoundError as e:
+            missing[name] = str(e)
+    if missing:
+        raise FileNotFoundError(
+            f"missing weights for encoder(s) {list(missing)} (nothing was recorded or trained); drop them from "
+            "encoders=[...] or provide their weights:\n" + "\n".join(f"- {n}: {msg}" for n, msg in missing.items()))
+    return configs
+
+
+def _saved_report(results: Path, checkpoint: Path, step: int, eval_cfg: EvalConfig) -> dict[str, Any] | None:
+    """A run's saved ``results.json`` when it is for this checkpoint at this step with these settings."""
+    if not results.is_file():
+        return None
+    try:
+        report = json.loads(results.read_text())
+    except json.JSONDecodeError:
+        return None
+    same = (report.get("checkpoint") == str(checkpoint.resolve()) and report.get("checkpoint_step") == step
+            and all(report.get("eval", {}).get(k) == getattr(eval_cfg, k) for k in EVAL_KEYS))
+    return report if same else None
+
+
+def train_and_evaluate(train_cfg: TrainConfig, eval_cfg: EvalConfig, which: str = "last") -> dict[str, Any]:
+    """Train (or resume) one run, then evaluate its ``which`` checkpoint unless its saved results are current."""
+    last = train(train_cfg)
+    ckpt = last if which == "last" else last.with_name("best")
+    if not ckpt.is_dir():
+        raise FileNotFoundError(f"{ckpt} does not exist: best/ is written only when validating "
+                                "(base.train.val_fraction > 0); use base.evaluate_checkpoint=last")
+    out = Path(eval_cfg.out) / train_cfg.name if eval_cfg.out else train_cfg.run_dir / "eval"
+    eval_cfg = replace(eval_cfg, checkpoint=str(ckpt), out=str(out))
+    step = read_parts(ckpt)["config"]["step"]
+    report = _saved_report(out / "results.json", ckpt, step, eval_cfg)
+    if report is not None:
+        print(f"evaluation of {ckpt} at step {step} is up to date: reusing {out / 'results.json'}")
+        return report
+    return evaluate(eval_cfg)
+
+
+def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
+    """Record demos once, train and evaluate every encoder × seed, write the comparison; returns its summary."""
+    configs = check_weights(cfg)
+    b, t = cfg.base, cfg.base.train
+    runs = [(name, seed) for name in cfg.encoders for seed in cfg.seeds]
+    print(f"[1/3] demos: {t.demos} ({b.n_demos} scripted-expert episodes at {t.env.image_size}²)")
+    record_demos(RecordConfig(env=t.env, out=t.demos, n_episodes=b.n_demos, workers=b.record_workers,
+                              seed=b.record_seed, resume=True, noise_std=b.noise_std), progress=t.progress)
+    reports: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in cfg.encoders}
+    for k, (name, seed) in enumerate(runs, 1):
+        run_cfg = replace(t, name=cfg.run_name(name, seed), seed=seed, encoder=configs[name])
+        print(f"[2/3] run {k}/{len(runs)}: {run_cfg.name} (cache, train, evaluate checkpoints/{b.evaluate_checkpoint})")
+        reports[name][seed] = train_and_evaluate(run_cfg, b.eval, b.evaluate_checkpoint)
+
+    print(f"[3/3] comparison: {cfg.out}")
+    rows = comparison_rows(reports)
+    table = format_comparison(rows)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = {"json": out / "comparison.json", "md": out / "comparison.md", "png": out / "comparison.png"}
+    summary = {"rows": rows, "config": asdict(cfg),
+               "runs": [{"encoder": n, "seed": s, "run": cfg.run_name(n, s), "checkpoint": reports[n][s]["checkpoint"],
+                         "checkpoint_step": reports[n][s]["checkpoint_step"]} for n, s in runs]}
+    outputs["json"].write_text(json.dumps(summary, indent=2))
+    outputs["md"].write_text(table + "\n")
+    plot_comparison(rows, outputs["png"], f"{t.name}: {b.n_demos} demos, {t.steps} steps, seeds {cfg.seeds}")
+    _log_wandb(cfg, rows, outputs["png"])
+    return {"rows": rows, "table": table, "outputs": {k: str(v) for k, v in outputs.items()}}
+
+
+def _log_wandb(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], png: Path) -> None:
+    run = wandb_run(cfg.base.train.wandb, f"{cfg.base.train.name}-compare", png.parent, asdict(cfg),
+                    job_type="compare")
+    if run is None:
+        return
+    import wandb
+
+    columns = ["encoder", "variant", "scales", "params_m", "gflops_per_frame", "weights_random", "seeds",
+               "success_mean", "success_std", "ci95_low", "ci95_high", "episodes", "paper_success"]
+    data = [[r["encoder"], r["variant"], "+".join(map(str, r["img_sizes"])), r["params_m"], r["gflops_per_frame"],
+             r["weights_random"], ",".join(map(str, r["seeds"])), r["success_mean"], r["success_std"], *r["ci95"],
+             r["episodes"], r["paper_success"]] for r in rows]
+    run.log({"compare/table": wandb.Table(columns=columns, data=data), "compare/chart": wandb.Image(str(png))})
+    run.finish()

@@ -1,0 +1,113 @@
+"""Recording demos into an EpisodeStore with parallel worker processes (``sim.pool``) and one writer.
+
+Any policy records: a ``PolicyFactory`` builds, inside each worker, a callable ``policy(obs, info)`` that
+returns the action (8,) — or an object with ``.label`` (the action to record) and ``.executed`` (the
+action to step with), as the scripted expert's noise injection does. A teleop or another controller plugs
+in the same way. Episode ``k`` uses seed ``seed + k``; results are written in seed order, so the store is
+the same for any number of workers.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from s2robot.data.store import EpisodeStore
+from s2robot.sim.env import EnvConfig
+from s2robot.sim.episode import PolicyFactory, RecordJob, expert_policy
+from s2robot.sim.pool import seed_ordered
+
+
+@dataclass
+class RecordConfig:
+    """``scripts/record_demos.py``. Hydra: ``configs/record.yaml`` (+ group ``env/``).
+
+    out: demo store path
+    n_episodes: episodes to keep
+    workers: recording processes (rendering is CPU-bound); 1 = in this process
+    seed: seed of the first episode; episode k uses seed + k
+    keep_failures: keep failed episodes too (by default only successes are stored; every tried seed is
+        listed in the store's attrs either way)
+    resume: append to an existing store until it holds n_episodes
+    overwrite: replace an existing store (otherwise refuse)
+    noise_std: expert noise injection on executed joint deltas [rad] (labels stay clean)
+    max_attempts: give up after this many episodes without reaching n_episodes (None: 3 × n_episodes + 10)
+    """
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    out: str = "demos/cube_pick.zarr"
+    n_episodes: int = 120
+    workers: int = 2
+    seed: int = 0
+    keep_failures: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    noise_std: float = 0.0
+    max_attempts: int | None = None
+
+
+def _open_store(cfg: RecordConfig) -> tuple[EpisodeStore, int]:
+    """The store to append to and the next seed to try."""
+    attrs = {"env": asdict(cfg.env), "cameras": list(cfg.env.cameras), "image_size": cfg.env.image_size,
+             "control_hz": 10, "recorder": {"policy": "scripted expert", "noise_std": cfg.noise_std,
+                                            "keep_failures": cfg.keep_failures, "first_seed": cfg.seed},
+             "attempts": []}
+    path = Path(cfg.out)
+    if not path.exists() or cfg.overwrite:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return EpisodeStore.create(path, attrs=attrs, overwrite=cfg.overwrite), cfg.seed
+    if not cfg.resume:
+        raise FileExistsError(f"{path} already exists: pass resume=true to append to it until it holds "
+                              f"{cfg.n_episodes} episodes, overwrite=true to replace it, or another out=")
+    store = EpisodeStore.open(path, mode="a")
+    recorded = {k: store.attrs.get(k) for k in ("env", "cameras", "image_size")}
+    wanted = {k: attrs[k] for k in recorded}
+    if recorded != wanted:
+        raise ValueError(f"cannot resume {path}: it was recorded with {recorded}, this run asks for "
+                         f"{wanted}; record into another store or use the same env settings")
+    tried = [a["seed"] for a in store.attrs.get("attempts", [])]
+    return store, (max(tried) + 1 if tried else cfg.seed)
+
+
+def record_demos(cfg: RecordConfig, factory: PolicyFactory | None = None, progress: bool = True) -> Path:
+    """Record until the store at ``cfg.out`` holds ``cfg.n_episodes`` episodes; returns its path."""
+    factory = factory or expert_policy(cfg.noise_std)
+    store, next_seed = _open_store(cfg)
+    attempts = list(store.attrs.get("attempts", []))
+    max_attempts = cfg.max_attempts or 3 * cfg.n_episodes + 10
+    need = cfg.n_episodes - store.n_episodes
+    bar = tqdm(total=cfg.n_episodes, initial=store.n_episodes, unit="ep", disable=not progress,
+               desc=f"recording {Path(cfg.out).name}", file=sys.stdout)
+    steps, t0, new_attempts = 0, time.perf_counter(), 0
+    results = seed_ordered(RecordJob(cfg.env, factory), next_seed, cfg.workers) if need > 0 else iter(())
+    for _, (data, meta) in results:
+        if store.n_episodes >= cfg.n_episodes:
+            break
+        new_attempts += 1
+        if meta["success"] or cfg.keep_failures:
+            store.add_episode(data, info=meta)
+            bar.update(1)
+        attempts.append({k: meta[k] for k in ("seed", "success", "length")})
+        store.update_attrs({"attempts": attempts})
+        steps += meta["length"]
+        ok = sum(a["success"] for a in attempts)
+        rate = steps / (time.perf_counter() - t0)
+        bar.set_postfix(success=f"{ok}/{len(attempts)}", steps_per_s=f"{rate:.0f}")
+        if store.n_episodes >= cfg.n_episodes:
+            break
+        if new_attempts >= max_attempts:
+            raise RuntimeError(
+                f"gave up after {new_attempts} episodes with {store.n_episodes}/{cfg.n_episodes} kept in "
+                f"{cfg.out} (success {ok}/{len(attempts)}); the store keeps what was recorded: fix the "
+                "policy and run again with resume=true"
+            )
+    bar.close()
+    if hasattr(results, "close"):
+        results.close()  # stops the workers
+    return Path(cfg.out)
+
+

@@ -1,0 +1,98 @@
+"""Inspect a demo store from the shell: ``python -m s2robot.workflows.store {info,video} PATH``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from s2robot.data.keys import rgb_cameras, rgb_key
+from s2robot.data.store import EpisodeStore
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError
+
+
+def info_text(store: EpisodeStore) -> str:
+    """Human-readable summary of a store (what `python -m s2robot.workflows.store info` prints)."""
+    lengths = store.episode_lengths
+    lines = [f"store        {store.path}", f"episodes     {store.n_episodes}",
+             f"steps        {store.n_steps}"]
+    if len(lengths):
+        lines.append(f"lengths      min {lengths.min()}  mean {lengths.mean():.1f}  max {lengths.max()}")
+    successes = [store.episode_info(i)["success"] for i in range(store.n_episodes)
+                 if "success" in store.episode_info(i)]
+    if successes:
+        lines.append(f"success      {np.mean(successes):.1%} ({sum(map(bool, successes))}/{len(successes)})")
+    lines.append(f"{'key':<16} {'dtype':<8} {'shape':<20} {'chunks':<20} {'stored':>10}")
+    for k in store.keys:
+        arr = store.array(k)
+        lines.append(f"{k:<16} {arr.dtype!s:<8} {(store.n_steps, *arr.shape[1:])!s:<20} {arr.chunks!s:<20} "
+                     f"{_format_bytes(arr.nbytes_stored()):>10}")
+    for k, v in store.attrs.items():
+        text = json.dumps(v)
+        lines.append(f"attr {k:<11} {text if len(text) <= 80 else text[:77] + '...'}")
+    lines.append(f"software     {json.dumps(store.software)}")
+    lines.append(f"fingerprint  {store.fingerprint}")
+    return "\n".join(lines)
+
+
+def write_store_videos(store: EpisodeStore, episodes: list[int], camera: str | None, out: Path,
+                       fps: float) -> list[Path]:
+    """Write `out/<store>_ep<i>_<camera>.mp4` from data/rgb_<camera> for each episode; return the paths."""
+    import imageio.v2 as imageio
+
+    cameras = rgb_cameras(store.keys)
+    if not cameras:
+        raise ValueError(f"{store.path} has no rgb_<camera> key; keys: {list(store.keys)}")
+    camera = camera or cameras[0]
+    if camera not in cameras:
+        raise ValueError(f"{store.path} has no camera {camera!r} (no key 'rgb_{camera}'); "
+                         f"available: {cameras}")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in episodes:
+        start, stop = store.episode_bounds(i)
+        frames = store.get_steps(rgb_key(camera), start, stop)  # (T, S, S, 3)
+        path = out / f"{store.path.stem}_ep{i}_{camera}.mp4"
+        imageio.mimwrite(path, list(frames), fps=fps, macro_block_size=2)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m s2robot.workflows.store {info,video} PATH ...`; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m s2robot.workflows.store", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_info = sub.add_parser("info", help="summarise a store")
+    p_info.add_argument("path", type=Path)
+    p_video = sub.add_parser("video", help="write an mp4 per episode from rgb_<camera>")
+    p_video.add_argument("path", type=Path)
+    p_video.add_argument("--episodes", type=int, nargs="+", default=[0])
+    p_video.add_argument("--camera", default=None, help="camera name (default: the first rgb_ key)")
+    p_video.add_argument("--out", type=Path, default=Path("videos"))
+    p_video.add_argument("--fps", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    try:
+        store = EpisodeStore.open(args.path)
+        if args.command == "info":
+            print(info_text(store))
+        else:
+            for path in write_store_videos(store, args.episodes, args.camera, args.out, args.fps):
+                print(path)
+    except (FileNotFoundError, ValueError, IndexError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""Behavior-cloning training of the chunk transformer from a feature cache (``scripts/train_bc.py``).
+
+``train(cfg)`` builds the feature cache if it is missing (``workflows.cache``), splits episodes into train/val,
+fits the ``Normalizer`` on the training split, and runs AdamW with linear warmup + cosine decay, gradient
+clipping, optional EMA and bf16 autocast on CUDA (``amp``). It writes to ``runs/<name>/``:
+
+- ``checkpoints/last/`` (every ``save_every`` steps and at the end) and ``checkpoints/best/`` (best validation
+  loss, or best success rate when a periodic evaluator is given): policy checkpoint folders
+  (``s2robot.policy.checkpoint``) with the training state beside the weights;
+- ``metrics.jsonl``: one JSON line per logged step; plus wandb (offline by default).
+
+Re-running the same command resumes from ``last/`` and continues exactly as if never stopped: the batch at
+step s is a pure function of (seed, s), and every RNG state is restored. Under ``torchrun --nproc_per_node=K``
+it trains with DDP (NCCL on GPUs, gloo on CPU): each rank takes its shard of the same global batch; only
+rank 0 logs, validates and saves.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from s2robot.common.device import DTYPE_CHOICES, autocast_dtype
+from s2robot.common.distributed import barrier, gather_rng_state, init_distributed, rng_state, set_rng_state
+from s2robot.common.optim import EMA, lr_factor, param_groups
+from s2robot.common.runlog import RunLogger, WandbConfig
+from s2robot.data.dataset import WindowDataset, batch_indices
+from s2robot.data.normalize import Normalizer
+from s2robot.data.training_set import load_training_data
+from s2robot.policy.checkpoint import build_policy, load_training_state, read_parts, save_pretrained
+from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.modeling import ChunkTransformerPolicy
+from s2robot.sim.env import EnvConfig
+from s2robot.vision.encoder import EncoderConfig
+from s2robot.workflows.cache import prepare_cache
+
+# What a checkpoint must agree on with the config to resume from it (the rest may change, e.g. steps).
+RESUME_KEYS = ("policy", "seed", "batch_size", "val_fraction")
+Evaluator = Callable[[ChunkTransformerPolicy, int], Mapping[str, float]]
+
+
+@dataclass
+class TrainConfig:
+    """``scripts/train_bc.py`` (``configs/train_bc.yaml``, composing the ``encoder``, ``policy``, ``env`` groups).
+
+    name: run name; everything goes to ``<runs_dir>/<name>/``
+    demos / cache: demo store, and its feature cache (default path from the encoder fingerprint; built
+        when missing)
+    steps, batch_size (global, split over DDP ranks), lr, weight_decay, warmup_steps, grad_clip
+    ema_decay: 0 disables the EMA; else the EMA weights are what evaluation and ``best/`` use
+    val_fraction / val_every: held-out episodes and how often their loss is computed [steps]
+    eval_every: periodic rollout evaluation [steps] (0: off), through the evaluator given to ``train``
+    amp: autocast dtype: ``auto`` (bf16 on CUDA; on CPUs the policy trains in float32), ``bfloat16``, ``none``
+    overwrite: start over, deleting the run's checkpoints (by default a re-run resumes)
+    """
+
+    name: str = "cube_pick"
+    runs_dir: str = "runs"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    demos: str = "demos/cube_pick.zarr"
+    cache: str | None = None
+    cache_batch_size: int = 256
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    val_fraction: float = 0.1
+    val_every: int = 250
+    eval_every: int = 0
+    save_every: int = 500
+    log_every: int = 25
+    device: str = "auto"
+    amp: str = "auto"
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "val_every", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0 or self.eval_every < 0:
+            raise ValueError("need lr > 0, warmup_steps ≥ 0, grad_clip > 0, eval_every ≥ 0")
+        if self.amp not in (*DTYPE_CHOICES, "none"):
+            raise ValueError(f"amp must be one of {[*DTYPE_CHOICES, 'none']}, got {self.amp!r}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
+    """A ``TrainConfig`` from ``asdict`` output (e.g. a checkpoint's run config); unknown keys are errors."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), dict(d)))
+
+
+@torch.no_grad()
+def validation_loss(policy: ChunkTransformerPolicy, data: WindowDataset, device: torch.device,
+                    batch_size: int = 256, amp: torch.dtype | None = None) -> float:
+    """Mean per-sample loss over every window of ``data`` (deterministic, eval mode)."""
+    was_training = policy.training
+    policy.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        idx = np.arange(i, min(i + batch_size, len(data)))
+        batch = {k: v.to(device) for k, v in data.get_batch(idx).items()}
+        with torch.autocast(device.type, amp or torch.bfloat16, enabled=amp is not None):
+            total += policy.compute_loss(batch).item() * len(idx)
+        n += len(idx)
+    policy.train(was_training)
+    return total / n
+
+
+def _resume_problems(state: Mapping[str, Any], parts: Mapping[str, Any], cfg: TrainConfig, fingerprint: str,
+                     shape: Mapping[str, Any]) -> list[str]:
+    old, new = state["train_config"], asdict(cfg)
+    diff = [k for k in RESUME_KEYS if old.get(k) != new.get(k)]
+    found = parts["config"]["encoder_fingerprint"]
+    if found != fingerprint:
+        diff.append(f"encoder (fingerprint {found} → {fingerprint})")
+    if dict(parts["config"]["shape"]) != dict(shape):
+        diff.append(f"data shape ({parts['config']['shape']} → {shape})")
+    return diff
+
+
+class Trainer:
+    """One BC run: set-up (cache, data, model, optimizer, resume) in ``__init__``, the loop in ``run``."""
+
+    def __init__(self, cfg: TrainConfig, evaluator: Evaluator | None = None) -> None:
+        self.cfg, self.evaluator = cfg, evaluator
+        self.dist, self.device = init_distributed(cfg.device)
+        self.main = self.dist.is_main
+        self.last, self.best_dir = cfg.checkpoint_dir / "last", cfg.checkpoint_dir / "best"
+        if cfg.overwrite and self.main:
+            for d in (self.last, self.best_dir):
+                shutil.rmtree(d, ignore_errors=True)
+            (cfg.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        barrier(self.dist)
+        cache_path, self.fingerprint = prepare_cache(cfg.demos, cfg.cache, cfg.encoder, cfg.cache_batch_size,
+                                                     self.dist, progress=cfg.progress and self.main)
+        p = cfg.policy
+        self.data = load_training_data(cache_path, self.fingerprint, p.t_obs, p.t_act, p.normalize_features,
+                                       cfg.val_fraction, cfg.seed, cfg.batch_size)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.policy = build_policy(cfg.policy, self.data.shape, self.data.normalizer).to(self.device)
+        self.optimizer = torch.optim.AdamW(param_groups(self.policy, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
+        self.ema = EMA(self.policy, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.step, self.best, self.run_id, self.logger = 0, None, None, None
+        self._resume()
+        self.amp = autocast_dtype(cfg.amp, self.device, cpu_auto=False)
+
+    def _resume(self) -> None:
+        legacy = self.cfg.checkpoint_dir / "last.pt"
+        if legacy.is_file() and not self.last.exists():
+            read_parts(legacy)  # refuses, with the command that converts it
+        if not self.last.exists():
+            return
+        parts, state = read_parts(self.last), load_training_state(self.last, map_location=self.device)
+        diff = _resume_problems(state, parts, self.cfg, self.fingerprint, self.data.shape)
+        if diff:
+            raise ValueError(f"{self.last} was trained with a different {', '.join(diff)}; to resume, use the same "
+                             "config. To start this run over, pass overwrite=true (deletes its checkpoints), "
+                             "or pick another name=")
+        self.policy.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.state = state["ema"]
+        self.step, self.best, self.run_id = state["step"], state.get("best"), state.get("wandb_id")
+        set_rng_state(state["rng"][self.dist.rank] if isinstance(state["rng"], list) else state["rng"])
+        if self.main:
+            print(f"resuming {self.last} at step {self.step}/{self.cfg.steps}")
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def _parts(self) -> dict[str, dict[str, Any]]:
+        cfg, attrs = self.cfg, self.data.cache_attrs
+        run = {k: v for k, v in asdict(cfg).items() if k not in ("encoder", "policy", "env")}
+        config = {"policy": asdict(cfg.policy), "shape": self.data.shape, "step": self.step,
+                  "ema": self.ema is not None, "run": run, "encoder_fingerprint": self.fingerprint,
+                  "weights_random": attrs.get("weights_random"), "torch": torch.__version__,
+                  "cache": {"path": str(self.data.cache_path), "source": attrs.get("source", {}).get("fingerprint")}}
+        encoder = {"config": asdict(cfg.encoder), "fingerprint": self.fingerprint, "describe": attrs.get("encoder")}
+        return {"config": config, "encoder": encoder, "env": asdict(cfg.env)}
+
+    def _training_state(self, rng: Any) -> dict[str, Any]:
+        return {"model": self.policy.state_dict(), "ema": self.ema.state if self.ema is not None else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
+                "step": self.step, "best": self.best, "wandb_id": self.logger.run_id if self.logger else None,
+                "train_config": asdict(self.cfg)}
+
+    def _save(self, directory: Path, rng: Any) -> None:
+        weights = self.ema.state if self.ema is not None else self.policy.state_dict()
+        save_pretrained(directory, weights, self.policy.normalizer, self._parts(), self._training_state(rng))
+
+    def _eval_policy(self) -> ChunkTransformerPolicy:
+        if self.ema is None:
+            return self.policy
+        normalizer = Normalizer.from_state_dict(self.ema.state, "normalizer.")
+        shadow = build_policy(self.cfg.policy, self.data.shape, normalizer)
+        shadow.load_state_dict(self.ema.state)
+        return shadow.to(self.device).eval()
+
+    # ------------------------------------------------------------------------------------------ loop
+    def _announce(self) -> None:
+        cfg, data = self.cfg, self.data
+        weights = "RANDOM (not pretrained)" if data.cache_attrs.get("weights_random") else "pretrained"
+        n_eps = len(np.unique(np.searchsorted(data.train.episode_ends, data.train.index.step, side="right")))
+        print(f"training {cfg.name}: {len(data.train)} windows from {n_eps} episodes, "
+              f"{sum(p.numel() for p in self.policy.parameters()) / 1e6:.2f} M params, encoder {cfg.encoder.variant} "
+              f"{cfg.encoder.resolved_img_sizes()} {cfg.encoder.readout}, weights {weights}, "
+              f"{self.dist.world} process(es) on {self.device}")
+
+    def _train_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        idx = batch_indices(len(self.data.train), cfg.batch_size, self.step, cfg.seed, self.dist.rank, self.dist.world)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in self.data.train.get_batch(idx).items()}
+        with torch.autocast(self.device.type, self.amp or torch.bfloat16, enabled=self.amp is not None):
+            loss = self.policy.compute_loss(batch) if model is self.policy else _ddp_loss(model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            kept = f"the last good checkpoint {self.last} is kept" if self.last.exists() else "no checkpoint yet"
+            raise FloatingPointError(
+                f"non-finite loss ({loss.item()}) or gradient norm ({grad_norm.item()}) at step {self.step + 1}: "
+                f"training stopped and {kept}. Lower lr (now {cfg.lr}), check the demos for NaN/inf "
+                "(python -m s2robot.workflows.store info DEMOS), or set amp=none")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.policy, self.step)
+        return loss, grad_norm
+
+    def _validate_and_evaluate(self, end: bool) -> tuple[dict[str, float], bool]:
+        """Validation loss and periodic success (rank 0), and whether ``best`` improved."""
+        cfg, step, metrics, improved = self.cfg, self.step, {}, False
+        if self.data.val is not None and (step % cfg.val_every == 0 or end):
+            val = validation_loss(self._eval_policy(), self.data.val, self.device, amp=self.amp)
+            metrics["val/loss"] = val
+            if self.evaluator is None and (self.best is None or val < self.best["value"]):
+                self.best, improved = {"metric": "val/loss", "value": val, "step": step}, True
+        if self.evaluator is not None and cfg.eval_every and (step % cfg.eval_every == 0 or end):
+            results = self.evaluator(self._eval_policy(), step)
+            metrics |= {f"eval/{k}": float(v) for k, v in results.items()}
+            rate = float(results["success_rate"])
+            if self.best is None or rate > self.best["value"]:
+                self.best, improved = {"metric": "eval/success_rate", "value": rate, "step": step}, True
+        return metrics, improved
+
+    def run(self) -> Path:
+        cfg, main = self.cfg, self.main
+        if self.step >= cfg.steps:
+            if main:
+                print(f"{cfg.run_dir} already trained for {self.step} ≥ steps={cfg.steps}; raise steps= to continue")
+            return self.last
+        model: torch.nn.Module = self.policy
+        if self.dist.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                self.policy, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.logger = RunLogger(cfg.run_dir / "metrics.jsonl", cfg.wandb, cfg.name, asdict(cfg), self.run_id,
+                                resume_step=self.step) if main else None
+        if main:
+            self._announce()
+        self.policy.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc=f"train {cfg.name}",
+                   disable=not (cfg.progress and main))
+        t_log, n_log, loss_sum = time.perf_counter(), 0, 0.0
+        try:
+            while self.step < cfg.steps:
+                loss, grad_norm = self._train_step(model)
+                loss_sum += loss.item()
+                n_log += 1
+                bar.update(1)
+                end, metrics = self.step == cfg.steps, {}
+                if self.step % cfg.log_every == 0 or end:
+                    dt, lr = time.perf_counter() - t_log, self.scheduler.get_last_lr()[0]
+                    metrics |= {"train/loss": loss_sum / n_log, "train/lr": lr, "train/grad_norm": float(grad_norm),
+                                "train/samples_per_s": n_log * cfg.batch_size / dt}
+                    bar.set_postfix(loss=f"{loss_sum / n_log:.4f}", lr=f"{lr:.2e}")
+                    t_log, n_log, loss_sum = time.perf_counter(), 0, 0.0
+                self._after_step(metrics, end)
+        finally:
+            bar.close()
+        return self._finish()
+
+    def _after_step(self, metrics: dict[str, float], end: bool) -> None:
+        """Validate, evaluate, log and save after a step."""
+        improved = False
+        if self.main:
+            more, improved = self._validate_and_evaluate(end)
+            metrics |= more
+            if metrics:
+                self.logger.log(metrics, self.step)
+        periodic = self.step % self.cfg.save_every == 0 or end
+        rng = gather_rng_state(self.dist) if periodic else None  # a collective: on every rank
+        if self.main and periodic:
+            self._save(self.last, rng)
+        if improved:  # main only
+            self._save(self.best_dir, rng if rng is not None else rng_state())
+
+    def _finish(self) -> Path:
+        if self.logger is not None:
+            self.logger.finish()
+        if self.main:
+            best = self.best
+            print(f"done: {self.last}" + (f", best {best['metric']} {best['value']:.4f} at step {best['step']}: "
+                                          f"{self.best_dir}" if best else ""))
+        barrier(self.dist)
+        return self.last
+
+
+def train(cfg: TrainConfig, evaluator: Evaluator | None = None) -> Path:
+    """Train (or resume) the run of ``cfg``; returns its ``last/`` checkpoint folder. See the module docstring."""
+    return Trainer(cfg, evaluator).run()
+
+
+def _ddp_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The loss through the DDP wrapper's forward (so gradients are all-reduced): DDP hooks ``forward``."""
+    policy: ChunkTransformerPolicy = model.module
+    pred = model(batch).float()
+    target = policy.normalizer.normalize("action", batch["action"])
+    return policy.loss_from_prediction(pred, target, batch["action_is_pad"])

@@ -1,0 +1,115 @@
+"""Feature cache: values, no-op re-runs, stale detection, resume after interruption, the script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_demos
+
+from s2robot.data.features import build_feature_cache, default_cache_path, open_feature_cache
+from s2robot.data.store import EpisodeStore
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def append_episode(path: Path, n: int = 3) -> None:
+    rng = np.random.default_rng(99)
+    EpisodeStore.open(path, mode="a").add_episode(
+        {"rgb_front": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+         "proprio": np.zeros((n, 8), np.float32), "action": np.zeros((n, 8), np.float32)})
+
+
+class Counting(FrozenS2Encoder):
+    """A micro encoder that counts frames and can fail after a number of calls."""
+
+    def __init__(self, seed: int = 0, fail_after: int | None = None) -> None:
+        super().__init__(EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], seed=seed))
+        self.frames, self.calls, self.fail_after = 0, 0, fail_after
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls += 1
+        self.frames += len(frames)
+        return super().forward(frames)
+
+
+def test_cache_holds_encoder_features_and_copies_the_rest(tmp_path: Path) -> None:
+    demos = make_demos(tmp_path / "d.zarr")
+    enc = Counting()
+    path = build_feature_cache(demos, enc, batch_size=4, progress=False)
+    assert path == default_cache_path(demos, enc.fingerprint)
+    assert path == tmp_path / "features" / f"d-{enc.fingerprint}.zarr"
+    cache, src = open_feature_cache(path, enc.fingerprint), EpisodeStore.open(demos)
+    assert np.array_equal(cache.episode_ends, src.episode_ends)
+    assert set(cache.keys) == {"feat_front", "proprio", "action"}
+    for i in range(src.n_episodes):
+        got, ep = cache.get_episode(i), src.get_episode(i)
+        assert got["feat_front"].dtype == np.float16 and got["feat_front"].shape == (len(ep["action"]), 64)
+        expect = enc(ep["rgb_front"]).numpy()
+        assert np.allclose(got["feat_front"], expect, atol=2e-3, rtol=2e-3)
+        assert np.array_equal(got["action"], ep["action"]) and np.array_equal(got["proprio"], ep["proprio"])
+        assert cache.episode_info(i)["seed"] == i
+    assert cache.attrs["weights_random"] and cache.attrs["source"]["fingerprint"] == src.fingerprint
+
+
+def test_same_key_is_a_noop_and_changes_are_detected(tmp_path: Path) -> None:
+    demos = make_demos(tmp_path / "d.zarr")
+    first = build_feature_cache(demos, Counting(), progress=False)
+    again = Counting()
+    assert build_feature_cache(demos, again, progress=False) == first and again.frames == 0
+    other = Counting(seed=1)  # another encoder: another cache file, never the old one
+    assert build_feature_cache(demos, other, progress=False) != first and other.frames == 16
+    explicit = build_feature_cache(demos, Counting(), out=tmp_path / "mine.zarr", progress=False)
+    with pytest.warns(UserWarning, match="stale: the encoder changed"):
+        build_feature_cache(demos, Counting(seed=1), out=explicit, progress=False)
+    append_episode(demos)  # the demo store changed
+    enc = Counting()
+    with pytest.warns(UserWarning, match="stale: the demo store changed"):
+        build_feature_cache(demos, enc, progress=False)
+    assert enc.frames == 19 and EpisodeStore.open(first).n_episodes == 4
+
+
+def test_interrupted_build_resumes(tmp_path: Path) -> None:
+    demos = make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4, 6))
+    with pytest.raises(KeyboardInterrupt):
+        build_feature_cache(demos, Counting(fail_after=3), batch_size=5, progress=False)
+    path = default_cache_path(demos, Counting().fingerprint)
+    partial = EpisodeStore.open(path).n_episodes
+    assert 0 < partial < 4
+    enc = Counting()
+    build_feature_cache(demos, enc, batch_size=5, progress=False)
+    assert enc.frames == int(EpisodeStore.open(demos).episode_lengths[partial:].sum())
+    full = build_feature_cache(demos, Counting(), out=tmp_path / "full.zarr", progress=False)
+    a, b = EpisodeStore.open(path), EpisodeStore.open(full)
+    assert np.array_equal(a.get_steps("feat_front", 0, a.n_steps), b.get_steps("feat_front", 0, b.n_steps))
+
+
+def test_errors(tmp_path: Path) -> None:
+    demos = make_demos(tmp_path / "d.zarr")
+    path = build_feature_cache(demos, Counting(), progress=False)
+    with pytest.raises(ValueError, match="made by encoder"):
+        open_feature_cache(path, "0" * 16)
+    with pytest.raises(ValueError, match="not a feature cache"):
+        open_feature_cache(demos)
+    no_cams = EpisodeStore.create(tmp_path / "n.zarr")
+    no_cams.add_episode({"action": np.zeros((2, 8), np.float32)})
+    with pytest.raises(ValueError, match="no camera frames"):
+        build_feature_cache(tmp_path / "n.zarr", Counting(), progress=False)
+
+
+def test_script_builds_cache_and_rejects_typos(tmp_path: Path) -> None:
+    demos = make_demos(tmp_path / "d.zarr", lengths=(3, 2))
+    script = str(ROOT / "scripts/cache_features.py")
+    cmd = [sys.executable, script, f"demos={demos}", "encoder=micro_s2_random"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "RANDOM weights" in done.stdout and len(list((tmp_path / "features").iterdir())) == 1
+    bad = subprocess.run([*cmd, "encoder.redout=mean"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "redout" in bad.stderr

@@ -1,0 +1,334 @@
+"""Tests for s2robot.data.store: EpisodeStore round trip, validation, crash safety, fingerprint, CLI."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import zarr
+
+from s2robot.data.store import SCHEMA_VERSION, EpisodeStore
+from s2robot.workflows.store import main
+
+REPO = Path(__file__).resolve().parents[2]
+LENGTHS = (1, 4, 7, 2, 5, 3)
+
+
+def make_episode(i: int, length: int, size: int = 8) -> dict[str, np.ndarray]:
+    """Deterministic synthetic episode i: rgb + proprio + action + two extra keys."""
+    rng = np.random.default_rng(i)
+    return {
+        "rgb_front": rng.integers(0, 256, (length, size, size, 3), dtype=np.uint8),
+        "proprio": rng.normal(size=(length, 8)).astype(np.float32),
+        "action": rng.normal(size=(length, 8)).astype(np.float32),
+        "feat_front": rng.normal(size=(length, 6)).astype(np.float16),
+        "grasped": rng.random(length) > 0.5,
+    }
+
+
+def assert_episode_equal(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype, k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def build(path: Path, lengths=LENGTHS, **attrs) -> tuple[EpisodeStore, list[dict[str, np.ndarray]]]:
+    store = EpisodeStore.create(path, attrs=attrs or {"env_id": "CubePick-v0", "cameras": ["front"]})
+    episodes = [make_episode(i, n) for i, n in enumerate(lengths)]
+    for i, ep in enumerate(episodes):
+        store.add_episode(ep, info={"seed": i, "cube_pos": [0.1 * i, 0.0], "success": i % 3 != 0})
+    return store, episodes
+
+
+def test_round_trip(tmp_path):
+    """Episodes of different lengths come back bit for bit, with attrs, infos and layout, after reopen."""
+    path = tmp_path / "demos.zarr"
+    store, episodes = build(path)
+    assert store.keys == ("action", "feat_front", "grasped", "proprio", "rgb_front")
+    store = EpisodeStore.open(path)
+    assert len(store) == store.n_episodes == len(LENGTHS)
+    assert store.n_steps == sum(LENGTHS)
+    np.testing.assert_array_equal(store.episode_lengths, LENGTHS)
+    np.testing.assert_array_equal(store.episode_ends, np.cumsum(LENGTHS))
+    assert store.episode_ends.dtype == np.int64
+    for i, ep in enumerate(episodes):
+        assert_episode_equal(store.get_episode(i), ep)
+        assert store.episode_info(i) == {"seed": i, "cube_pos": [0.1 * i, 0.0], "success": i % 3 != 0,
+                                         "length": LENGTHS[i]}
+    for got, want in zip(store, episodes, strict=True):
+        assert_episode_equal(got, want)
+    assert_episode_equal(store.get_episode(-1), episodes[-1])
+    np.testing.assert_array_equal(store.get_steps("action", 1, 12),
+                                  np.concatenate([e["action"] for e in episodes])[1:12])
+    assert dict(store.attrs) == {"env_id": "CubePick-v0", "cameras": ["front"]}
+    with pytest.raises(TypeError):
+        store.attrs["env_id"] = "other"  # read-only view
+    assert set(store.software) == {"python", "numpy", "zarr", "s2robot"}
+    # Diffusion Policy layout, readable with plain zarr
+    root = zarr.open_group(path, mode="r")
+    assert root.attrs["schema_version"] == SCHEMA_VERSION
+    np.testing.assert_array_equal(root["meta/episode_ends"][:], np.cumsum(LENGTHS))
+    rgb = root["data/rgb_front"]
+    assert rgb.shape == (sum(LENGTHS), 8, 8, 3) and rgb.chunks == (1, 8, 8, 3)
+    assert type(rgb.compressors[0]).__name__ == "BloscCodec" and rgb.compressors[0].cname.value == "zstd"
+    with pytest.raises(IndexError):
+        store.get_episode(len(LENGTHS))
+    with pytest.raises(IndexError):
+        store.get_steps("action", 0, sum(LENGTHS) + 1)
+    with pytest.raises(KeyError, match="rgb_front"):
+        store.get_steps("rgb_back", 0, 1)
+
+
+def test_add_episode_validation_leaves_store_unchanged(tmp_path):
+    """Mismatched keys, dtypes, shapes, lengths and NaNs raise ValueError naming the key; nothing changes."""
+    path = tmp_path / "s.zarr"
+    store, _ = build(path, lengths=(3, 2))
+    before = (store.fingerprint, store.n_steps, store.episode_ends.tolist())
+    good = make_episode(10, 4)
+    bad_cases = {
+        "missing": ({k: v for k, v in good.items() if k != "proprio"}, "missing \\['proprio'\\]"),
+        "extra": ({**good, "reward": np.zeros(4, np.float32)}, "unexpected \\['reward'\\]"),
+        "dtype": ({**good, "action": good["action"].astype(np.float64)}, "action: expected dtype float32"),
+        "shape": ({**good, "rgb_front": np.zeros((4, 9, 8, 3), np.uint8)}, "rgb_front: .*\\(8, 8, 3\\)"),
+        "length": ({**good, "proprio": good["proprio"][:3]}, "same length"),
+        "empty": ({k: v[:0] for k, v in good.items()}, "T >= 1"),
+    }
+    nan_action = good["action"].copy()
+    nan_action[2, 5] = np.nan
+    bad_cases["nan"] = ({**good, "action": nan_action}, "action: non-finite .* step 2")
+    for name, (data, match) in bad_cases.items():
+        with pytest.raises(ValueError, match=match):
+            store.add_episode(data)
+        assert (store.fingerprint, store.n_steps, store.episode_ends.tolist()) == before, name
+    with pytest.raises(ValueError, match="JSON"):
+        store.add_episode(good, info={"seed": object()})
+    with pytest.raises(ValueError, match="length"):
+        store.add_episode(good, info={"length": 5})
+    reopened = EpisodeStore.open(path)
+    assert (reopened.fingerprint, reopened.n_steps) == before[:2]
+    assert zarr.open_group(path, mode="r")["data/action"].shape == (5, 8)
+    store.add_episode(good)  # still appendable
+    assert store.n_episodes == 3
+
+
+def test_first_episode_validation(tmp_path):
+    """The first episode defines keys; NaNs and unsupported dtypes are rejected before anything is written."""
+    store = EpisodeStore.create(tmp_path / "s.zarr")
+    assert store.keys == () and store.n_steps == 0
+    ep = make_episode(0, 3)
+    ep["proprio"][1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"proprio: non-finite .* step 1"):
+        store.add_episode(ep)
+    with pytest.raises(ValueError, match="not storable"):
+        store.add_episode({"name": np.array(["a", "b"])})
+    assert store.keys == () and EpisodeStore.open(tmp_path / "s.zarr").keys == ()
+
+
+def test_open_errors(tmp_path):
+    """Missing path, non-store, wrong schema version and missing arrays fail with the path and a fix."""
+    with pytest.raises(FileNotFoundError, match=r"nope.zarr.*EpisodeStore.create"):
+        EpisodeStore.open(tmp_path / "nope.zarr")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty.*not an EpisodeStore"):
+        EpisodeStore.open(tmp_path / "empty")
+    zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    with pytest.raises(ValueError, match=r"plain.zarr.*not an EpisodeStore"):
+        EpisodeStore.open(tmp_path / "plain.zarr")
+    with pytest.raises(ValueError, match="mode"):
+        EpisodeStore.open(tmp_path / "plain.zarr", mode="w")
+
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2,))
+    zarr.open_group(path, mode="r+").update_attributes({"schema_version": SCHEMA_VERSION + 1})
+    with pytest.raises(ValueError, match=rf"schema version {SCHEMA_VERSION + 1}.* version {SCHEMA_VERSION}"):
+        EpisodeStore.open(path)
+    zarr.open_group(path, mode="r+").update_attributes({"schema_version": SCHEMA_VERSION})
+    EpisodeStore.open(path)
+    shutil.rmtree(path / "meta" / "episode_ends")
+    with pytest.raises(ValueError, match="missing 'meta/episode_ends'"):
+        EpisodeStore.open(path)
+
+
+def test_damaged_episode_ends(tmp_path):
+    """A last episode end past the data is dropped with a warning; damage further back is an error."""
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2, 3, 4))
+    zarr.open_group(path, mode="r+")["data/action"].resize((8, 8))  # last episode lost one action
+    with pytest.warns(UserWarning, match="uncommitted episode_ends entry 9"):
+        store = EpisodeStore.open(path)
+    assert store.n_episodes == 2 and store.n_steps == 5
+    zarr.open_group(path, mode="r+")["meta/episode_ends"][:] = [2, 2, 9]
+    with pytest.raises(ValueError, match=r"episode_ends is corrupt \(\[2, 2, 9\]"):
+        EpisodeStore.open(path)
+
+
+def test_create_existing_and_read_only(tmp_path):
+    """create refuses an existing path unless overwrite=True; a read-only store refuses writes."""
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2, 3))
+    with pytest.raises(FileExistsError, match=r"mode='a'.*overwrite=True"):
+        EpisodeStore.create(path)
+    assert EpisodeStore.open(path).n_episodes == 2  # untouched
+    store = EpisodeStore.open(path)
+    with pytest.raises(PermissionError, match=r"read-only.*mode='a'"):
+        store.add_episode(make_episode(5, 2))
+    with pytest.raises(PermissionError, match="read-only"):
+        store.update_attrs({"x": 1})
+    assert EpisodeStore.open(path).n_episodes == 2
+    assert EpisodeStore.create(path, overwrite=True).n_episodes == 0
+
+
+def test_fingerprint_and_update_attrs(tmp_path):
+    """The fingerprint changes with content, is stable across reopen, and ignores user attrs."""
+    path = tmp_path / "s.zarr"
+    store, _ = build(path, lengths=(2, 3))
+    fp2 = store.fingerprint
+    assert len(fp2) == 64 and int(fp2, 16) >= 0
+    assert EpisodeStore.open(path).fingerprint == fp2
+    store = EpisodeStore.open(path, mode="a")
+    store.update_attrs({"control_hz": 10, "env_id": "CubePick-v1"})
+    assert dict(EpisodeStore.open(path).attrs) == {"env_id": "CubePick-v1", "cameras": ["front"],
+                                                   "control_hz": 10}
+    assert store.fingerprint == fp2
+    store.add_episode(make_episode(2, 4))
+    fp3 = store.fingerprint
+    assert fp3 != fp2 and EpisodeStore.open(path).fingerprint == fp3
+    # same shapes, one pixel different -> different fingerprint
+    other, _ = build(tmp_path / "o.zarr", lengths=(2, 3))
+    assert other.fingerprint == fp2
+    tweaked = make_episode(2, 4)
+    tweaked["rgb_front"][3, 0, 0, 0] ^= 1
+    other.add_episode(tweaked)
+    assert other.fingerprint != fp3
+    # an info list shorter than episode_ends (episode_ends is the truth): digest rebuilt from the data
+    root = zarr.open_group(path, mode="r+")
+    root.update_attributes({"episodes": root.attrs["episodes"][:-1]})
+    assert EpisodeStore.open(path).fingerprint == fp3
+    assert EpisodeStore.open(path).episode_info(2) == {"length": 4}
+
+
+CRASH_SCRIPT = """
+import os, signal, sys
+import zarr
+from s2robot.data.store import EpisodeStore
+sys.path.insert(0, {tests!r})
+from test_store import make_episode, LENGTHS
+
+path, where, kill_ep = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if where == "mid_data":  # after the first data key of the episode is resized and written
+    write_key = EpisodeStore._write_key
+    def patched(self, key, start, value):
+        write_key(self, key, start, value)
+        if self.n_episodes == kill_ep:
+            die()
+    EpisodeStore._write_key = patched
+elif where == "before_commit":  # all data written, no info, no episode_ends
+    commit = EpisodeStore._commit
+    def patched(self, end, episode):
+        if self.n_episodes == kill_ep:
+            die()
+        commit(self, end, episode)
+    EpisodeStore._commit = patched
+elif where == "after_info":  # info entry written, episode_ends not
+    update = zarr.Group.update_attributes
+    def patched(self, new):
+        update(self, new)
+        if len(new.get("episodes", ())) == kill_ep + 1:
+            die()
+    zarr.Group.update_attributes = patched
+elif where == "ends_resized":  # episode_ends resized (fill value visible), its value not yet written
+    resize = zarr.Array.resize
+    def patched(self, shape):
+        resize(self, shape)
+        if self.path == "meta/episode_ends" and shape[0] == kill_ep + 1:
+            die()
+    zarr.Array.resize = patched
+
+store = EpisodeStore.create(path, attrs={{"env_id": "CubePick-v0"}})
+for i, n in enumerate(LENGTHS):
+    store.add_episode(make_episode(i, n), info={{"seed": i}})
+"""
+
+
+@pytest.mark.parametrize("where,kill_ep", [("mid_data", 3), ("before_commit", 3), ("after_info", 3),
+                                           ("ends_resized", 3), ("mid_data", 0)])
+def test_sigkill_mid_episode_then_resume(tmp_path, where, kill_ep):
+    """A writer SIGKILLed inside an episode leaves earlier episodes intact; reopening warns about the dropped
+    steps and appending the remaining episodes in mode "a" gives the same store as an uninterrupted run."""
+    script = tmp_path / "record.py"
+    script.write_text(textwrap.dedent(CRASH_SCRIPT.format(tests=str(Path(__file__).parent))))
+    path = tmp_path / "crash.zarr"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script), str(path), where, str(kill_ep)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert zarr.open_group(path, mode="r")["data/action"].shape[0] > sum(LENGTHS[:kill_ep])  # partial data
+
+    with pytest.warns(UserWarning, match=f"ignored.* {LENGTHS[kill_ep]} trailing steps") as record:
+        store = EpisodeStore.open(path)
+    also = {"after_info": "1 uncommitted episode info", "ends_resized": "uncommitted episode_ends entry 0"}
+    assert also.get(where, "") in str(record[0].message)
+    assert store.n_episodes == kill_ep and store.n_steps == sum(LENGTHS[:kill_ep])
+    for i in range(kill_ep):
+        assert_episode_equal(store.get_episode(i), make_episode(i, LENGTHS[i]))
+        assert store.episode_info(i) == {"seed": i, "length": LENGTHS[i]}
+
+    with pytest.warns(UserWarning, match="truncated"):
+        store = EpisodeStore.open(path, mode="a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        EpisodeStore.open(path)  # repaired: no warning any more
+    for i in range(kill_ep, len(LENGTHS)):
+        store.add_episode(make_episode(i, LENGTHS[i]), info={"seed": i})
+
+    reference = EpisodeStore.create(tmp_path / "ref.zarr")
+    for i, n in enumerate(LENGTHS):
+        reference.add_episode(make_episode(i, n), info={"seed": i})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = EpisodeStore.open(path)
+    assert store.fingerprint == reference.fingerprint
+    for i, n in enumerate(LENGTHS):
+        assert_episode_equal(store.get_episode(i), make_episode(i, n))
+        assert store.episode_info(i) == {"seed": i, "length": n}
+    assert dict(store.attrs) == {"env_id": "CubePick-v0"}
+
+
+def test_cli_info_and_video(tmp_path, capsys):
+    """`info` prints the summary; `video` writes one mp4 per episode with one frame per step."""
+    path = tmp_path / "demos.zarr"
+    store = EpisodeStore.create(path, attrs={"env_id": "CubePick-v0"})
+    yy, xx = np.mgrid[0:32, 0:32]
+    for i, n in enumerate((3, 6)):
+        frames = np.stack([np.stack([xx * 8, yy * 8, np.full_like(xx, 40 * t)], -1) for t in range(n)])
+        store.add_episode({"rgb_front": frames.astype(np.uint8), "action": np.zeros((n, 8), np.float32)},
+                          info={"success": i == 1})
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "episodes     2" in out and "steps        9" in out and "success      50.0%" in out
+    assert "rgb_front" in out and store.fingerprint in out and "CubePick-v0" in out
+
+    out_dir = tmp_path / "videos"
+    assert main(["video", str(path), "--episodes", "1", "0", "--camera", "front", "--out", str(out_dir)]) == 0
+    for i, n in ((0, 3), (1, 6)):
+        video = out_dir / f"demos_ep{i}_front.mp4"
+        with imageio.get_reader(video) as reader:
+            frames = list(reader.iter_data())
+        assert len(frames) == n and frames[0].shape == (32, 32, 3)
+
+    assert main(["video", str(path), "--camera", "wrist", "--out", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no camera 'wrist'" in err and "available: ['front']" in err
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 2

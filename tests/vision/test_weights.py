@@ -1,0 +1,192 @@
+"""Weights: MVP-format checkpoints, the resolution order, error paths and the download command."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2robot.vision import weights as W
+from s2robot.vision.vit import VisionTransformer, build_vit, get_config
+from s2robot.workflows import weights as weights_cli
+
+
+def write_mvp_checkpoint(path: Path, model: VisionTransformer, extra: dict | None = None) -> Path:
+    """Save ``model`` as MVP/MAE checkpoints are laid out: encoder and decoder keys under 'model'."""
+    sd = dict(model.state_dict())
+    d = model.embed_dim
+    sd |= {
+        "mask_token": torch.zeros(1, 1, d),
+        "decoder_embed.weight": torch.randn(16, d),
+        "decoder_pos_embed": torch.zeros(1, 1 + model.cfg.num_patches, 16),
+        "decoder_blocks.0.norm1.weight": torch.ones(16),
+        "decoder_pred.weight": torch.randn(3 * 64, 16),
+    }
+    sd |= extra or {}
+    torch.save({"model": sd, "epoch": 799}, path)
+    return path
+
+
+def random_micro(seed: int) -> VisionTransformer:
+    model = build_vit("vit-micro")
+    model.reset_parameters(torch.Generator().manual_seed(seed))
+    return model
+
+
+def test_roundtrip_ignores_decoder_keys(tmp_path: Path) -> None:
+    """An MVP-format file loads exactly; decoder and mask keys are ignored and reported."""
+    src = random_micro(1)
+    path = write_mvp_checkpoint(tmp_path / "m.pth", src)
+    resolved = W.resolve_weights("vit-micro", str(path))
+    assert resolved.source == "file" and resolved.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    dst = build_vit("vit-micro")
+    with pytest.warns(UserWarning, match="ignored 5 MAE decoder/mask keys"):
+        report = W.load_resolved(dst, resolved)
+    assert "mask_token" in report.ignored and "decoder_pred.weight" in report.ignored
+    assert not report.resized_pos_embed
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(src(x), dst(x))
+
+
+def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Explicit path, then the cache dir, then the official mvp package, then a clear error."""
+    with pytest.raises(FileNotFoundError, match=r"vit-micro\.pth"):
+        W.resolve_weights("vit-micro")
+    cached = write_mvp_checkpoint(W.cache_dir() / "vit-micro.pth", random_micro(2))
+    assert W.resolve_weights("vit-micro").path == cached
+    explicit = write_mvp_checkpoint(tmp_path / "other.pth", random_micro(3))
+    assert W.resolve_weights("vit-micro", str(explicit)).path == explicit
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        W.resolve_weights("vit-micro", str(tmp_path / "nope.pth"))
+
+
+def test_missing_official_weights_error_says_how_to_fix() -> None:
+    with pytest.raises(FileNotFoundError) as err:
+        W.resolve_weights("vitb-mae-egosoup")
+    msg = str(err.value)
+    assert "python -m s2robot.workflows.weights download vitb-mae-egosoup" in msg
+    assert str(W.cache_dir() / "vitb-mae-egosoup.pth") in msg and "weights=random" in msg
+
+
+def test_official_mvp_package_is_used_and_pypi_namesake_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    src = random_micro(4)
+    real = types.ModuleType("mvp")
+    real.available_models = lambda: ["vits-mae-hoi"]
+    real.load = lambda name: src
+    monkeypatch.setitem(sys.modules, "mvp", real)
+    monkeypatch.setitem(W.MVP_URLS, "vits-mae-hoi", W.MVP_URLS["vits-mae-hoi"])
+    resolved = W.resolve_weights("vits-mae-hoi")
+    assert resolved.source == "mvp-package" and resolved.state_dict is not None
+    assert resolved.digest == W.state_dict_sha256(src.state_dict())
+    maya = types.ModuleType("mvp")  # PyPI's unrelated `mvp`: no model zoo
+    monkeypatch.setitem(sys.modules, "mvp", maya)
+    with pytest.raises(FileNotFoundError):
+        W.resolve_weights("vits-mae-hoi")
+
+
+def test_missing_key_and_shape_mismatch_are_named(tmp_path: Path) -> None:
+    sd = dict(random_micro(5).state_dict())
+    del sd["blocks.1.mlp.fc2.bias"]
+    with pytest.raises(ValueError, match=r"lacks encoder keys \['blocks.1.mlp.fc2.bias'\]"):
+        W.load_encoder_weights(build_vit("vit-micro"), sd)
+    sd = dict(random_micro(5).state_dict())
+    sd["blocks.0.attn.qkv.weight"] = torch.zeros(10, 32)
+    with pytest.raises(ValueError, match=r"blocks.0.attn.qkv.weight: \(10, 32\) vs \(96, 32\)"):
+        W.load_encoder_weights(build_vit("vit-micro"), sd)
+
+
+def test_other_image_size_resamples_position_table(tmp_path: Path) -> None:
+    """A 32-px checkpoint loaded into a 48-px model: pos_embed interpolated, with a warning."""
+    path = write_mvp_checkpoint(tmp_path / "m.pth", random_micro(6))
+    model = VisionTransformer(get_config("vit-micro", img_size=48))
+    with pytest.warns(UserWarning) as caught:
+        report = W.load_resolved(model, W.resolve_weights("vit-micro", str(path)))
+    messages = [str(w.message) for w in caught]
+    assert any("resampled bicubically to a 6x6 grid" in m for m in messages)
+    assert any("ignored 5 MAE decoder/mask keys" in m for m in messages)
+    assert report.resized_pos_embed and model.pos_embed.shape == (1, 37, 32)
+
+
+def test_corrupt_and_foreign_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"<html>not a checkpoint</html>")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        W.read_checkpoint(bad)
+    other = tmp_path / "other.pth"
+    torch.save({"model": {"fc.weight": torch.zeros(2)}}, other)
+    with pytest.raises(ValueError, match="not an MVP-format ViT checkpoint"):
+        W.read_checkpoint(other)
+
+
+def test_random_weights_are_seeded() -> None:
+    r0 = W.resolve_weights("vit-micro", "random", seed=0)
+    assert r0.is_random and "RANDOM" in r0.label()
+    a, b, c = build_vit("vit-micro"), build_vit("vit-micro"), build_vit("vit-micro")
+    W.load_resolved(a, r0, seed=0)
+    W.load_resolved(b, r0, seed=0)
+    W.load_resolved(c, W.resolve_weights("vit-micro", "random", seed=1), seed=1)
+    assert torch.equal(a.pos_embed, b.pos_embed) and not torch.equal(a.pos_embed, c.pos_embed)
+
+
+class _FakeResponse(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+    def __enter__(self) -> _FakeResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_download_checks_md5_and_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = write_mvp_checkpoint(tmp_path / "src.pth", random_micro(7)).read_bytes()
+    monkeypatch.setattr(W.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(payload))
+    with pytest.raises(ValueError, match="md5 of the download"):
+        W.download("vits-mae-hoi", tmp_path / "dl", md5="0" * 32)
+    assert not list((tmp_path / "dl").iterdir())  # no partial file left behind
+    path = W.download("vits-mae-hoi", tmp_path / "dl", md5=hashlib.md5(payload).hexdigest())
+    assert path.read_bytes() == payload
+
+    def offline(url: str, timeout: float) -> None:
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(W.urllib.request, "urlopen", offline)
+    with pytest.raises(ConnectionError, match="copy the file"):
+        W.download("vitb-mae-egosoup", tmp_path / "dl2")
+
+
+def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert weights_cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "vitb-mae-egosoup" in out and "missing" in out
+
+
+def test_repo_shipped_weights_come_after_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weights/NAME.pth in the repository is found when the cache dir has no NAME.pth; the cache wins."""
+    monkeypatch.setattr(W, "REPO_WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights").mkdir()
+    shipped = write_mvp_checkpoint(tmp_path / "weights" / "vit-micro.pth", random_micro(8))
+    assert W.resolve_weights("vit-micro").path == shipped
+    cached = write_mvp_checkpoint(W.cache_dir() / "vit-micro.pth", random_micro(9))
+    assert W.resolve_weights("vit-micro").path == cached
+    with pytest.raises(FileNotFoundError, match=r"weights/vitti\.pth"):
+        W.resolve_weights("vitti")
+
+
+def test_float16_file_loads_into_a_float32_model(tmp_path: Path) -> None:
+    src = random_micro(10)
+    path = tmp_path / "half.pth"
+    torch.save({"model": {k: v.half() for k, v in src.state_dict().items()}}, path)
+    dst = build_vit("vit-micro")
+    W.load_resolved(dst, W.resolve_weights("vit-micro", str(path)))
+    assert all(p.dtype == torch.float32 for p in dst.parameters())
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v.half().float()), k

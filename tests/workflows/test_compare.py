@@ -1,0 +1,135 @@
+"""Encoder comparison: table rows from reports, markdown and chart, missing weights fail fast, one smoke run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from s2robot.sim.rollout import wilson_interval
+from s2robot.workflows.compare import (
+    CompareConfig,
+    compare_encoders,
+    comparison_rows,
+    format_comparison,
+    plot_comparison,
+)
+from s2robot.workflows.pipeline import PipelineConfig
+from s2robot.workflows.train import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def fake_report(successes: int, random: bool = False, variant: str = "vitb-mae-egosoup",
+                img_sizes: tuple[int, ...] = (224,), episodes: int = 16, readout: str = "cls") -> dict:
+    encoder = {"variant": variant, "img_sizes": list(img_sizes), "params": 85_800_000, "gflops_per_frame": 35.1,
+               "feature_dim": 768 * len(img_sizes), "readout": readout}
+    return {"success_rate": successes / episodes, "successes": successes, "episodes": episodes,
+            "weights_random": random, "encoder": encoder}
+
+
+def test_rows_pool_seeds() -> None:
+    """Mean and spread over seeds; the interval is Wilson's of all episodes pooled."""
+    reports = {"mvp_vitb_s2": {0: fake_report(10, img_sizes=(224, 448)), 1: fake_report(7, img_sizes=(224, 448)),
+                               2: fake_report(12, img_sizes=(224, 448))},
+               "vitti_random": {0: fake_report(3, random=True, variant="vitti")}}
+    s2, rnd = comparison_rows(reports)
+    rates = np.array([10, 7, 12]) / 16
+    assert s2["encoder"] == "mvp_vitb_s2" and s2["seeds"] == [0, 1, 2] and s2["img_sizes"] == [224, 448]
+    assert s2["success_mean"] == pytest.approx(rates.mean())
+    assert s2["success_std"] == pytest.approx(rates.std(ddof=1))
+    assert (s2["success_min"], s2["success_max"]) == (7 / 16, 12 / 16)
+    assert (s2["successes"], s2["episodes"]) == (29, 48)
+    assert s2["ci95"] == pytest.approx(list(wilson_interval(29, 48)))
+    assert s2["paper_success"] == 0.625 and s2["params_m"] == pytest.approx(85.8) and not s2["weights_random"]
+    assert rnd["weights_random"] and rnd["success_std"] is None and rnd["paper_success"] is None
+    assert rnd["ci95"] == pytest.approx(list(wilson_interval(3, 16)))
+    grid = comparison_rows({"g": {0: fake_report(9, img_sizes=(224, 448), readout="cls+grid")}})[0]
+    assert grid["readout"] == "cls+grid" and grid["paper_success"] is None  # the paper read CLS only
+
+
+def test_table_and_chart(tmp_path: Path) -> None:
+    """The markdown labels random-weight encoders; the chart is written."""
+    rows = comparison_rows({"mvp_vitb": {0: fake_report(7), 1: fake_report(8)},
+                            "vitti_random": {0: fake_report(2, random=True, variant="vitti")}})
+    md = format_comparison(rows)
+    assert sum(line.startswith("| ") for line in md.splitlines()) == 3  # header + 2 rows
+    assert "vitti (**RANDOM weights**)" in md and "RANDOM weights: the encoder is not pretrained" in md
+    assert "| mvp_vitb | vitb-mae-egosoup | 224² | cls (768) |" in md and "43.8" in md  # the paper's ViT-B number
+    assert "RANDOM" not in format_comparison(rows[:1])
+    png = plot_comparison(rows, tmp_path / "sub" / "c.png")
+    assert png.stat().st_size > 5000
+
+
+def test_config_validates() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        CompareConfig(encoders=["mvp_vitb", "mvp_vitb"])
+    with pytest.raises(ValueError, match="seeds"):
+        CompareConfig(seeds=[])
+    with pytest.raises(FileNotFoundError, match="no encoder config 'nope'"):
+        CompareConfig(encoders=["nope"]).encoder_config("nope")
+
+
+def test_encoder_overrides() -> None:
+    """encoder_* fields override every encoder's yaml; None keeps it."""
+    kept = CompareConfig().encoder_config("vitti_s2_random")
+    grid = CompareConfig(encoder_readout="cls+grid", encoder_dtype="float32").encoder_config("vitti_s2_random")
+    assert (kept.readout, grid.readout, grid.dtype) == ("cls", "cls+grid", "float32")
+    assert grid.feature_dim() == 5 * kept.feature_dim()  # CLS + 2×2 pooled patch grid
+    with pytest.raises(ValueError, match="readout"):
+        CompareConfig(encoder_readout="max").encoder_config("vitti_s2_random")
+
+
+def test_missing_weights_fail_before_any_work(tmp_path: Path) -> None:
+    """An encoder without weights stops the comparison before demos are recorded or anything is trained."""
+    base = PipelineConfig(train=TrainConfig(demos=str(tmp_path / "d.zarr"), runs_dir=str(tmp_path / "runs")))
+    cfg = CompareConfig(base=base, encoders=["micro_s2_random", "mvp_vitb"], out=str(tmp_path / "cmp"))
+    with pytest.raises(FileNotFoundError, match=r"(?s)\['mvp_vitb'\].*no weights found for encoder variant "
+                                                r"'vitb-mae-egosoup'"):
+        compare_encoders(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+def compose_config(tmp: Path) -> CompareConfig:
+    """configs/compare_encoders.yaml with test_pipeline.py's tiny overrides, 2 micro encoders × 1 seed."""
+    ConfigStore.instance().store(name="compare_encoders_schema", node=CompareConfig)
+    overrides = ["encoders=[micro_s2_random,micro_random]", "seeds=[0]", f"out={tmp / 'cmp'}",
+                 "encoder_dtype=float32", "policy@base.train.policy=tiny", "base.n_demos=3", "base.record_workers=1",
+                 f"base.train.demos={tmp / 'demos.zarr'}", f"base.train.runs_dir={tmp / 'runs'}",
+                 "base.train.name=t", "base.train.env.image_size=32", "base.train.steps=4",
+                 "base.train.batch_size=16", "base.train.warmup_steps=2", "base.train.val_fraction=0",
+                 "base.train.wandb.mode=disabled", "base.train.progress=false", "base.eval.n_envs=4",
+                 "base.eval.max_steps=3", "base.eval.videos=0", "base.eval.wandb_mode=disabled",
+                 "base.eval.progress=false"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return OmegaConf.to_object(compose("compare_encoders", overrides=overrides))
+
+
+def test_compare_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two micro encoders × 1 seed end to end; a re-run retrains and re-evaluates nothing."""
+    cfg = compose_config(tmp_path)
+    result = compare_encoders(cfg)
+    rows = result["rows"]
+    assert [r["encoder"] for r in rows] == ["micro_s2_random", "micro_random"]
+    assert [r["img_sizes"] for r in rows] == [[32, 64], [32]]
+    assert all(r["weights_random"] and r["episodes"] == 16 and r["seeds"] == [0] for r in rows)
+    assert rows[0]["gflops_per_frame"] == pytest.approx(5 * rows[1]["gflops_per_frame"])  # 1 + 4 tiles
+    saved = json.loads(Path(result["outputs"]["json"]).read_text())
+    assert saved["rows"] == rows and [r["run"] for r in saved["runs"]] == ["t-micro_s2_random-s0", "t-micro_random-s0"]
+    assert all(r["checkpoint_step"] == 4 for r in saved["runs"])
+    assert "RANDOM" in Path(result["outputs"]["md"]).read_text()
+    assert Path(result["outputs"]["png"]).stat().st_size > 5000
+    results = tmp_path / "runs" / "t-micro_random-s0" / "eval" / "results.json"
+    stamp = results.stat().st_mtime_ns
+    capsys.readouterr()
+    again = compare_encoders(cfg)
+    out = capsys.readouterr().out
+    assert out.count("already trained for 4") == 2 and out.count("is up to date") == 2
+    assert results.stat().st_mtime_ns == stamp and again["rows"] == rows

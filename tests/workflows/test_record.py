@@ -1,0 +1,102 @@
+"""Recording: expert demos into a store, worker-count independence, refusal/resume, SIGKILL + resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s2robot.data.store import EpisodeStore
+from s2robot.sim.env import EnvConfig
+from s2robot.workflows.record import RecordConfig, record_demos
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cfg(tmp_path: Path, **kw: object) -> RecordConfig:
+    env = EnvConfig(image_size=32, max_steps=40)
+    return RecordConfig(**{"env": env, "out": str(tmp_path / "d.zarr"), "n_episodes": 2, "workers": 1, **kw})
+
+
+class RandomPolicy:
+    """A stand-in controller: any factory(env, seed) -> policy(obs, info) plugs into the recorder."""
+
+    def __call__(self, env: object, seed: int):
+        rng = np.random.default_rng(seed)
+        return lambda obs, info: rng.uniform(-0.05, 0.05, 8).astype(np.float32)
+
+
+def test_expert_demos_land_in_the_store(tmp_path: Path) -> None:
+    path = record_demos(cfg(tmp_path), progress=False)
+    store = EpisodeStore.open(path)
+    assert store.n_episodes == 2 and set(store.keys) == {"rgb_front", "proprio", "action"}
+    ep = store.get_episode(0)
+    assert ep["rgb_front"].shape[1:] == (32, 32, 3) and ep["action"].shape[1] == 8
+    info = store.episode_info(1)
+    assert info["success"] and info["seed"] == 1 and info["length"] == len(store.get_episode(1)["action"])
+    assert [a["seed"] for a in store.attrs["attempts"]] == [0, 1]
+    assert store.attrs["image_size"] == 32 and store.attrs["recorder"]["policy"] == "scripted expert"
+
+
+def test_any_policy_plugs_in_and_failures_are_listed(tmp_path: Path) -> None:
+    c = cfg(tmp_path, keep_failures=True, n_episodes=2)
+    store = EpisodeStore.open(record_demos(c, factory=RandomPolicy(), progress=False))
+    assert store.n_episodes == 2 and not any(store.episode_info(i)["success"] for i in range(2))
+    x = cfg(tmp_path, out=str(tmp_path / "x.zarr"), max_attempts=3)
+    with pytest.raises(RuntimeError, match="gave up after 3 episodes"):
+        record_demos(x, factory=RandomPolicy(), progress=False)
+    assert len(EpisodeStore.open(tmp_path / "x.zarr").attrs["attempts"]) == 3  # tried seeds are kept
+
+
+def test_worker_count_does_not_change_the_store(tmp_path: Path) -> None:
+    one = record_demos(cfg(tmp_path, out=str(tmp_path / "one.zarr"), n_episodes=3), progress=False)
+    two = record_demos(cfg(tmp_path, out=str(tmp_path / "two.zarr"), n_episodes=3, workers=2), progress=False)
+    assert EpisodeStore.open(one).fingerprint == EpisodeStore.open(two).fingerprint
+
+
+def test_refuses_overwrite_and_resumes(tmp_path: Path) -> None:
+    record_demos(cfg(tmp_path, n_episodes=1), progress=False)
+    with pytest.raises(FileExistsError, match="resume=true"):
+        record_demos(cfg(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="cannot resume"):
+        record_demos(cfg(tmp_path, resume=True, env=EnvConfig(image_size=48)), progress=False)
+    store = EpisodeStore.open(record_demos(cfg(tmp_path, n_episodes=3, resume=True), progress=False))
+    assert store.n_episodes == 3 and [store.episode_info(i)["seed"] for i in range(3)] == [0, 1, 2]
+    full = record_demos(cfg(tmp_path, out=str(tmp_path / "f.zarr"), n_episodes=3), progress=False)
+    assert store.fingerprint == EpisodeStore.open(full).fingerprint
+
+
+def test_sigkill_mid_recording_then_resume_completes(tmp_path: Path) -> None:
+    """Kill the recording script while it records; earlier episodes survive and resume finishes the job."""
+    out = tmp_path / "k.zarr"
+    cmd = [sys.executable, str(ROOT / "scripts/record_demos.py"), f"out={out}", "n_episodes=4", "workers=1",
+           "env.image_size=32", "env.max_steps=40"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a half-written episode may or may not be there to drop
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                if EpisodeStore.open(out).n_episodes >= 1:
+                    break
+            except (FileNotFoundError, ValueError):
+                continue
+        time.sleep(0.3)  # land somewhere inside a later episode
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        survived = EpisodeStore.open(out)
+    assert 1 <= survived.n_episodes < 4
+    first = survived.get_episode(0)
+    done = subprocess.run([*cmd, "resume=true"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    store = EpisodeStore.open(out)
+    assert store.n_episodes == 4 and np.array_equal(store.get_episode(0)["action"], first["action"])
+    assert [store.episode_info(i)["seed"] for i in range(4)] == [0, 1, 2, 3]
