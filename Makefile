@@ -32,7 +32,7 @@ test: lint
 
 # The full encoder benchmark (ViT-B, ViT-B-S², ViT-L; fp32 and bf16) on the default device.
 bench: setup
-	$(PY) scripts/bench_encoder.py
+	$(PY) benchmarks/bench_encoder.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,7 +1,7 @@
-"""Evaluate a BC checkpoint at the 16 cube positions with live S² encoding (see s2robot.sim.rollout).
+"""Evaluate a BC checkpoint at the 16 cube positions with live S² encoding (see s2robot.workflows.evaluate).
 
-    python scripts/eval.py checkpoint=runs/cube_pick/checkpoints/best.pt
-    python scripts/eval.py checkpoint=... repeats=3 joint_noise=0.02 videos=-1 encoder_dtype=bfloat16
+    python scripts/eval.py checkpoint=runs/cube_pick/checkpoints/best
+    python scripts/eval.py checkpoint=... repeats=3 joint_noise=0.02 videos=-1
 
 Writes <run>/eval/{results.json, table.md, success_map.png, videos/*.mp4} and prints the table.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import OmegaConf
 
-from s2robot.sim.rollout import EvalConfig, evaluate
 from s2robot.workflows.configs import register_configs
+from s2robot.workflows.evaluate import EvalConfig, evaluate
 
 register_configs()
 

@@ -3,7 +3,7 @@
     python scripts/probe_features.py                                    # configs/probe_features.yaml
     python scripts/probe_features.py encoders=[vitti_random,vitti_mae] readouts=[cls] data.generator.n_frames=500
 
-For every encoder config (``configs/encoder/<name>.yaml``) and readout: ridge probes of cube position,
+For every encoder preset (``s2robot/vision/presets.py``) and readout: ridge probes of cube position,
 fingertip position and gripper opening, fit on 75% of the episodes and scored on the rest (R², cm).
 Encoders whose weights are not on this machine (e.g. official MVP files) are listed as skipped.
 """

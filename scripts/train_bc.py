@@ -3,9 +3,9 @@
     python scripts/train_bc.py name=vitb_s2 encoder=mvp_vitb_s2 demos=demos/cube_pick.zarr
     python scripts/train_bc.py name=vitb_s2 encoder=mvp_vitb_s2 demos=demos/cube_pick.zarr   # resumes
     torchrun --nproc_per_node=2 scripts/train_bc.py ...                                    # DDP
-    python scripts/train_bc.py ... eval_every=1000      # + success at the 16 positions; best.pt by success
+    python scripts/train_bc.py ... eval_every=1000      # + success at the 16 positions; best/ by success
 
-Checkpoints land in runs/<name>/checkpoints/{last,best}.pt; metrics in runs/<name>/metrics.jsonl and wandb.
+Checkpoints land in runs/<name>/checkpoints/{last,best}/; metrics in runs/<name>/metrics.jsonl and wandb.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ register_configs()
 def main(raw: TrainConfig) -> None:
     cfg: TrainConfig = OmegaConf.to_object(raw)
     evaluator = None
-    if cfg.eval_every:  # success at the 16 positions every eval_every steps; best.pt by success rate
-        from s2robot.sim.rollout import periodic_evaluator
+    if cfg.eval_every:  # success at the 16 positions every eval_every steps; best/ by success rate
+        from s2robot.workflows.evaluate import periodic_evaluator
 
-        evaluator = periodic_evaluator(cfg)
+        evaluator = periodic_evaluator(cfg.encoder, cfg.env)
     train(cfg, evaluator)
 
 

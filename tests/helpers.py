@@ -9,7 +9,7 @@ import numpy as np
 from s2robot.data.store import EpisodeStore
 from s2robot.vision.encoder import EncoderConfig
 
-MICRO_S2 = {"variant": "vit-micro", "weights": "random", "img_sizes": [32, 64], "device": "cpu"}
+MICRO_S2 = {"variant": "vit-micro", "weights": "random", "img_sizes": [32, 64], "device": "cpu", "dtype": "float32"}
 
 
 def micro_encoder_config(**overrides: object) -> EncoderConfig:

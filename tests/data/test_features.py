@@ -29,7 +29,8 @@ class Counting(FrozenS2Encoder):
     """A micro encoder that counts frames and can fail after a number of calls."""
 
     def __init__(self, seed: int = 0, fail_after: int | None = None) -> None:
-        super().__init__(EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], seed=seed))
+        super().__init__(EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], seed=seed,
+                                       dtype="float32"))
         self.frames, self.calls, self.fail_after = 0, 0, fail_after
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:

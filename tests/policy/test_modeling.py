@@ -8,7 +8,8 @@ import torch
 
 from s2robot.data.dataset import WindowDataset
 from s2robot.data.normalize import Normalizer
-from s2robot.policy.modeling import ChunkTransformerPolicy, PolicyConfig
+from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.modeling import ChunkTransformerPolicy
 
 DIMS = {"feat_front": 12, "feat_wrist": 6}
 

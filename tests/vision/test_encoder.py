@@ -10,18 +10,14 @@ import s2wrapper
 import torch
 from test_weights import random_micro, write_mvp_checkpoint
 
-from s2robot.vision.encoder import (
-    CONFIG_DIR,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    EncoderConfig,
-    FrozenS2Encoder,
-    encoder_fingerprint,
-)
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, encoder_fingerprint
+from s2robot.vision.image import IMAGENET_MEAN, IMAGENET_STD
+from s2robot.vision.presets import ENCODER_PRESETS
 
 
 def micro(**overrides: object) -> EncoderConfig:
-    return EncoderConfig(**{"variant": "vit-micro", "weights": "random", "img_sizes": [32, 64], **overrides})
+    return EncoderConfig(**{"variant": "vit-micro", "weights": "random", "img_sizes": [32, 64], "dtype": "float32",
+                            **overrides})
 
 
 def frames(n: int = 2, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -94,7 +90,7 @@ def test_paper_setting_sizes() -> None:
     assert EncoderConfig.from_name("mvp_vitl").model_size() == 256
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(ENCODER_PRESETS))
 def test_every_shipped_config_loads(name: str) -> None:
     cfg = EncoderConfig.from_name(name)
     assert cfg.n_forward_images() >= 1

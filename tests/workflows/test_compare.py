@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from s2robot.sim.rollout import wilson_interval
 from s2robot.workflows.compare import (
     CompareConfig,
     compare_encoders,
@@ -20,7 +18,9 @@ from s2robot.workflows.compare import (
     format_comparison,
     plot_comparison,
 )
+from s2robot.workflows.configs import register_configs
 from s2robot.workflows.pipeline import PipelineConfig
+from s2robot.workflows.report import wilson_interval
 from s2robot.workflows.train import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -98,14 +98,14 @@ def test_missing_weights_fail_before_any_work(tmp_path: Path) -> None:
 
 def compose_config(tmp: Path) -> CompareConfig:
     """configs/compare_encoders.yaml with test_pipeline.py's tiny overrides, 2 micro encoders × 1 seed."""
-    ConfigStore.instance().store(name="compare_encoders_schema", node=CompareConfig)
+    register_configs()
     overrides = ["encoders=[micro_s2_random,micro_random]", "seeds=[0]", f"out={tmp / 'cmp'}",
                  "encoder_dtype=float32", "policy@base.train.policy=tiny", "base.n_demos=3", "base.record_workers=1",
                  f"base.train.demos={tmp / 'demos.zarr'}", f"base.train.runs_dir={tmp / 'runs'}",
                  "base.train.name=t", "base.train.env.image_size=32", "base.train.steps=4",
                  "base.train.batch_size=16", "base.train.warmup_steps=2", "base.train.val_fraction=0",
                  "base.train.wandb.mode=disabled", "base.train.progress=false", "base.eval.n_envs=4",
-                 "base.eval.max_steps=3", "base.eval.videos=0", "base.eval.wandb_mode=disabled",
+                 "base.eval.max_steps=3", "base.eval.videos=0", "base.eval.wandb.mode=disabled",
                  "base.eval.progress=false"]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):

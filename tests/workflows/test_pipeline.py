@@ -16,7 +16,7 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
             f"train.demos={tmp_path / 'demos.zarr'}", f"train.runs_dir={tmp_path / 'runs'}", "train.name=smoke",
             "train.env.image_size=32", "train.steps=6", "train.batch_size=16", "train.warmup_steps=2",
             "train.val_fraction=0", "train.wandb.mode=disabled", "train.encoder.dtype=float32", "eval.n_envs=4",
-            "eval.max_steps=4", "eval.videos=1", "eval.wandb_mode=disabled", "train.progress=false"]
+            "eval.max_steps=4", "eval.videos=1", "eval.wandb.mode=disabled", "train.progress=false"]
     cmd = [sys.executable, str(ROOT / "scripts" / "run_pipeline.py"), *args]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "MUJOCO_GL": "egl"})

@@ -73,8 +73,8 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     rest = pretrain_mae(tiny_cfg(tmp_path / "b"), frames, progress=False)
     assert len(first.losses) == 3 and len(rest.losses) == 3
     assert first.losses + rest.losses == whole.losses and rest.history == whole.history
-    a = torch.load(tmp_path / "a/runs/t/last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b/runs/t/last.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "a/runs/t/last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b/runs/t/last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="another model"):
         pretrain_mae(tiny_cfg(tmp_path / "b", model=MAEConfig("vit-micro", decoder_dim=8)), frames, progress=False)
@@ -93,10 +93,10 @@ def test_export_loads_through_the_resolver(tmp_path: Path, monkeypatch: pytest.M
     assert set(saved) == {"model"} and "patch_embed.proj.weight" in saved["model"]
     assert not any(k.startswith(("decoder", "mask_token")) for k in saved["model"])
 
-    enc = FrozenS2Encoder(EncoderConfig(variant="vit-micro", weights="auto", img_sizes=[32]))
+    enc = FrozenS2Encoder(EncoderConfig(variant="vit-micro", weights="auto", img_sizes=[32], dtype="float32"))
     assert enc.weights.path == result.export_path and not enc.weights.is_random
     mae = MaskedAutoencoder(cfg.model)
-    mae.load_state_dict(torch.load(tmp_path / "runs/t/last.pt", weights_only=False)["model"])
+    mae.load_state_dict(torch.load(tmp_path / "runs/t/last.pt", weights_only=True)["model"])
     ref = build_vit("vit-micro")
     ref.load_state_dict({k: v.half().float() for k, v in mae.encoder_state_dict().items()})
     frames = torch.from_numpy(synthetic_frames(3))

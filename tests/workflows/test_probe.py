@@ -58,7 +58,7 @@ def test_scores_and_splits() -> None:
 
 def test_readouts_equal_the_encoders_own() -> None:
     frames = np.random.default_rng(2).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    cfg = EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], grid_size=2)
+    cfg = EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], grid_size=2, dtype="float32")
     feats = encode_readouts(FrozenS2Encoder(cfg), frames, ["cls", "mean", "cls+grid"], batch_size=2)
     for readout, f in feats.items():
         own = FrozenS2Encoder(EncoderConfig(**{**cfg.__dict__, "readout": readout}))(frames).numpy()
@@ -68,7 +68,8 @@ def test_readouts_equal_the_encoders_own() -> None:
 def test_probe_script_end_to_end(tmp_path: Path) -> None:
     gen = GeneratorConfig(n_frames=60, image_size=32, max_steps=20, workers=1, out=str(tmp_path / "g.zarr"))
     cfg = ProbeConfig(encoders=["micro_s2_random", "mvp_vitb"], readouts=["cls", "mean"],
-                      data=FrameDataConfig(generator=gen), out=str(tmp_path / "probe.json"), device="cpu")
+                      data=FrameDataConfig(generator=gen), out=str(tmp_path / "probe.json"), device="cpu",
+                      encoder_dtype="float32")
     table, path = run_probes(cfg, progress=False)
     result = json.loads(path.read_text())
     assert [(r["encoder"], r["readout"]) for r in result["rows"]] == [("micro_s2_random", "cls"),

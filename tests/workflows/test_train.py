@@ -12,16 +12,13 @@ import pytest
 import torch
 from helpers import make_demos, micro_encoder_config
 
-from s2robot.policy.modeling import ChunkTransformerPolicy, PolicyConfig
-from s2robot.workflows.train import (
-    TrainConfig,
-    batch_indices,
-    load_checkpoint,
-    load_policy,
-    lr_factor,
-    read_metrics,
-    train,
-)
+from s2robot.common.optim import lr_factor
+from s2robot.common.runlog import read_metrics
+from s2robot.data.dataset import batch_indices
+from s2robot.policy.checkpoint import from_pretrained, load_training_state, read_parts
+from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.modeling import ChunkTransformerPolicy
+from s2robot.workflows.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 LENGTHS = (12, 9, 14, 10, 11, 13)
@@ -38,6 +35,11 @@ def config(tmp: Path, **overrides: object) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
+def load_checkpoint(directory: Path) -> dict:
+    """A checkpoint folder's config.json merged with its training state (resume part)."""
+    return {**read_parts(directory)["config"], **load_training_state(directory)}
+
+
 def losses(cfg: TrainConfig) -> dict[int, float]:
     return {m["step"]: m["train/loss"] for m in read_metrics(cfg.run_dir) if "train/loss" in m}
 
@@ -46,10 +48,10 @@ def test_trains_and_writes_checkpoints(tmp_path: Path) -> None:
     cfg = config(tmp_path, ema_decay=0.9)
     last = train(cfg)
     ckpt = load_checkpoint(last)
-    assert ckpt["step"] == 12 and (cfg.checkpoint_dir / "best.pt").exists()
-    assert {"model", "ema", "optimizer", "scheduler", "rng", "config", "encoder_fingerprint"} <= set(ckpt)
+    assert ckpt["step"] == 12 and (cfg.checkpoint_dir / "best").is_dir()
+    assert {"model", "ema", "optimizer", "scheduler", "rng", "train_config", "encoder_fingerprint"} <= set(ckpt)
     assert ckpt["weights_random"] is True
-    policy, _ = load_policy(last)
+    policy, _ = from_pretrained(last)
     assert isinstance(policy, ChunkTransformerPolicy) and not policy.training
     assert sorted(policy.normalizer.keys) == ["action", "feat_front", "proprio"]
     logged = losses(cfg)
@@ -73,13 +75,13 @@ def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         m.setattr(ChunkTransformerPolicy, "compute_loss", interrupted)
         with pytest.raises(KeyboardInterrupt):
             train(config(tmp_path, name="cut"))
-    assert load_checkpoint(tmp_path / "runs" / "cut" / "checkpoints" / "last.pt")["step"] == 8
+    assert load_checkpoint(tmp_path / "runs" / "cut" / "checkpoints" / "last")["step"] == 8
     train(config(tmp_path, name="cut"))
     a, b = losses(straight), losses(config(tmp_path, name="cut"))
     assert sorted(b) == list(range(1, 13))  # the lines of steps 9-10 from the first run were replaced
     assert [b[s] for s in range(1, 13)] == [a[s] for s in range(1, 13)]
-    sa = load_checkpoint(straight.checkpoint_dir / "last.pt")["model"]
-    sb = load_checkpoint(tmp_path / "runs" / "cut" / "checkpoints" / "last.pt")["model"]
+    sa = load_checkpoint(straight.checkpoint_dir / "last")["model"]
+    sb = load_checkpoint(tmp_path / "runs" / "cut" / "checkpoints" / "last")["model"]
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
 
@@ -108,7 +110,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, mo
     monkeypatch.setattr(ChunkTransformerPolicy, "compute_loss", poisoned)
     with pytest.raises(FloatingPointError, match=r"step 6.*last good checkpoint"):
         train(cfg)
-    ckpt = load_checkpoint(cfg.checkpoint_dir / "last.pt")
+    ckpt = load_checkpoint(cfg.checkpoint_dir / "last")
     assert ckpt["step"] == 4 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
@@ -154,8 +156,8 @@ def test_ddp_equals_single_process(tmp_path: Path) -> None:
                           str(ROOT / "scripts" / "train_bc.py"), *args],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    a = load_checkpoint(single.checkpoint_dir / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "runs" / "ddp" / "checkpoints" / "last.pt")["model"]
+    a = load_checkpoint(single.checkpoint_dir / "last")["model"]
+    b = load_checkpoint(tmp_path / "runs" / "ddp" / "checkpoints" / "last")["model"]
     assert a.keys() == b.keys()
     for k in a:
         # the attention key bias has a mathematically zero gradient (softmax ignores a shift of all scores);
@@ -179,7 +181,7 @@ def test_periodic_evaluation_chooses_best_by_success(tmp_path: Path) -> None:
     cfg = config(tmp_path, eval_every=4)
     train(cfg, evaluator)
     assert [s for s, _ in seen] == [4, 8, 12]
-    best = load_checkpoint(cfg.checkpoint_dir / "best.pt")
+    best = load_checkpoint(cfg.checkpoint_dir / "best")
     assert best["step"] == 8 and best["best"] == {"metric": "eval/success_rate", "value": 0.75, "step": 8}
     logged = [m["eval/success_rate"] for m in read_metrics(cfg.run_dir) if "eval/success_rate" in m]
     assert logged == [0.25, 0.75, 0.5]

@@ -4,8 +4,8 @@ Per encoder (MVP ViT-S / ViT-B / ViT-L, each without and with S²) and dtype: me
 whole control step (uint8 frame in, action out: preprocessing, S² encoding, ``policy.act``), and the share
 of it that the encoder takes. Random weights (latency does not depend on them). A 10 Hz arm has 100 ms.
 
-    python scripts/bench_policy.py                                  # all six encoders, fp32 + bf16
-    python scripts/bench_policy.py --encoders mvp_vitb_s2 --device cuda --reps 200 [--compile]
+    python benchmarks/bench_policy.py                                  # all six encoders, fp32 + bf16
+    python benchmarks/bench_policy.py --encoders mvp_vitb_s2 --device cuda --reps 200 [--compile]
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from s2robot.common.bench import device_name, time_interleaved
+from s2robot.common.device import resolve_device
 from s2robot.data.normalize import Normalizer
-from s2robot.policy.modeling import ChunkTransformerPolicy, PolicyConfig
-from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, resolve_device
+from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.modeling import ChunkTransformerPolicy
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 
 ENCODERS = ("mvp_vits", "mvp_vits_s2", "mvp_vitb", "mvp_vitb_s2", "mvp_vitl", "mvp_vitl_s2")
 

@@ -3,8 +3,8 @@
 Encoder-only throughput (frames already in memory) over whole-cache throughput (reading zarr, encoding,
 writing) is the encoder's busy share: 100% means reading and writing are fully hidden behind encoding.
 
-    python scripts/bench_features.py --demos demos/cube_pick.zarr --encoder mvp_vitb_s2 --dtype bfloat16
-    python scripts/bench_features.py --record 4                      # CPU: records 4 demos first
+    python benchmarks/bench_features.py --demos demos/cube_pick.zarr --encoder mvp_vitb_s2 --dtype bfloat16
+    python benchmarks/bench_features.py --record 4                      # CPU: records 4 demos first
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Benchmark EpisodeStore appends, on-disk size, and WindowDataset.get_batch throughput.
 
-Usage: python scripts/bench_store.py [--episodes 5] [--steps 100] [--size 224] [--batch 256]
+Usage: python benchmarks/bench_store.py [--episodes 5] [--steps 100] [--size 224] [--batch 256]
 
 Images are smooth synthetic "renders" (gradients, a moving cube and arm), stored twice: clean (compresses
 better than real MuJoCo frames with textures and shadows: a lower bound on size) and with ±1 grey level

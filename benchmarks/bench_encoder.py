@@ -4,9 +4,9 @@ Prints, per encoder and dtype: params, GFLOPs per frame, batch-1 latency and bat
 the speed-up (reference time / ours), and our model FLOP/s as a share of a matmul rate measured in the same
 run. Random weights (speed does not depend on them).
 
-    python scripts/bench_encoder.py                      # ViT-B, ViT-B-S², ViT-L on the default device
-    python scripts/bench_encoder.py --quick              # CPU-sized: ViT-Ti and ViT-Ti-S² (make run)
-    python scripts/bench_encoder.py --device cuda --batch 64 --reps 30
+    python benchmarks/bench_encoder.py                      # ViT-B, ViT-B-S², ViT-L on the default device
+    python benchmarks/bench_encoder.py --quick              # CPU-sized: ViT-Ti and ViT-Ti-S² (make run)
+    python benchmarks/bench_encoder.py --device cuda --batch 64 --reps 30
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import s2wrapper
 import torch
 
 from s2robot.common.bench import device_name, matmul_rate, time_interleaved
-from s2robot.vision.encoder import DTYPES, EncoderConfig, FrozenS2Encoder, resolve_device
+from s2robot.common.device import DTYPES, resolve_device
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.vision.s2 import s2_forward
 from s2robot.vision.vit import VARIANTS, flops_per_image, param_count
 

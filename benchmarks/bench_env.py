@@ -1,6 +1,6 @@
 """Benchmark CubePickEnv control steps/s against its own floor: bare mj_step physics + bare rendering.
 
-Usage: MUJOCO_GL=egl python scripts/bench_env.py [--steps 300] [--image-size 224] [--repeats 3]
+Usage: MUJOCO_GL=egl python benchmarks/bench_env.py [--steps 300] [--image-size 224] [--repeats 3]
 For each camera setting the env runs `steps` random-action control steps; the floor replays the very same
 controls through `mujoco.mj_step(nstep=50)` on a bare MjData, plus `Renderer.update_scene + render` per
 camera, so `env / floor` is the env's own overhead (target ≤ 1.10).

@@ -1,6 +1,6 @@
 """Recording benchmark: steps/s with 1 and N worker processes (scaling ratio) and bytes per stored demo.
 
-    python scripts/bench_record.py --episodes 8 --workers 2
+    python benchmarks/bench_record.py --episodes 8 --workers 2
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
-"""Evaluation: results file, fingerprint refusal, vectorized = sequential, Wilson interval."""
+"""Evaluation: results file, fingerprint refusal, vectorized = sequential (sim.rollout), episodes."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers import make_demos, micro_encoder_config
 
-from s2robot.policy.modeling import PolicyConfig
+from s2robot.common.runlog import WandbConfig
+from s2robot.policy.configuration import PolicyConfig
 from s2robot.sim.env import EnvConfig
-from s2robot.sim.rollout import EvalConfig, eval_episodes, evaluate, summarize, wilson_interval
-from s2robot.workflows.train import TrainConfig, WandbConfig, train
+from s2robot.sim.rollout import EpisodeResult, eval_episodes
+from s2robot.workflows.evaluate import EvalConfig, evaluate
+from s2robot.workflows.report import summarize, wilson_interval
+from s2robot.workflows.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +32,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(checkpoint: Path, out: Path, **kw: object) -> dict:
-    return evaluate(EvalConfig(checkpoint=str(checkpoint), out=str(out), wandb_mode="disabled", progress=False,
-                               **kw))
+    return evaluate(EvalConfig(checkpoint=str(checkpoint), out=str(out), wandb=WandbConfig(mode="disabled"),
+                               progress=False, **kw))
 
 
 def test_results_file_is_well_formed(checkpoint: Path, tmp_path: Path) -> None:
@@ -62,10 +65,11 @@ def test_vectorized_and_sequential_agree(checkpoint: Path, tmp_path: Path) -> No
 
 
 def test_fingerprint_mismatch_is_refused(checkpoint: Path, tmp_path: Path) -> None:
-    ckpt = torch.load(checkpoint, weights_only=False)
-    ckpt["encoder_fingerprint"] = "0123456789abcdef"
-    bad = tmp_path / "bad.pt"
-    torch.save(ckpt, bad)
+    bad = tmp_path / "bad"
+    shutil.copytree(checkpoint, bad)
+    part = json.loads((bad / "encoder.json").read_text())
+    part["fingerprint"] = "0123456789abcdef"
+    (bad / "encoder.json").write_text(json.dumps(part))
     with pytest.raises(ValueError, match="trained on features of encoder 0123456789abcdef"):
         run(bad, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="train_bc"):
@@ -82,8 +86,6 @@ def test_wilson_interval_matches_known_values() -> None:
 def test_episodes_and_summary() -> None:
     eps = eval_episodes([(0.5, 0.0), (0.6, 0.1)], repeats=2, seed=7)
     assert [(e.position, e.repeat, e.seed) for e in eps] == [(0, 0, 7), (0, 1, 8), (1, 0, 9), (1, 1, 10)]
-    from s2robot.sim.rollout import EpisodeResult
-
     res = [EpisodeResult(e.position, e.cube_xy, e.repeat, e.seed, e.seed % 2 == 0, 20 if e.seed % 2 == 0 else None,
                          20, 0.06, [0.0, 0.0, 0.0]) for e in eps]
     s = summarize(res)

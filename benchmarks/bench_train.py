@@ -1,15 +1,15 @@
 """Training benchmark: policy samples/s from the feature cache vs with the encoder in the loop.
 
 Side by side in one run, on synthetic data shaped like the paper setting (120 demos × 26 steps, one camera):
-- cached: a training step of the default policy (``configs/policy/default.yaml``) on a batch gathered from
+- cached: a training step of the default policy (``PolicyConfig()``) on a batch gathered from
   an in-memory feature cache (what ``train_bc.py`` does);
 - encoder in the loop: the same step plus encoding every sample's To=16 frames with the frozen encoder
   (what training without a cache would cost; measured on a slice of the batch and scaled per sample).
 Prints samples/s for both, their ratio, and the projected wall time of the default config (3000 steps of
 batch 64) from the measured rate.
 
-    python scripts/bench_train.py                                  # CPU: ViT-Ti-S² features (384-D)
-    python scripts/bench_train.py --device cuda --encoder mvp_vitb_s2 --dtype bfloat16
+    python benchmarks/bench_train.py                                  # CPU: ViT-Ti-S² features (384-D)
+    python benchmarks/bench_train.py --device cuda --encoder mvp_vitb_s2 --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import numpy as np
 import torch
 
 from s2robot.common.bench import device_name, time_interleaved
+from s2robot.common.device import resolve_device
 from s2robot.data.dataset import WindowDataset
 from s2robot.data.normalize import Normalizer
-from s2robot.policy.modeling import ChunkTransformerPolicy, PolicyConfig
-from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, resolve_device
+from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.modeling import ChunkTransformerPolicy
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.workflows.train import TrainConfig
 
 
