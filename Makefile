@@ -7,7 +7,6 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 ARGS ?=
-export MUJOCO_GL ?= egl
 
 .PHONY: setup run test lint bench clean-venv
 

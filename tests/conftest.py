@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+import envs  # noqa: F401  (first: envs.cube_pick picks MuJoCo's headless GL backend before anything imports mujoco)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,83 @@
+"""One source of defaults: every entry point's yaml holds only what differs from its dataclass, and composes to
+exactly the dataclass merged with the presets and overrides it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from s2robot.policy.configuration import PolicyConfig
+from s2robot.sim.env import EnvConfig
+from s2robot.vision.encoder import EncoderConfig
+from s2robot.workflows.configs import ENTRY_POINTS, GROUPS, register_configs
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+GROUP_SCHEMAS = {"encoder": EncoderConfig, "policy": PolicyConfig, "env": EnvConfig}
+
+
+def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted path, value) of every leaf of a yaml mapping."""
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in leaves(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), node)]
+
+
+def expected_config(name: str) -> tuple[Any, dict]:
+    """The dataclass, with the presets the yaml's defaults list selects and the yaml's own values merged in."""
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
+    cfg = OmegaConf.structured(ENTRY_POINTS[name])
+    for entry in raw.pop("defaults"):
+        if isinstance(entry, dict):
+            (key, option), = entry.items()
+            group, _, package = key.partition("@")
+            if group in GROUPS:
+                cfg = OmegaConf.merge(cfg, _at(package or group, GROUPS[group][option]))
+    return OmegaConf.merge(cfg, raw), raw
+
+
+def _at(path: str, value: dict) -> Any:
+    node: Any = value
+    for part in reversed(path.split(".")):
+        node = {part: node}
+    return OmegaConf.create(node)
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_yaml_composes_to_dataclass_plus_its_differences(name: str) -> None:
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        ran = compose(name)  # what `python scripts/<script>.py` runs
+    expected, raw = expected_config(name)
+    assert OmegaConf.to_container(ran) == OmegaConf.to_container(expected)
+    defaults = OmegaConf.structured(ENTRY_POINTS[name])
+    restated = [path for path, value in leaves(raw) if OmegaConf.select(defaults, path) == value]
+    assert not restated, f"configs/{name}.yaml restates the dataclass defaults of {restated}"
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_presets_hold_only_what_differs(group: str) -> None:
+    defaults = OmegaConf.structured(GROUP_SCHEMAS[group])
+    for name, preset in GROUPS[group].items():
+        restated = [k for k, v in preset.items() if defaults[k] == v]
+        assert not restated, f"{group} preset {name!r} restates defaults {restated}"
+        OmegaConf.to_object(OmegaConf.merge(defaults, preset))  # validates
+
+
+def test_hydra_block_lives_in_one_file() -> None:
+    with_block = [p.name for p in CONFIGS.glob("*.yaml") if "hydra" in OmegaConf.load(p)]
+    assert with_block == [], f"these yaml files restate the hydra block of configs/hydra/s2robot.yaml: {with_block}"
+
+
+def test_mujoco_gl_is_set_in_one_place() -> None:
+    files = [p for d in ("s2robot", "scripts", "benchmarks", "envs", "tests") for p in (ROOT / d).rglob("*.py")]
+    patterns = ('environ["MUJOCO_GL"]', 'setdefault("MUJOCO_GL"', "MUJOCO_GL ?=", '"MUJOCO_GL": ')
+    setters = sorted(str(p.relative_to(ROOT)) for p in [*files, ROOT / "Makefile"]
+                     if p != Path(__file__) and any(pat in p.read_text() for pat in patterns))
+    assert setters == ["envs/cube_pick.py"]
