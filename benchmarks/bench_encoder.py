@@ -12,12 +12,11 @@ run. Random weights (speed does not depend on them).
 from __future__ import annotations
 
 import argparse
-import json
 
 import s2wrapper
 import torch
 
-from s2robot.common.bench import device_name, matmul_rate, time_interleaved
+from s2robot.common.bench import device_name, matmul_rates, time_interleaved, write_json
 from s2robot.common.device import DTYPES, resolve_device
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.vision.s2 import s2_forward
@@ -28,30 +27,16 @@ def bench_one(name: str, dtype: str, device: torch.device, batch: int, reps: int
     enc = FrozenS2Encoder(EncoderConfig.from_name(name, weights="random", dtype=dtype, device=str(device)))
     cfg, vit = enc.cfg, enc.vit
     kwargs = {"img_sizes": enc.img_sizes, "max_split_size": cfg.tile_size(), "num_prefix_token": 1}
-    row = {
-        "encoder": name,
-        "variant": cfg.variant,
-        "dtype": dtype,
-        "img_sizes": enc.img_sizes,
-        "params_M": param_count(vit.cfg) / 1e6,
-        "gflops_per_frame": cfg.flops_per_frame() / 1e9,
-    }
+    row = {"encoder": name, "variant": cfg.variant, "dtype": dtype, "img_sizes": enc.img_sizes,
+           "params_M": param_count(vit.cfg) / 1e6, "gflops_per_frame": cfg.flops_per_frame() / 1e9}
     base = cfg.model_size()
     for b in (1, batch):
         x = torch.rand(b, 3, base, base, device=device)
-        fns = [
-            lambda x=x: s2_forward(enc._vit, x, **kwargs),
-            lambda x=x: s2wrapper.forward(enc._vit, x, **kwargs),
-        ]
+        fns = [lambda x=x: s2_forward(enc._vit, x, **kwargs), lambda x=x: s2wrapper.forward(enc._vit, x, **kwargs)]
         with torch.inference_mode():
             ours, ref = time_interleaved(fns, device, reps=reps, warmup=2)
-        row[f"b{b}"] = {
-            "ours_ms": ours.median * 1e3,
-            "ref_ms": ref.median * 1e3,
-            "speedup": ref.median / ours.median,
-            "ours_fps": b / ours.median,
-            "ref_fps": b / ref.median,
-        }
+        row[f"b{b}"] = {"ours_ms": ours.median * 1e3, "ref_ms": ref.median * 1e3, "speedup": ref.median / ours.median,
+                        "ours_fps": b / ours.median, "ref_fps": b / ref.median}
     row["model_tflops"] = cfg.flops_per_frame() * row[f"b{batch}"]["ours_fps"] / 1e12
     row["share_of_matmul"] = row["model_tflops"] * 1e12 / rate
     return row
@@ -74,7 +59,7 @@ def main() -> None:
     print(f"{'variant':22s} {'img':>4s} {'params':>8s} {'GFLOP/img':>9s}")
     for name, v in VARIANTS.items():
         print(f"{name:22s} {v.img_size:4d} {param_count(v) / 1e6:7.1f}M {flops_per_image(v) / 1e9:9.2f}")
-    rates = {dt: matmul_rate(device, DTYPES[dt]) for dt in args.dtypes}
+    rates = matmul_rates(device, args.dtypes)
     print(f"device: {device_name(device)}; torch {torch.__version__}; batch {batch}; median of {reps}")
     print("matmul rate: " + ", ".join(f"{dt} {r / 1e12:.2f} TFLOP/s" for dt, r in rates.items()))
     print(
@@ -96,26 +81,15 @@ def main() -> None:
             )
     # The matmul ceiling again after the rows, keeping the higher: other load during either measurement only
     # lowers it. Shares printed above used the first measurement.
-    after = {dt: matmul_rate(device, DTYPES[dt]) for dt in args.dtypes}
+    after = matmul_rates(device, args.dtypes)
     if any(after[dt] > 1.1 * rates[dt] for dt in rates):
         rates = {dt: max(rates[dt], after[dt]) for dt in rates}
         for r in rows:
             r["share_of_matmul"] = r["model_tflops"] * 1e12 / rates[r["dtype"]]
         print("matmul rate re-measured higher after the rows: " + ", ".join(
             f"{r['encoder']} {r['dtype']} {100 * r['share_of_matmul']:.0f}%" for r in rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "device": device_name(device),
-                    "batch": batch,
-                    "reps": reps,
-                    "matmul_flops": rates,
-                    "rows": rows,
-                },
-                f,
-                indent=1,
-            )
+    write_json(args.json, {"device": device_name(device), "batch": batch, "reps": reps, "matmul_flops": rates,
+                           "rows": rows}, indent=1)
 
 
 if __name__ == "__main__":

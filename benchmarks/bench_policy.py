@@ -11,12 +11,11 @@ of it that the encoder takes. Random weights (latency does not depend on them). 
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
 
-from s2robot.common.bench import device_name, time_interleaved
+from s2robot.common.bench import device_name, time_interleaved, write_json
 from s2robot.common.device import resolve_device
 from s2robot.data.normalize import Normalizer
 from s2robot.policy.configuration import PolicyConfig
@@ -78,9 +77,7 @@ def main() -> None:
             print(f"| {name} | {dtype} | {'+'.join(f'{s}²' for s in row['img_sizes'])} | "
                   f"{row['gflops_per_frame']:.1f} | {row['median_ms']:.1f} | {row['p99_ms']:.1f} | "
                   f"{enc.median / full.median:.0%} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

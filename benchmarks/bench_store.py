@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
+from s2robot.common.bench import elapsed
 from s2robot.data.dataset import WindowDataset
 from s2robot.data.store import EpisodeStore
 
@@ -42,19 +43,13 @@ def bench_store(episode: dict[str, np.ndarray], n_episodes: int, what: str) -> l
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = EpisodeStore.create(Path(tmp) / "bench.zarr")
-        t0 = time.perf_counter()
-        for _ in range(n_episodes):
-            store.add_episode(episode)
-        dt = time.perf_counter() - t0
+        dt = elapsed(lambda: deque((store.add_episode(episode) for _ in range(n_episodes)), maxlen=0))
         rows.append(("append", f"{n_episodes * T / dt:,.0f} steps/s", f"{what} + proprio + action"))
-        stored = sum(store._array(k).nbytes_stored() for k in store.keys) / n_episodes
+        stored = sum(store.array(k).nbytes_stored() for k in store.keys) / n_episodes
         raw = sum(v.nbytes for v in episode.values())
         rows.append(("bytes / episode", f"{stored / 2**20:.2f} MiB",
                      f"{T} steps, raw {raw / 2**20:.1f} MiB, ratio {raw / stored:.1f}x"))
-        t0 = time.perf_counter()
-        for _ in store:
-            pass
-        dt = time.perf_counter() - t0
+        dt = elapsed(lambda: deque(store, maxlen=0))
         rows.append(("read episodes", f"{store.n_steps / dt:,.0f} steps/s", "get_episode, all keys"))
     return rows
 
@@ -82,15 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ds = WindowDataset(data, ends, t_obs=16, t_act=16)
     idx = rng.integers(0, len(ds), size=(20, args.batch))
     ds.get_batch(idx[0])
-    t0 = time.perf_counter()
-    for i in idx:
-        ds.get_batch(i)
-    dt = time.perf_counter() - t0
+    dt = elapsed(lambda: deque((ds.get_batch(i) for i in idx), maxlen=0))
     rows.append(("get_batch", f"{idx.size / dt:,.0f} windows/s", f"B={args.batch}, To=Ta=16, F=1536 f16"))
-    t0 = time.perf_counter()
-    for i in idx[0]:
-        ds[int(i)]
-    dt = time.perf_counter() - t0
+    dt = elapsed(lambda: deque((ds[int(i)] for i in idx[0]), maxlen=0))
     rows.append(("__getitem__", f"{args.batch / dt:,.0f} windows/s", "per item, same shapes"))
 
     width = max(len(r[1]) for r in rows)

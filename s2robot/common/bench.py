@@ -1,4 +1,4 @@
-"""Timing helpers for the benchmarks in ``scripts/bench_*.py`` (never for tests).
+"""Timing helpers for the benchmarks in ``benchmarks/bench_*.py`` (never for tests).
 
 On a GPU: warm up, synchronize around every timed call, take the median of many runs. Variants that are
 compared are timed interleaved (A, B, A, B, ...) so drift in clocks or load hits both alike.
@@ -6,13 +6,17 @@ compared are timed interleaved (A, B, A, B, ...) so drift in clocks or load hits
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from s2robot.common.device import DTYPES
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,22 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def matmul_rates(device: torch.device, dtypes: Sequence[str]) -> dict[str, float]:
+    """``matmul_rate`` of each dtype name [FLOP/s]."""
+    return {dt: matmul_rate(device, DTYPES[dt]) for dt in dtypes}
+
+
+def elapsed(fn: Callable[[], object]) -> float:
+    """Wall time of one call of ``fn`` [s] (CPU-side work; time GPU work with ``time_interleaved``)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def write_json(path: str | None, obj: Any, indent: int = 2) -> None:
+    """Write benchmark rows to ``path`` (nothing when it is None)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(obj, f, indent=indent)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from s2robot.data.keys import feat_keys, is_rgb
+from s2robot.data.keys import episode_starts, feat_keys, is_rgb
 from s2robot.data.store import EpisodeStore
 
 
@@ -73,7 +73,7 @@ def window_indices(episode_ends: np.ndarray, t_obs: int, t_act: int,
         raise ValueError(f"horizons must be >= 1, got t_obs={t_obs}, t_act={t_act}")
     ends = _check_ends(episode_ends)
     ids = _check_episodes(episodes, len(ends))
-    starts = np.concatenate([[0], ends[:-1]])
+    starts = episode_starts(ends)
     lengths = (ends - starts)[ids]
     ep_start = np.repeat(starts[ids], lengths)  # (N,)
     ep_end = np.repeat(ends[ids], lengths)  # (N,)

@@ -36,7 +36,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from s2robot.data.keys import is_rgb
+from s2robot.data.episode import check_json, episode_digest, validate_episode
+from s2robot.data.keys import episode_starts, is_rgb
 
 SCHEMA_VERSION = 1
 FORMAT = "s2robot.EpisodeStore"
@@ -51,25 +52,6 @@ def _software_versions() -> dict[str, str]:
         s2robot_version = "unknown"
     return {"python": platform.python_version(), "numpy": np.__version__, "zarr": zarr.__version__,
             "s2robot": s2robot_version}
-
-
-def _check_json(obj: Any, what: str) -> Any:
-    """Round-trip `obj` through JSON so that what is stored is exactly what is later read back."""
-    try:
-        return json.loads(json.dumps(obj))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{what} must be JSON-serialisable (plain dicts/lists/str/int/float/bool), "
-                         f"convert numpy values with .tolist(): {e}") from None
-
-
-def episode_digest(data: Mapping[str, np.ndarray]) -> str:
-    """sha256 hex digest of one episode's arrays: for every key (sorted) its name, dtype, shape and bytes."""
-    h = hashlib.sha256()
-    for key in sorted(data):
-        arr = np.ascontiguousarray(data[key])
-        h.update(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(memoryview(arr).cast("B"))
-    return h.hexdigest()
 
 
 class EpisodeStore:
@@ -93,7 +75,7 @@ class EpisodeStore:
                overwrite: bool = False) -> EpisodeStore:
         """Create an empty store at `path` (opened in mode "a"); keys come from the first episode."""
         path = Path(path)
-        user = _check_json(dict(attrs or {}), "EpisodeStore attrs")
+        user = check_json(dict(attrs or {}), "EpisodeStore attrs")
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"{path} already exists; open it with EpisodeStore.open({str(path)!r}, "
@@ -181,7 +163,7 @@ class EpisodeStore:
             dropped.append(f"{len(episodes) - len(ends)} uncommitted episode info entries")
             episodes = episodes[: len(ends)]
         self._ends = ends
-        starts = np.concatenate([[0], ends[:-1]])
+        starts = episode_starts(ends)
         for i in range(len(episodes), len(ends)):  # info missing (written by another tool): rebuild it
             data = {k: a[starts[i]: ends[i]] for k, a in arrays.items()}
             episodes.append({"length": int(ends[i] - starts[i]), "digest": episode_digest(data), "info": {}})
@@ -311,39 +293,12 @@ class EpisodeStore:
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Merge `attrs` (JSON-able) into the user attrs; mode "a" only."""
         self._check_writable()
-        user = {**self._root.attrs.get("user", {}), **_check_json(dict(attrs), "attrs")}
+        user = {**self._root.attrs.get("user", {}), **check_json(dict(attrs), "attrs")}
         self._root.update_attributes({"user": user})
 
     def _validate(self, data: Mapping[str, np.ndarray]) -> int:
         """Check one episode against the store's keys/dtypes/shapes; return its length T."""
-        if not data:
-            raise ValueError("episode data is empty: pass {key: (T, ...) array}")
-        keys = self.keys
-        if keys and set(data) != set(keys):
-            missing, unexpected = sorted(set(keys) - set(data)), sorted(set(data) - set(keys))
-            raise ValueError(f"episode keys {sorted(data)} differ from the store's {list(keys)} "
-                             f"(missing {missing}, unexpected {unexpected})")
-        lengths = {k: np.shape(v)[0] if np.ndim(v) else 0 for k, v in data.items()}
-        if len(set(lengths.values())) != 1 or min(lengths.values()) < 1:
-            raise ValueError(f"all arrays of an episode must have the same length T >= 1, got {lengths}")
-        for k, v in data.items():
-            if not k or "/" in k or k.startswith("."):
-                raise ValueError(f"invalid key {k!r}: use a non-empty name without '/' or a leading '.'")
-            if not isinstance(v, np.ndarray):
-                raise ValueError(f"{k}: expected a numpy array, got {type(v).__name__}")
-            if keys:
-                dtype, shape = self.spec(k)
-                if v.dtype != dtype or v.shape[1:] != shape:
-                    raise ValueError(f"{k}: expected dtype {dtype} with per-step shape {shape}, got dtype "
-                                     f"{v.dtype} shape {v.shape[1:]} (cast with .astype(np.{dtype}))")
-            elif v.dtype.kind not in "biuf":
-                raise ValueError(f"{k}: dtype {v.dtype} is not storable; use bool, int, uint or float")
-            if v.dtype.kind == "f":
-                bad = ~np.isfinite(v.reshape(len(v), -1)).all(axis=1)
-                if bad.any():
-                    raise ValueError(f"{k}: non-finite value (NaN/inf) at step {int(np.argmax(bad))} of the "
-                                     "episode; nothing was written")
-        return next(iter(lengths.values()))
+        return validate_episode(data, {k: self.spec(k) for k in self.keys})
 
     def add_episode(self, data: Mapping[str, np.ndarray], info: Mapping[str, Any] | None = None) -> None:
         """Append one episode {key: (T, ...)} with an optional JSON-able info dict (seed, success, ...).
@@ -353,7 +308,7 @@ class EpisodeStore:
         """
         self._check_writable()
         T = self._validate(data)
-        info = _check_json(dict(info or {}), "episode info")
+        info = check_json(dict(info or {}), "episode info")
         if info.get("length", T) != T:
             raise ValueError(f"info['length'] = {info['length']} but the arrays have T = {T} steps")
         info.pop("length", None)

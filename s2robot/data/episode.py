@@ -1,0 +1,63 @@
+"""One episode's arrays on their way into an ``EpisodeStore``: validation, content digest, JSON-safe info."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+def check_json(obj: Any, what: str) -> Any:
+    """Round-trip `obj` through JSON so that what is stored is exactly what is later read back."""
+    try:
+        return json.loads(json.dumps(obj))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be JSON-serialisable (plain dicts/lists/str/int/float/bool), "
+                         f"convert numpy values with .tolist(): {e}") from None
+
+
+def episode_digest(data: Mapping[str, np.ndarray]) -> str:
+    """sha256 hex digest of one episode's arrays: for every key (sorted) its name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for key in sorted(data):
+        arr = np.ascontiguousarray(data[key])
+        h.update(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+def validate_episode(data: Mapping[str, np.ndarray], specs: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> int:
+    """Check one episode {key: (T, ...)} against a store's {key: (dtype, per-step shape)} (empty: any keys);
+    return its length T."""
+    if not data:
+        raise ValueError("episode data is empty: pass {key: (T, ...) array}")
+    keys = tuple(specs)
+    if keys and set(data) != set(keys):
+        missing, unexpected = sorted(set(keys) - set(data)), sorted(set(data) - set(keys))
+        raise ValueError(f"episode keys {sorted(data)} differ from the store's {list(keys)} "
+                         f"(missing {missing}, unexpected {unexpected})")
+    lengths = {k: np.shape(v)[0] if np.ndim(v) else 0 for k, v in data.items()}
+    if len(set(lengths.values())) != 1 or min(lengths.values()) < 1:
+        raise ValueError(f"all arrays of an episode must have the same length T >= 1, got {lengths}")
+    for k, v in data.items():
+        if not k or "/" in k or k.startswith("."):
+            raise ValueError(f"invalid key {k!r}: use a non-empty name without '/' or a leading '.'")
+        if not isinstance(v, np.ndarray):
+            raise ValueError(f"{k}: expected a numpy array, got {type(v).__name__}")
+        if keys:
+            dtype, shape = specs[k]
+            if v.dtype != dtype or v.shape[1:] != shape:
+                raise ValueError(f"{k}: expected dtype {dtype} with per-step shape {shape}, got dtype "
+                                 f"{v.dtype} shape {v.shape[1:]} (cast with .astype(np.{dtype}))")
+        elif v.dtype.kind not in "biuf":
+            raise ValueError(f"{k}: dtype {v.dtype} is not storable; use bool, int, uint or float")
+        if v.dtype.kind == "f":
+            bad = ~np.isfinite(v.reshape(len(v), -1)).all(axis=1)
+            if bad.any():
+                raise ValueError(f"{k}: non-finite value (NaN/inf) at step {int(np.argmax(bad))} of the "
+                                 "episode; nothing was written")
+    return next(iter(lengths.values()))
+
