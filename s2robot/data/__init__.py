@@ -1,0 +1,1 @@
+"""Data: key names, the episode store, feature caches, training windows and the normalizer."""

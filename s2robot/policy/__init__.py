@@ -1,0 +1,1 @@
+"""The BC policy: configuration (and presets), modeling, and the checkpoint format."""

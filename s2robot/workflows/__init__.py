@@ -1,0 +1,1 @@
+"""Workflows: record, cache, train, pretrain, evaluate, report, probe, compare, pipeline (what scripts call)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, encoder_finge
 from s2robot.vision.weights import resolve_weights
 from s2robot.workflows.report import format_table, plot_success_map, summarize, write_episode_videos
 
-Evaluator = Any  # Callable[[ChunkTransformerPolicy, int], Mapping[str, float]]: see s2robot.workflows.train
+Evaluator = Callable[[ChunkTransformerPolicy, int], Mapping[str, float]]  # a train(cfg, evaluator=...) hook
 
 
 @dataclass

@@ -1,0 +1,33 @@
+"""The package's folders are layers: a module imports only from its own layer and the ones below it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "s2robot"
+ORDER = ["common", "vision", "data", "policy", "sim", "workflows"]
+EXTRA = {("data", "vision"): {"s2robot/data/features.py"}}  # the feature cache runs the encoder
+
+
+def imported_layers(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("s2robot."):
+            names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("s2robot.")}
+    return names
+
+
+def test_lower_layers_never_import_higher_ones() -> None:
+    bad = []
+    for layer in ORDER:
+        for path in sorted((PACKAGE / layer).glob("*.py")):
+            rel = str(path.relative_to(PACKAGE.parent))
+            for other in imported_layers(path) - {layer}:
+                allowed = ORDER.index(other) < ORDER.index(layer) and (other != "vision" or layer != "data"
+                                                                       or rel in EXTRA[("data", "vision")])
+                if not allowed:
+                    bad.append(f"{rel} imports s2robot.{other}")
+    assert not bad, bad
