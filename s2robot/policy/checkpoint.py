@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.torch_version import TorchVersion
 
 from s2robot.data.normalize import Normalizer
 from s2robot.policy.configuration import PolicyConfig
@@ -111,11 +112,12 @@ def read_parts(directory: str | Path) -> dict[str, dict[str, Any]]:
     return parts
 
 
-def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_tensors(path: Path, map_location: str | torch.device = "cpu", allow: tuple[type, ...] = ()) -> dict[str, Any]:
     """A ``.pt`` file read with ``weights_only=True``: a file holding anything but tensors and plain
-    containers (e.g. pickled code) is refused with a clear error."""
+    containers (e.g. pickled code) is refused with a clear error. ``allow``: plain-data classes to accept too."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as e:
         raise ValueError(f"refusing to load {path}: it is not a plain tensor file readable with "
                          f"weights_only=True (tampered or not an s2robot checkpoint): {e}") from None
@@ -155,7 +157,7 @@ def convert_legacy(path: str | Path, out: str | Path | None = None) -> Path:
     The old file is read with ``weights_only=True`` too: one that needs arbitrary unpickling is refused.
     """
     path = Path(path)
-    old = load_tensors(path)
+    old = load_tensors(path, allow=(TorchVersion,))  # format 1 stored torch.__version__, a str subclass
     if not isinstance(old, dict) or old.get("kind") != LEGACY_KIND:
         raise ValueError(f"{path} is not an s2robot format-1 checkpoint (kind {LEGACY_KIND!r})")
     train = dict(old["config"])

@@ -103,7 +103,7 @@ def test_old_single_file_checkpoint_is_refused_then_converted(tmp_path: Path) ->
     old = {"kind": LEGACY_KIND, "version": 1, "step": 7, "model": policy.state_dict(), "ema": None,
            "optimizer": {}, "scheduler": {}, "rng": {"torch": torch.get_rng_state()}, "config": train_config,
            "policy_shape": SHAPE, "encoder_fingerprint": "abc", "weights_random": True, "cache": None,
-           "best": None, "wandb_id": None}
+           "best": None, "wandb_id": None, "torch": torch.__version__}
     path = tmp_path / "checkpoints" / "last.pt"
     path.parent.mkdir()
     torch.save(old, path)
