@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +92,10 @@ def test_episodes_and_summary() -> None:
                          20, 0.06, [0.0, 0.0, 0.0]) for e in eps]
     s = summarize(res)
     assert s["success_rate"] == 0.5 and [p["successes"] for p in s["per_position"]] == [1, 1]
+
+
+def test_evaluation_does_not_import_the_trainer() -> None:
+    code = ("import sys, s2robot.workflows.evaluate, s2robot.policy.checkpoint; "
+            "assert 's2robot.workflows.train' not in sys.modules, 'evaluation imported the trainer'")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
