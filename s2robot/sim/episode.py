@@ -7,8 +7,10 @@ expert's noise injection does. A teleop or another controller plugs in the same 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,32 +42,45 @@ class _ExpertFactory:
         return ScriptedExpert(env, noise_std=self.noise_std, rng=rng if self.noise_std > 0 else None).act
 
 
-def run_episode(
-    env: Any, policy: Policy, seed: int, cameras: list[str]
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """One episode from ``reset(seed)``: per-step camera frames, proprio and the recorded actions."""
-    obs, info = env.reset(seed=seed)
-    start = info["cube_pos"]
-    frames: dict[str, list[np.ndarray]] = {cam: [] for cam in cameras}
-    proprio, actions = [], []
+Observe = Callable[[dict[str, np.ndarray], dict[str, Any], np.ndarray], dict[str, np.ndarray]]
+
+
+def run_episode(env: Any, seed: int, start: Callable[[dict, dict], Policy], observe: Observe,
+                options: dict[str, Any] | None = None, stop: Callable[[int, dict], bool] | None = None
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The one recording loop (demos and rendered frames): ``reset(seed, options)``, ``policy = start(obs, info)``,
+    then per step t: the policy's action, ``observe(obs, info, recorded action)`` → that step's arrays, and
+    ``stop(t, info)`` ends the episode after step t; else the env steps until it terminates or truncates.
+
+    Returns {key: (T, ...)} and {seed, cube_xy, success, length, max_lift}.
+    """
+    obs, info = env.reset(seed=seed, options=options)
+    cube = info["cube_pos"]
+    policy = start(obs, info)
+    steps: dict[str, list[np.ndarray]] = {}
     success, max_lift = False, 0.0
-    while True:
+    for t in itertools.count():
         out = policy(obs, info)
         label, executed = (out.label, out.executed) if hasattr(out, "label") else (out, out)
-        for cam in cameras:
-            frames[cam].append(obs[cam])
-        proprio.append(obs["proprio"])
-        actions.append(np.asarray(label, dtype=np.float32))
+        for key, value in observe(obs, info, label).items():
+            steps.setdefault(key, []).append(value)
+        if stop is not None and stop(t, info):
+            break
         obs, _, terminated, truncated, info = env.step(executed)
         success |= bool(info["is_success"])
         max_lift = max(max_lift, float(info["lift_height"]))
         if terminated or truncated:
             break
-    data = {rgb_key(cam): np.stack(f) for cam, f in frames.items()}
-    data |= {"proprio": np.stack(proprio).astype(np.float32), "action": np.stack(actions)}
-    meta = {"seed": seed, "cube_xy": [float(start[0]), float(start[1])], "success": success,
-            "length": len(actions), "max_lift": max_lift}
-    return data, meta
+    meta = {"seed": seed, "cube_xy": [float(cube[0]), float(cube[1])], "success": success, "length": t + 1,
+            "max_lift": max_lift}
+    return {k: np.stack(v) for k, v in steps.items()}, meta
+
+
+def observe_demo(cameras: list[str], obs: dict[str, np.ndarray], info: dict[str, Any], action: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """What a demo records per step: camera frames, proprio and the (label) action."""
+    return {**{rgb_key(cam): obs[cam] for cam in cameras}, "proprio": np.asarray(obs["proprio"], np.float32),
+            "action": np.asarray(action, dtype=np.float32)}
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,8 @@ class RecordJob:
         return make_env(self.env, render_mode=None)
 
     def run(self, env: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return run_episode(env, self.factory(env, seed), seed, list(self.env.cameras))
+        policy = self.factory(env, seed)  # built before the reset, as any controller would be
+        return run_episode(env, seed, lambda obs, info: policy, partial(observe_demo, list(self.env.cameras)))
 
     def close(self, env: Any) -> None:
         env.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from s2robot.data.keys import rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import EnvConfig, make_env
+from s2robot.sim.episode import run_episode
 from s2robot.sim.pool import seed_ordered
 
 KIND = "s2robot.GeneratedFrames"
@@ -118,33 +120,45 @@ def _perturb_appearance(env: Any, rng: np.random.Generator, base: dict[str, np.n
         model.mat_rgba[mat, :3] = np.clip(rgb, 0.0, 1.0)
 
 
+class _StopAfterSuccess:
+    """Ends a generated episode ``extra`` steps after its first success, or at ``max_steps`` recorded steps."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps, self.extra, self.success_at = max_steps, 0, None
+
+    def __call__(self, t: int, info: dict[str, Any]) -> bool:
+        if self.success_at is None and info["is_success"]:
+            self.success_at = t
+        return (self.success_at is not None and t - self.success_at >= self.extra) or t + 1 >= self.max_steps
+
+
+def _observe_labeled(cameras: list[str], obs: dict[str, np.ndarray], info: dict[str, Any], action: np.ndarray
+                     ) -> dict[str, np.ndarray]:
+    return {**{rgb_key(cam): obs[cam] for cam in cameras}, "proprio": obs["proprio"],
+            "cube_pos": info["cube_pos"].astype(np.float32), "fingertip_pos": info["fingertip_pos"].astype(np.float32),
+            "gripper": obs["proprio"][7:8].astype(np.float32)}
+
+
 def generate_episode(env: Any, cfg: GeneratorConfig, seed: int, base: dict | None = None) -> dict[str, np.ndarray]:
     """One expert episode from a random cube placement and start posture: frames + labels per step."""
     from envs.cube_pick import WORKSPACE
     from envs.expert import ScriptedExpert
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # draws, in order: appearance, cube, expert noise, extra steps, expert
     lo = (WORKSPACE.x_min - cfg.margin, WORKSPACE.y_min - cfg.margin)
     hi = (WORKSPACE.x_max + cfg.margin, WORKSPACE.y_max + cfg.margin)
     if cfg.randomize_appearance and base is not None:
         _perturb_appearance(env, rng, base)
-    obs, info = env.reset(seed=seed, options={"cube_xy": rng.uniform(lo, hi)})
-    expert = ScriptedExpert(env, noise_std=rng.uniform(0.0, cfg.noise_std_max), rng=rng)
-    extra, after_success = int(rng.integers(0, cfg.extra_steps_max + 1)), None
-    steps: dict[str, list[np.ndarray]] = {k: [] for k in [*map(rgb_key, cfg.cameras), "proprio", *LABELS]}
-    for t in range(cfg.max_steps):
-        for cam in cfg.cameras:
-            steps[rgb_key(cam)].append(obs[cam])
-        steps["proprio"].append(obs["proprio"])
-        steps["cube_pos"].append(info["cube_pos"].astype(np.float32))
-        steps["fingertip_pos"].append(info["fingertip_pos"].astype(np.float32))
-        steps["gripper"].append(obs["proprio"][7:8].astype(np.float32))
-        if after_success is None and info["is_success"]:
-            after_success = t
-        if after_success is not None and t - after_success >= extra:
-            break
-        obs, _, _, _, info = env.step(expert.act(obs, info).executed)
-    return {k: np.stack(v) for k, v in steps.items()}
+    cube_xy = rng.uniform(lo, hi)
+    stop = _StopAfterSuccess(cfg.max_steps)
+
+    def start(obs: dict, info: dict) -> Any:
+        expert = ScriptedExpert(env, noise_std=rng.uniform(0.0, cfg.noise_std_max), rng=rng)
+        stop.extra = int(rng.integers(0, cfg.extra_steps_max + 1))
+        return expert.act
+
+    data, _ = run_episode(env, seed, start, partial(_observe_labeled, list(cfg.cameras)), {"cube_xy": cube_xy}, stop)
+    return data
 
 
 def _make_env(cfg: GeneratorConfig) -> tuple[Any, dict[str, np.ndarray]]:
