@@ -16,7 +16,7 @@ import argparse
 import s2wrapper
 import torch
 
-from s2robot.common.bench import device_name, matmul_rates, time_interleaved, write_json
+from s2robot.common.bench import attention_kernel, cuda_kernels, device_name, matmul_rates, time_interleaved, write_json
 from s2robot.common.device import DTYPES, resolve_device
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.vision.s2 import s2_forward
@@ -37,6 +37,8 @@ def bench_one(name: str, dtype: str, device: torch.device, batch: int, reps: int
             ours, ref = time_interleaved(fns, device, reps=reps, warmup=2)
         row[f"b{b}"] = {"ours_ms": ours.median * 1e3, "ref_ms": ref.median * 1e3, "speedup": ref.median / ours.median,
                         "ours_fps": b / ours.median, "ref_fps": b / ref.median}
+    with torch.inference_mode():  # which SDPA kernel ran (CUDA only)
+        row["attention"] = attention_kernel(cuda_kernels(lambda: s2_forward(enc._vit, x, **kwargs), device))
     row["model_tflops"] = cfg.flops_per_frame() * row[f"b{batch}"]["ours_fps"] / 1e12
     row["share_of_matmul"] = row["model_tflops"] * 1e12 / rate
     return row
@@ -76,7 +78,7 @@ def main() -> None:
                 f"{name:16s} {dt:8s} {r['params_M']:6.1f}M {r['gflops_per_frame']:8.1f} | "
                 f"{b1['ours_ms']:7.1f}ms {b1['ref_ms']:7.1f}ms {b1['speedup']:6.2f}x | "
                 f"{bb['ours_fps']:9.1f} {bb['ref_fps']:9.1f} {bb['speedup']:6.2f}x | "
-                f"{r['model_tflops']:7.3f} {100 * r['share_of_matmul']:4.0f}%",
+                f"{r['model_tflops']:7.3f} {100 * r['share_of_matmul']:4.0f}% {r['attention']:>9s}",
                 flush=True,
             )
     # The matmul ceiling again after the rows, keeping the higher: other load during either measurement only

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from s2robot.common.bench import device_name, time_interleaved
-from s2robot.data.features import build_feature_cache
+from s2robot.common.bench import device_name, elapsed, time_interleaved
+from s2robot.data.features import build_feature_cache, episode_groups, read_group
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import EnvConfig
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
@@ -29,24 +29,31 @@ def main() -> None:
     p.add_argument("--encoder", default="vitti_s2_random")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--compile", action="store_true", help="torch.compile the ViT (first call = compile time)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         demos = Path(args.demos) if args.demos else Path(tmp) / "d.zarr"
         if not args.demos:
             record_demos(RecordConfig(env=EnvConfig(), out=str(demos), n_episodes=args.record), progress=False)
-        enc = FrozenS2Encoder(EncoderConfig.from_name(args.encoder, weights="random", dtype=args.dtype))
+        enc = FrozenS2Encoder(EncoderConfig.from_name(args.encoder, weights="random", dtype=args.dtype,
+                                                      compile="default" if args.compile else None))
         store = EpisodeStore.open(demos)
         frames = store.get_steps("rgb_front", 0, store.n_steps)
-        batches = [frames[i : i + args.batch] for i in range(0, len(frames), args.batch)]
-        enc(batches[0])  # warm up
+        batches = [frames[i : i + args.batch] for i in range(0, len(frames) - args.batch + 1, args.batch)]
+        warm = elapsed(lambda: enc(batches[0]))  # warm up (and compile)
         (only,) = time_interleaved([lambda: [enc(b) for b in batches]], enc.device, reps=1, warmup=0)
         t0 = time.perf_counter()
         build_feature_cache(demos, enc, out=Path(tmp) / "cache.zarr", batch_size=args.batch, progress=False)
         full = time.perf_counter() - t0
-    n = len(frames)
-    print(f"{args.encoder} ({args.dtype}) on {device_name(enc.device)}; {n} frames, batch {args.batch}")
-    print(f"encoder only   {n / only.median:8.1f} frames/s")
-    print(f"feature cache  {n / full:8.1f} frames/s   encoder busy {100 * only.median / full:.0f}% of wall time")
+        groups = episode_groups(store.episode_ends, 0, args.batch)
+        read = elapsed(lambda: [read_group(store, g) for g in groups])
+    n, n_only = len(frames), sum(len(b) for b in batches)
+    print(f"{args.encoder} ({args.dtype}{', compiled' if args.compile else ''}) on {device_name(enc.device)}; "
+          f"{n} frames, batch {args.batch}; first call {warm:.1f} s")
+    print(f"reading only   {n / read:8.1f} frames/s (zarr read + decompress, one thread)")
+    print(f"encoder only   {n_only / only.median:8.1f} frames/s")
+    busy = only.median * n / n_only / full
+    print(f"feature cache  {n / full:8.1f} frames/s   encoder busy {100 * busy:.0f}% of wall time")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import torch
 
-from s2robot.common.bench import device_name, time_interleaved, write_json
+from s2robot.common.bench import device_name, elapsed, time_interleaved, write_json
 from s2robot.common.device import resolve_device
 from s2robot.data.normalize import Normalizer
 from s2robot.policy.configuration import PolicyConfig
@@ -25,11 +25,10 @@ from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 ENCODERS = ("mvp_vits", "mvp_vits_s2", "mvp_vitb", "mvp_vitb_s2", "mvp_vitl", "mvp_vitl_s2")
 
 
-def control_step(name: str, dtype: str, device: torch.device, compile_: bool) -> tuple[dict, object, object]:
+def control_step(name: str, dtype: str, device: torch.device, compile_: str | None) -> tuple[dict, object, object]:
     """(row, step fn, encode-only fn) for one encoder."""
-    enc = FrozenS2Encoder(EncoderConfig.from_name(name, weights="random", dtype=dtype, device=str(device)))
-    if compile_:
-        enc.vit = torch.compile(enc.vit, mode="max-autotune")
+    enc = FrozenS2Encoder(EncoderConfig.from_name(name, weights="random", dtype=dtype, device=str(device),
+                                                  compile=compile_))
     f = enc.feature_dim
     rng = np.random.default_rng(0)
     norm = Normalizer.fit({"proprio": rng.normal(size=(64, 8)), "action": rng.normal(size=(64, 8)),
@@ -56,18 +55,23 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--reps", type=int, default=0, help="timed steps per encoder (0: 100 on GPU, 20 on CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the ViT (max-autotune; GPU)")
+    p.add_argument("--compile", default=None, help="torch.compile mode for the ViT (e.g. reduce-overhead: CUDA "
+                   "graphs); the first step's time (compilation) is reported")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args()
     device = resolve_device(args.device)
     reps = args.reps or (100 if device.type == "cuda" else 20)
     print(f"control-step latency at batch 1 on {device_name(device)}, {reps} steps each\n")
-    print("| encoder | dtype | scales | GFLOPs/frame | step median [ms] | step p99 [ms] | encoder share |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"compile: {args.compile or 'off (eager)'}")
+    print("| encoder | dtype | scales | GFLOPs/frame | step median [ms] | step p99 [ms] | encoder share | first [s] |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = []
     for name in args.encoders:
         for dtype in args.dtypes:
             row, step, encode = control_step(name, dtype, device, args.compile)
+            with torch.inference_mode():
+                row["first_call_s"] = elapsed(lambda s=step: (s(), torch.cuda.synchronize(device)
+                                                              if device.type == "cuda" else None))
             n = reps if row["gflops_per_frame"] < 100 or device.type == "cuda" else max(5, reps // 4)
             with torch.inference_mode():
                 full, enc = time_interleaved([step, encode], device, reps=n, warmup=3)
@@ -76,7 +80,7 @@ def main() -> None:
             rows.append(row)
             print(f"| {name} | {dtype} | {'+'.join(f'{s}²' for s in row['img_sizes'])} | "
                   f"{row['gflops_per_frame']:.1f} | {row['median_ms']:.1f} | {row['p99_ms']:.1f} | "
-                  f"{enc.median / full.median:.0%} |", flush=True)
+                  f"{enc.median / full.median:.0%} | {row['first_call_s']:.1f} |", flush=True)
     write_json(args.json, rows)
 
 

@@ -23,7 +23,7 @@ from s2robot.common.bench import device_name, time_interleaved
 from s2robot.common.device import resolve_device
 from s2robot.data.dataset import WindowDataset
 from s2robot.data.normalize import Normalizer
-from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.configuration import POLICY_PRESETS, PolicyConfig
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.workflows.train import TrainConfig
@@ -33,6 +33,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--encoder", default="vitti_s2_random")
     p.add_argument("--dtype", default="bfloat16", help="encoder dtype")
+    p.add_argument("--readout", default=None, help="encoder readout (default: the preset's)")
+    p.add_argument("--policy", default="default", choices=sorted(POLICY_PRESETS), help="policy preset")
     p.add_argument("--device", default="auto")
     p.add_argument("--demos", type=int, default=120)
     p.add_argument("--batch", type=int, default=TrainConfig.batch_size)
@@ -40,8 +42,9 @@ def main() -> None:
     p.add_argument("--encode-frames", type=int, default=32, help="frames encoded per timed encoder call")
     args = p.parse_args()
     device = resolve_device(args.device)
+    extra = {"readout": args.readout} if args.readout else {}
     enc = FrozenS2Encoder(EncoderConfig.from_name(args.encoder, weights="random", dtype=args.dtype,
-                                                  device=str(device)))
+                                                  device=str(device), **extra))
     f, size = enc.feature_dim, enc.cfg.model_size()
     rng = np.random.default_rng(0)
     n = args.demos * 26
@@ -49,7 +52,7 @@ def main() -> None:
             "proprio": rng.normal(size=(n, 8)).astype(np.float32),
             "action": rng.normal(size=(n, 8)).astype(np.float32)}
     ends = np.arange(26, n + 1, 26)
-    cfg = PolicyConfig()
+    cfg = PolicyConfig(**POLICY_PRESETS[args.policy])
     ds = WindowDataset(data, ends, t_obs=cfg.t_obs, t_act=cfg.t_act)
     policy = ChunkTransformerPolicy(cfg, {"feat_front": f}, normalizer=Normalizer.fit(data)).to(device)
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
@@ -71,7 +74,8 @@ def main() -> None:
     per_sample_loop = per_sample_cached + cfg.t_obs * enc_t.median / args.encode_frames
     steps = TrainConfig.steps
     print(f"device: {device_name(device)}; policy {sum(p.numel() for p in policy.parameters()) / 1e6:.2f} M params, "
-          f"batch {args.batch}, features {args.encoder} ({f}-D, encoder {args.dtype}); {len(ds)} windows")
+          f"{args.policy} policy, batch {args.batch}, features {args.encoder} ({f}-D, encoder {args.dtype}); "
+          f"{len(ds)} windows")
     print("| mode | samples/s | default run (3000 × 64) |")
     print("|---|---|---|")
     print(f"| from the feature cache | {1 / per_sample_cached:,.0f} | {steps * train_t.median / 60:.1f} min |")

@@ -70,6 +70,28 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int | None = None, 
     return 2 * n**3 / timing.best
 
 
+def cuda_kernels(fn: Callable[[], object], device: torch.device) -> list[str]:
+    """Names of the CUDA kernels one call of ``fn`` launches (empty off CUDA): which attention kernel SDPA
+    picked, whether matmuls hit the tensor cores."""
+    if device.type != "cuda":
+        return []
+    fn()  # warm: first calls select and compile kernels
+    torch.cuda.synchronize(device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize(device)
+    return sorted({e.key for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA})
+
+
+def attention_kernel(kernels: Sequence[str]) -> str:
+    """Which SDPA backend ran, from kernel names: ``flash``, ``efficient``, ``cudnn`` or ``math``."""
+    names = " ".join(kernels).lower()
+    for key, label in (("flash", "flash"), ("fmha", "efficient"), ("efficient", "efficient"), ("cudnn", "cudnn")):
+        if key in names:
+            return label
+    return "math" if kernels else "n/a"
+
+
 def device_name(device: torch.device) -> str:
     """Human name of the device, for result tables."""
     if device.type == "cuda":

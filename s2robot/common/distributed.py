@@ -26,15 +26,20 @@ class DistInfo:
 
 
 def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
-    """Join the torchrun process group when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """Join the torchrun process group when launched by torchrun (NCCL on CUDA, gloo on CPU).
+
+    Under torchrun the group is joined and DDP used even for one process (``--nproc_per_node=1``), so the
+    collective path can be smoke-tested on a single GPU.
+    """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torchrun = "LOCAL_RANK" in os.environ
     dev = resolve_device(device)
-    if dev.type == "cuda" and dev.index is None and world > 1:
-        dev = torch.device(f"cuda:{local_rank}")
+    if dev.type == "cuda" and dev.index is None:
+        # set_device needs an index (torch raises on a bare "cuda"): the rank's GPU, else the current one
+        dev = torch.device("cuda", local_rank if torchrun else torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world == 1:
+    if not torchrun:
         return DistInfo(), dev
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
@@ -56,9 +61,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(tuple(state["python"]) if isinstance(state["python"], list) else state["python"])
-    torch.set_rng_state(state["torch"])
+    # RNG states are CPU ByteTensors; a checkpoint loaded with map_location=cuda moved them to the GPU.
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def gather_rng_state(info: DistInfo) -> Any:

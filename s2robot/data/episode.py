@@ -61,3 +61,15 @@ def validate_episode(data: Mapping[str, np.ndarray], specs: Mapping[str, tuple[n
                                  "episode; nothing was written")
     return next(iter(lengths.values()))
 
+
+
+def episode_entry(data: Mapping[str, np.ndarray], info: Mapping[str, Any] | None,
+                  specs: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> dict[str, Any]:
+    """Validate one episode (see ``validate_episode``) and its JSON-able info; its ``{"length", "digest",
+    "info"}`` entry for the store's attrs."""
+    T = validate_episode(data, specs)
+    info = check_json(dict(info or {}), "episode info")
+    if info.get("length", T) != T:
+        raise ValueError(f"info['length'] = {info['length']} but the arrays have T = {T} steps")
+    info.pop("length", None)
+    return {"length": T, "digest": episode_digest(data), "info": info}

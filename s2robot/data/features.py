@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +48,42 @@ def cache_key(store: EpisodeStore) -> tuple[str | None, str | None]:
     return store.attrs.get("encoder_fingerprint"), store.attrs.get("source", {}).get("fingerprint")
 
 
-def _prefetch(source: EpisodeStore, episodes: range, depth: int = 4) -> Iterator[tuple[int, dict]]:
-    """Episodes read by a loader thread, so zarr reads and decompression overlap encoding."""
+def episode_groups(ends: np.ndarray, start: int, min_steps: int) -> list[range]:
+    """Consecutive episodes from ``start`` in groups of at least ``min_steps`` steps (the last may be smaller):
+    each group is read in one slice and encoded in shared batches."""
+    groups, first, n = [], start, 0
+    for i in range(start, len(ends)):
+        n += int(ends[i] - (ends[i - 1] if i else 0))
+        if n >= min_steps or i == len(ends) - 1:
+            groups.append(range(first, i + 1))
+            first, n = i + 1, 0
+    return groups
+
+
+def read_group(source: EpisodeStore, group: range) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """The episodes of ``group``, read with one slice per key: zarr decodes a slice's chunks concurrently, and
+    one call per group instead of per episode cuts its per-call overhead (on an H100 machine: 265 → 1,038
+    frames/s for the whole cache)."""
+    ends = source.episode_ends
+    start, stop = (int(ends[group.start - 1]) if group.start else 0), int(ends[group.stop - 1])
+    data = {k: source.get_steps(k, start, stop) for k in source.keys}
+    splits = [int(ends[i]) - start for i in group[:-1]]
+    parts = {k: np.split(v, splits) for k, v in data.items()}
+    return [(i, {k: parts[k][j] for k in data}) for j, i in enumerate(group)]
+
+
+def _prefetch(source: EpisodeStore, groups: list[range], depth: int = 2) -> Iterator[list[tuple[int, dict]]]:
+    """Groups of episodes read by a loader thread, so zarr reads and decompression overlap encoding."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
 
     def load() -> None:
         try:
-            for i in episodes:
+            for group in groups:
                 if stop.is_set():
                     return
-                q.put((i, source.get_episode(i)))
+                q.put(read_group(source, group))
             q.put(done)
         except BaseException as e:  # hand the error to the consumer
             q.put(e)
@@ -80,10 +105,13 @@ def _prefetch(source: EpisodeStore, episodes: range, depth: int = 4) -> Iterator
 def _encode(encoder: FrozenS2Encoder, frames: np.ndarray, batch_size: int) -> np.ndarray:
     """Frames ``(T, S, S, 3)`` uint8 → float16 features ``(T, F)``, in batches."""
     x = torch.from_numpy(frames)
+    n = len(x)
+    if encoder.cfg.compile and n % batch_size:  # one batch shape, so the compiled ViT compiles once
+        x = torch.cat([x, x[-1:].expand(batch_size - n % batch_size, *x.shape[1:])])
     if encoder.device.type == "cuda":
         x = x.pin_memory()  # page-locked: the host-to-GPU copy runs asynchronously
     out = [encoder(x[i : i + batch_size]).to(torch.float16) for i in range(0, len(x), batch_size)]
-    return torch.cat(out).cpu().numpy()
+    return torch.cat(out)[:n].cpu().numpy()
 
 
 def _open_existing(path: Path, key: tuple[str, str]) -> EpisodeStore | None:
@@ -111,7 +139,12 @@ def build_feature_cache(
     batch_size: int = 256,
     progress: bool = True,
 ) -> Path:
-    """Encode every frame of the demo store at ``demo_path``; returns the cache path (see module doc)."""
+    """Encode every frame of the demo store at ``demo_path``; returns the cache path (see module doc).
+
+    Reading, encoding and writing overlap: a loader thread reads groups of whole episodes (≥ ``batch_size``
+    steps) ahead, and each encoded group is committed (one ``add_episodes``) by a writer thread while the next
+    group encodes.
+    """
     source = EpisodeStore.open(demo_path)
     cameras = cameras_of(source)
     if not cameras:
@@ -132,15 +165,17 @@ def build_feature_cache(
                disable=not progress)
     if start:
         bar.write(f"resuming {path}: {start}/{source.n_episodes} episodes already cached")
-    pending: list[tuple[int, dict]] = []
-    n_pending, t0 = 0, time.perf_counter()
-    for i, ep in _prefetch(source, range(start, source.n_episodes)):
-        pending.append((i, ep))
-        n_pending += len(ep["action"])
-        if n_pending >= batch_size or i == source.n_episodes - 1:
-            _flush(pending, source, cache, encoder, cameras, batch_size)
-            bar.update(n_pending * len(cameras))
-            pending, n_pending = [], 0
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(1, thread_name_prefix="feature-cache-writer") as writer:
+        written: Future | None = None
+        for group in _prefetch(source, episode_groups(source.episode_ends, start, batch_size)):
+            episodes = _encode_episodes(group, source, encoder, cameras, batch_size)
+            if written is not None:
+                written.result()  # one group in flight: errors surface here, commits stay in order
+            written = writer.submit(cache.add_episodes, episodes)
+            bar.update(sum(len(ep["action"]) for _, ep in group) * len(cameras))
+        if written is not None:
+            written.result()
     bar.close()
     if progress and todo_steps:
         rate = todo_steps * len(cameras) / (time.perf_counter() - t0)
@@ -148,25 +183,26 @@ def build_feature_cache(
     return path
 
 
-def _flush(
-    pending: list[tuple[int, dict]],
+def _encode_episodes(
+    group: list[tuple[int, dict]],
     source: EpisodeStore,
-    cache: EpisodeStore,
     encoder: FrozenS2Encoder,
     cameras: list[str],
     batch_size: int,
-) -> None:
-    """Encode the frames of several episodes in shared batches, then commit them one episode at a time."""
-    lengths = [len(ep["action"]) for _, ep in pending]
+) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    """Encode the frames of several episodes in shared batches: ``(cache episode, info)`` per episode."""
+    lengths = [len(ep["action"]) for _, ep in group]
     splits = np.cumsum(lengths)[:-1]
     feats = {}
     for cam in cameras:
-        frames = np.concatenate([ep[rgb_key(cam)] for _, ep in pending])  # (sum T, S, S, 3)
+        frames = np.concatenate([ep[rgb_key(cam)] for _, ep in group])  # (sum T, S, S, 3)
         feats[cam] = np.split(_encode(encoder, frames, batch_size), splits)
-    for j, (i, ep) in enumerate(pending):
+    episodes = []
+    for j, (i, ep) in enumerate(group):
         data = {k: np.asarray(v) for k, v in ep.items() if not is_rgb(k)}
         data |= {feat_key(cam): feats[cam][j] for cam in cameras}
-        cache.add_episode(data, info=source.episode_info(i))
+        episodes.append((data, source.episode_info(i)))
+    return episodes
 
 
 def _cache_attrs(demo_path: str | Path, source: EpisodeStore, encoder: FrozenS2Encoder) -> dict[str, Any]:

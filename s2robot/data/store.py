@@ -27,7 +27,7 @@ import json
 import platform
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -36,7 +36,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from s2robot.data.episode import check_json, episode_digest, validate_episode
+from s2robot.data.episode import check_json, episode_digest, episode_entry
 from s2robot.data.keys import episode_starts, is_rgb
 
 SCHEMA_VERSION = 1
@@ -296,29 +296,34 @@ class EpisodeStore:
         user = {**self._root.attrs.get("user", {}), **check_json(dict(attrs), "attrs")}
         self._root.update_attributes({"user": user})
 
-    def _validate(self, data: Mapping[str, np.ndarray]) -> int:
-        """Check one episode against the store's keys/dtypes/shapes; return its length T."""
-        return validate_episode(data, {k: self.spec(k) for k in self.keys})
-
     def add_episode(self, data: Mapping[str, np.ndarray], info: Mapping[str, Any] | None = None) -> None:
         """Append one episode {key: (T, ...)} with an optional JSON-able info dict (seed, success, ...).
 
         All arrays must share T >= 1; after the first episode, keys, dtypes and per-step shapes must match
         the store's. A rejected episode changes nothing.
         """
+        self.add_episodes([(data, info)])
+
+    def add_episodes(self, episodes: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, Any] | None]]) -> None:
+        """Append several ``(data, info)`` episodes with one write per key and one commit: after a crash all of
+        them are visible or none (the feature cache writes this way). All are validated before any write."""
         self._check_writable()
-        T = self._validate(data)
-        info = check_json(dict(info or {}), "episode info")
-        if info.get("length", T) != T:
-            raise ValueError(f"info['length'] = {info['length']} but the arrays have T = {T} steps")
-        info.pop("length", None)
-        digest = episode_digest(data)
-        if not self.keys:
+        episodes = list(episodes)
+        if episodes and not self.keys:  # the first episode defines the keys, dtypes and shapes
+            data, info = episodes.pop(0)
+            entry = episode_entry(data, info, {})
             self._create_arrays(data)
+            for k in sorted(data):
+                self._write_key(k, 0, data[k])
+            self._commit([entry])
+        if not episodes:
+            return
+        specs = {k: self.spec(k) for k in self.keys}
+        entries = [episode_entry(data, info, specs) for data, info in episodes]
         n = self.n_steps
-        for k in sorted(data):
-            self._write_key(k, n, data[k])
-        self._commit(n + T, {"length": T, "digest": digest, "info": info})
+        for k in sorted(episodes[0][0]):
+            self._write_key(k, n, np.concatenate([data[k] for data, _ in episodes]))
+        self._commit(entries)
 
     def _create_arrays(self, data: Mapping[str, np.ndarray]) -> None:
         group = self._root["data"]
@@ -337,14 +342,16 @@ class EpisodeStore:
         arr.resize((start + len(value), *arr.shape[1:]))
         arr[start:] = value
 
-    def _commit(self, end: int, episode: dict[str, Any]) -> None:
-        """Make the episode visible: info entry first, then episode_ends (the commit point)."""
-        self._root.update_attributes({"episodes": [*self._episodes, episode]})
+    def _commit(self, entries: list[dict[str, Any]]) -> None:
+        """Make episodes visible: info entries first, then episode_ends (the commit point)."""
+        self._root.update_attributes({"episodes": [*self._episodes, *entries]})
+        new_ends = self.n_steps + np.cumsum([e["length"] for e in entries], dtype=np.int64)
         ends = self._root["meta/episode_ends"]
-        ends.resize((len(self._ends) + 1,))
-        ends[-1] = end
-        self._ends = np.append(self._ends, np.int64(end))
-        self._episodes.append(episode)
-        if len(self._ends) == 1:
+        ends.resize((len(self._ends) + len(entries),))
+        ends[len(self._ends):] = new_ends
+        first = len(self._ends) == 0
+        self._ends = np.concatenate([self._ends, new_ends])
+        self._episodes.extend(entries)
+        if first:
             self._read_specs()
         self._fingerprint = None

@@ -27,6 +27,18 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "vitti_mae": {"variant": "vitti-mae-cubepick", "img_sizes": [224]},
     # the same with S² at 224²+448², 384-D CLS features
     "vitti_s2_mae": {"variant": "vitti-mae-cubepick", "img_sizes": [224, 448]},
+    # ViT-S/16 (MVP's ViT-S shape) MAE-pretrained in-domain with the ViT-Ti's recipe, frames and images seen
+    # (shipped: weights/vits-mae-cubepick.pth, made on a GPU), plain 224², 384-D CLS
+    "vits_mae": {"variant": "vits-mae-cubepick", "img_sizes": [224]},
+    # the same with S² at 224²+448², 768-D CLS
+    "vits_s2_mae": {"variant": "vits-mae-cubepick", "img_sizes": [224, 448]},
+    # ViT-B/16 MAE-pretrained in-domain on a GPU (vitb-mae-cubepick.pth, 172 MB in fp16: not shipped; make it with
+    # the README's command and put it in $S2ROBOT_WEIGHTS_DIR), plain 224²
+    "vitb_mae": {"variant": "vitb-mae-cubepick", "img_sizes": [224]},
+    # the same with S² at 224²+448² (the paper's winning setting), 1536-D CLS
+    "vitb_s2_mae": {"variant": "vitb-mae-cubepick", "img_sizes": [224, 448]},
+    # ViT-L/16 at 256² MAE-pretrained in-domain on a GPU (vitl-256-mae-cubepick.pth, 607 MB: not shipped)
+    "vitl_mae": {"variant": "vitl-256-mae-cubepick", "img_sizes": [256]},
     # a 2-layer 32-px ViT, plain 32² (no S²), random weights: for tests and smoke runs only
     "micro_random": {"variant": "vit-micro", "weights": "random", "img_sizes": [32]},
     # a 2-layer 32-px ViT with S² at 32²+64², random weights: for tests and smoke runs only

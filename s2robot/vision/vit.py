@@ -68,6 +68,10 @@ VARIANTS: dict[str, ViTConfig] = {
     "vitti": ViTConfig(embed_dim=192, depth=12, num_heads=3),
     # ViT-Ti/16 MAE-pretrained on rendered cube-pick frames (scripts/pretrain_mae.py); ships in weights/.
     "vitti-mae-cubepick": ViTConfig(embed_dim=192, depth=12, num_heads=3),
+    # The same recipe at MVP's sizes (ViT-S ships in weights/; ViT-B and ViT-L are trained on a GPU).
+    "vits-mae-cubepick": _VIT_S,
+    "vitb-mae-cubepick": _VIT_B,
+    "vitl-256-mae-cubepick": _VIT_L_256,
     "vit-micro": ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2),
 }
 MVP_VARIANTS: tuple[str, ...] = (

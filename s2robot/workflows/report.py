@@ -4,6 +4,7 @@ workspace and episode videos."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,17 @@ def plot_success_map(results: Sequence[EpisodeResult], path: Path, title: str = 
 
 def write_episode_videos(frames: dict[int, list[np.ndarray]], results: Sequence[EpisodeResult], out: Path,
                  fps: int = 10) -> list[Path]:
-    """mp4 per filmed episode, named by position, repeat and outcome."""
+    """mp4 per filmed episode, named by position, repeat and outcome; none (with a warning) without ffmpeg."""
+    import importlib.util
+
     import imageio.v3 as iio
 
+    if frames and importlib.util.find_spec("imageio_ffmpeg") is None:
+        # Without it imageio picks another plugin by the extension and fails with an unrelated TypeError (seen
+        # on a GPU machine), after results.json is written but before the table is printed.
+        warnings.warn("videos skipped: imageio-ffmpeg is not installed (pip install 'imageio[ffmpeg]'); "
+                      "results.json, table.md and success_map.png are written", stacklevel=2)
+        return []
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, clip in sorted(frames.items()):

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -280,7 +281,7 @@ class Trainer:
                 print(f"{cfg.run_dir} already trained for {self.step} ≥ steps={cfg.steps}; raise steps= to continue")
             return self.last
         model: torch.nn.Module = self.policy
-        if self.dist.world > 1:
+        if dist.is_initialized():  # under torchrun, also with one process (a smoke test of NCCL)
             model = torch.nn.parallel.DistributedDataParallel(
                 self.policy, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.logger = RunLogger(cfg.run_dir / "metrics.jsonl", cfg.wandb, cfg.name, asdict(cfg), self.run_id,

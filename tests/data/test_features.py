@@ -11,7 +11,13 @@ import pytest
 import torch
 from helpers import make_demos
 
-from s2robot.data.features import build_feature_cache, default_cache_path, open_feature_cache
+from s2robot.data.features import (
+    build_feature_cache,
+    default_cache_path,
+    episode_groups,
+    open_feature_cache,
+    read_group,
+)
 from s2robot.data.store import EpisodeStore
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 
@@ -114,3 +120,31 @@ def test_script_builds_cache_and_rejects_typos(tmp_path: Path) -> None:
     assert "RANDOM weights" in done.stdout and len(list((tmp_path / "features").iterdir())) == 1
     bad = subprocess.run([*cmd, "encoder.redout=mean"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "redout" in bad.stderr
+
+
+def test_episode_groups_cover_every_episode_once() -> None:
+    """Groups are consecutive, hold at least min_steps steps (but the last), and start where asked."""
+    ends = np.cumsum([3, 5, 2, 7, 1, 4])
+    assert episode_groups(ends, 0, 6) == [range(0, 2), range(2, 4), range(4, 6)]
+    assert episode_groups(ends, 2, 100) == [range(2, 6)]
+    assert episode_groups(ends, 0, 1) == [range(i, i + 1) for i in range(6)]
+    assert episode_groups(ends, 6, 4) == []
+
+
+def test_group_reads_equal_episode_reads(tmp_path: Path) -> None:
+    """One slice per group splits back into exactly the per-episode arrays, and any grouping caches the same."""
+    demos = make_demos(tmp_path / "d.zarr")
+    store = EpisodeStore.open(demos)
+    for group in episode_groups(store.episode_ends, 1, 5):
+        for i, ep in read_group(store, group):
+            expect = store.get_episode(i)
+            assert set(ep) == set(expect) and all(np.array_equal(ep[k], expect[k]) for k in ep)
+    enc = FrozenS2Encoder(EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], dtype="float32"))
+    small = EpisodeStore.open(build_feature_cache(demos, enc, out=tmp_path / "a.zarr", batch_size=2, progress=False))
+    large = EpisodeStore.open(build_feature_cache(demos, enc, out=tmp_path / "b.zarr", batch_size=999,
+                                                  progress=False))
+    assert np.array_equal(small.episode_ends, large.episode_ends)
+    for i in range(store.n_episodes):
+        a, b = small.get_episode(i), large.get_episode(i)
+        assert np.array_equal(a["action"], b["action"])
+        assert np.allclose(a["feat_front"], b["feat_front"], atol=2e-3)

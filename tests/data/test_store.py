@@ -236,10 +236,10 @@ if where == "mid_data":  # after the first data key of the episode is resized an
     EpisodeStore._write_key = patched
 elif where == "before_commit":  # all data written, no info, no episode_ends
     commit = EpisodeStore._commit
-    def patched(self, end, episode):
+    def patched(self, entries):
         if self.n_episodes == kill_ep:
             die()
-        commit(self, end, episode)
+        commit(self, entries)
     EpisodeStore._commit = patched
 elif where == "after_info":  # info entry written, episode_ends not
     update = zarr.Group.update_attributes
@@ -332,3 +332,26 @@ def test_cli_info_and_video(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no camera 'wrist'" in err and "available: ['front']" in err
     assert main(["info", str(tmp_path / "missing.zarr")]) == 2
+
+
+def test_add_episodes_equals_one_by_one(tmp_path):
+    """A bulk append stores exactly what appending the same episodes one at a time stores."""
+    episodes = [(make_episode(i, n), {"seed": i}) for i, n in enumerate(LENGTHS)]
+    bulk = EpisodeStore.create(tmp_path / "bulk.zarr")
+    bulk.add_episodes(episodes[:2])
+    bulk.add_episodes(episodes[2:])
+    single = EpisodeStore.create(tmp_path / "single.zarr")
+    for data, info in episodes:
+        single.add_episode(data, info)
+    reopened = EpisodeStore.open(tmp_path / "bulk.zarr")
+    assert reopened.fingerprint == single.fingerprint
+    np.testing.assert_array_equal(reopened.episode_ends, single.episode_ends)
+    for i in range(len(LENGTHS)):
+        assert reopened.episode_info(i) == single.episode_info(i)
+        for k, v in single.get_episode(i).items():
+            np.testing.assert_array_equal(reopened.get_episode(i)[k], v)
+    bad = make_episode(9, 3)
+    bad["action"] = bad["action"].astype(np.float64)
+    with pytest.raises(ValueError, match="action"):
+        bulk.add_episodes([(make_episode(8, 2), None), (bad, None)])
+    assert bulk.n_episodes == len(LENGTHS)  # a rejected batch writes nothing

@@ -190,3 +190,22 @@ def test_float16_file_loads_into_a_float32_model(tmp_path: Path) -> None:
     assert all(p.dtype == torch.float32 for p in dst.parameters())
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v.half().float()), k
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in W.REPO_WEIGHTS_DIR.glob("*.pth")))
+def test_shipped_weights_match_provenance_and_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every weights/NAME.pth is what its NAME.json says (sha256, bytes), resolves by name, stays under 50 MB
+    and loads into its registry architecture with no unexpected keys and no position-table resampling."""
+    import json
+
+    monkeypatch.setenv("S2ROBOT_WEIGHTS_DIR", "/nonexistent")
+    meta = json.loads((W.REPO_WEIGHTS_DIR / f"{name}.json").read_text())
+    resolved = W.resolve_weights(name)
+    assert resolved.path == W.REPO_WEIGHTS_DIR / f"{name}.pth"
+    assert resolved.digest == meta["sha256"] == W.file_sha256(resolved.path)
+    assert resolved.path.stat().st_size == meta["bytes"] <= 50e6
+    model = build_vit(name)
+    report = W.load_resolved(model, resolved)
+    assert report is not None and not report.unexpected and not report.resized_pos_embed
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert meta["images_seen"] == meta["steps"] * meta["batch_size"]

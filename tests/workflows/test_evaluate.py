@@ -99,3 +99,20 @@ def test_evaluation_does_not_import_the_trainer() -> None:
             "assert 's2robot.workflows.train' not in sys.modules, 'evaluation imported the trainer'")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_videos_skipped_with_a_warning_without_ffmpeg(tmp_path, monkeypatch) -> None:
+    """A machine without imageio-ffmpeg (seen on the GPU machine) loses no results: videos are skipped."""
+    import importlib.util
+
+    from s2robot.sim.rollout import EpisodeResult
+    from s2robot.workflows.report import write_episode_videos
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "imageio_ffmpeg" else real(name, *a))
+    frames = {0: [np.zeros((8, 8, 3), np.uint8)] * 2}
+    result = EpisodeResult.__new__(EpisodeResult)
+    with pytest.warns(UserWarning, match="imageio-ffmpeg"):
+        assert write_episode_videos(frames, [result], tmp_path / "videos") == []
+    assert not (tmp_path / "videos").exists()
