@@ -1,0 +1,143 @@
+"""Paired comparison of two evaluations run on the same episodes (same positions, repeats and seeds).
+
+Sixteen episodes carry about ±12 points of standard error, so two success rates side by side rarely say which
+policy is better. Evaluated on the *same* episodes, two policies can be compared episode by episode: the
+agreement table (both succeed, only A, only B, neither), the success difference A − B with a 95% paired-bootstrap
+interval, and the exact McNemar test on the discordant episodes. A difference is called only when its interval
+excludes zero (``scripts/compare_evals.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s2robot.workflows.report import wilson_interval
+
+EpisodeKey = tuple[int, int, int]  # (position, repeat, seed)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A − B over ``n`` paired episodes. difference, ci95: in success-rate units (0.1 = 10 points)."""
+
+    label_a: str
+    label_b: str
+    n: int
+    successes_a: int
+    successes_b: int
+    both: int
+    only_a: int
+    only_b: int
+    neither: int
+    difference: float
+    ci95: tuple[float, float]
+    mcnemar_p: float
+    verdict: str
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: the discordant episodes as a fair coin (binomial, p = 1/2)."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of mean(a − b) over episodes resampled in pairs (``a``, ``b``: 0/1 per episode)."""
+    d = np.asarray(a, float) - np.asarray(b, float)  # (n,)
+    idx = np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))
+    means = d[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def episode_outcomes(results: Mapping[str, Any]) -> dict[EpisodeKey, bool]:
+    """{(position, repeat, seed): success} of a ``results.json``; a repeated key is an error."""
+    out: dict[EpisodeKey, bool] = {}
+    for e in results["episodes_detail"]:
+        key = (int(e["position"]), int(e["repeat"]), int(e["seed"]))
+        if key in out:
+            raise ValueError(f"episode {key} (position, repeat, seed) appears twice in one evaluation")
+        out[key] = bool(e["success"])
+    return out
+
+
+def pair_outcomes(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Success of A and of B on the same episodes, in one order; refuses evaluations of other episodes."""
+    ea, eb = episode_outcomes(a), episode_outcomes(b)
+    if ea.keys() != eb.keys():
+        only_a, only_b = sorted(ea.keys() - eb.keys()), sorted(eb.keys() - ea.keys())
+        raise ValueError(
+            f"the evaluations ran different episodes, so they cannot be paired: {len(only_a)} only in A (e.g. "
+            f"{only_a[:3]}), {len(only_b)} only in B (e.g. {only_b[:3]}) as (position, repeat, seed). Evaluate "
+            "both with the same positions, repeats and seed (eval.py repeats=... seed=...)")
+    keys = sorted(ea)
+    return np.array([ea[k] for k in keys]), np.array([eb[k] for k in keys])
+
+
+def compare_evaluations(a: Mapping[str, Any], b: Mapping[str, Any], label_a: str = "A", label_b: str = "B",
+                        seed: int = 0) -> PairedComparison:
+    """The paired comparison of two ``results.json`` dicts (see the module docstring)."""
+    sa, sb = pair_outcomes(a, b)
+    ci = paired_bootstrap_ci(sa, sb, seed=seed)
+    only_a, only_b = int((sa & ~sb).sum()), int((~sa & sb).sum())
+    if ci[0] > 0:
+        verdict = f"{label_a} better (95% interval of the difference excludes 0)"
+    elif ci[1] < 0:
+        verdict = f"{label_b} better (95% interval of the difference excludes 0)"
+    else:
+        verdict = "cannot distinguish at this sample size (95% interval of the difference includes 0)"
+    return PairedComparison(label_a, label_b, len(sa), int(sa.sum()), int(sb.sum()), int((sa & sb).sum()), only_a,
+                            only_b, int((~sa & ~sb).sum()), float(sa.mean() - sb.mean()), ci,
+                            mcnemar_exact(only_a, only_b), verdict)
+
+
+def format_comparison(c: PairedComparison) -> str:
+    """Markdown: both rates with Wilson intervals, the agreement table, the difference, its interval, p."""
+    def rate(k: int) -> str:
+        lo, hi = wilson_interval(k, c.n)
+        return f"{k}/{c.n} = {100 * k / c.n:.1f}% (Wilson 95% CI {100 * lo:.1f}–{100 * hi:.1f}%)"
+
+    return "\n".join([
+        f"| | {c.label_b} succeeds | {c.label_b} fails |", "|---|---|---|",
+        f"| **{c.label_a} succeeds** | {c.both} | {c.only_a} |",
+        f"| **{c.label_a} fails** | {c.only_b} | {c.neither} |", "",
+        f"- {c.label_a}: {rate(c.successes_a)}", f"- {c.label_b}: {rate(c.successes_b)}",
+        f"- difference {c.label_a} − {c.label_b}: {100 * c.difference:+.1f} points, paired-bootstrap 95% CI "
+        f"{100 * c.ci95[0]:+.1f} to {100 * c.ci95[1]:+.1f}; exact McNemar p = {c.mcnemar_p:.4g} "
+        f"({c.only_a} vs {c.only_b} discordant episodes)",
+        f"- verdict: **{c.verdict}**",
+    ])
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json``, given as the file or the evaluation folder holding it."""
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no results.json at {path}; run scripts/eval.py first")
+    return json.loads(file.read_text())
+
+
+def compare_eval_files(paths: Sequence[str | Path], labels: Sequence[str] | None, out: str | Path) -> PairedComparison:
+    """Compare two evaluations on disk; print and write ``<out>/paired.{md,json}``."""
+    a, b = (load_results(p) for p in paths)
+    la, lb = labels or [a.get("label", str(paths[0])), b.get("label", str(paths[1]))]
+    c = compare_evaluations(a, b, la, lb)
+    text = format_comparison(c)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "paired.md").write_text(text + "\n")
+    (out / "paired.json").write_text(json.dumps({**asdict(c), "files": [str(p) for p in paths]}, indent=2))
+    print(text + f"\n\nwritten: {out / 'paired.md'}, {out / 'paired.json'}")
+    return c
