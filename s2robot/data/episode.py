@@ -1,10 +1,12 @@
-"""One episode's arrays on their way into an ``EpisodeStore``: validation, content digest, JSON-safe info."""
+"""One episode's arrays on their way into an ``EpisodeStore``: validation, content digest, JSON-safe info; and
+which existing store `overwrite` may replace."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,3 +75,22 @@ def episode_entry(data: Mapping[str, np.ndarray], info: Mapping[str, Any] | None
         raise ValueError(f"info['length'] = {info['length']} but the arrays have T = {T} steps")
     info.pop("length", None)
     return {"length": T, "digest": episode_digest(data), "info": info}
+
+
+def not_replaceable(path: Path, kind: str | None, store_format: str) -> str | None:
+    """Why ``overwrite`` may not delete ``path`` to make a store of ``kind`` (None: it may). Only a store of
+    ``store_format`` and of the same kind (its ``kind`` attr: none for demo stores, e.g. ``s2robot.FeatureCache``
+    for caches) is replaced: never a folder of notes, nor a demo store by a feature cache."""
+    def name(k: str | None) -> str:
+        return k or "demo store"
+
+    try:
+        attrs = json.loads((path / "zarr.json").read_text())["attributes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "it is not an s2robot EpisodeStore (no readable zarr.json with a store's attrs)"
+    if attrs.get("format") != store_format:
+        return f"it is not an s2robot EpisodeStore (format {attrs.get('format')!r})"
+    found = (attrs.get("user") or {}).get("kind")
+    if found != kind:
+        return f"it is a {name(found)}, not a {name(kind)}"
+    return None

@@ -36,7 +36,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from s2robot.data.episode import check_json, episode_digest, episode_entry
+from s2robot.data.episode import check_json, episode_digest, episode_entry, not_replaceable
 from s2robot.data.keys import episode_starts, is_rgb
 
 SCHEMA_VERSION = 1
@@ -80,7 +80,11 @@ class EpisodeStore:
             if not overwrite:
                 raise FileExistsError(f"{path} already exists; open it with EpisodeStore.open({str(path)!r}, "
                                       "mode='a') to append, pick another path, or pass overwrite=True")
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            reason = not_replaceable(path, user.get("kind"), FORMAT)
+            if reason:
+                raise FileExistsError(f"refusing to replace {path}: {reason}. Nothing was deleted; choose another "
+                                      "path, or remove it yourself if you are sure")
+            shutil.rmtree(path)
         root = zarr.open_group(path, mode="w")
         root.create_group("data")
         root.require_group("meta").create_array("episode_ends", shape=(0,), chunks=(_ENDS_CHUNK,),

@@ -148,3 +148,21 @@ def test_group_reads_equal_episode_reads(tmp_path: Path) -> None:
         a, b = small.get_episode(i), large.get_episode(i)
         assert np.array_equal(a["action"], b["action"])
         assert np.allclose(a["feat_front"], b["feat_front"], atol=2e-3)
+
+
+def test_cache_never_deletes_what_is_not_a_cache(tmp_path: Path) -> None:
+    """out= pointing at the demo store itself or at a folder of notes is refused with nothing deleted (finding 2
+    of the hostile-testing issue: both were removed with "unreadable ... rebuilding it")."""
+    demos = make_demos(tmp_path / "d.zarr")
+    before = EpisodeStore.open(demos).fingerprint
+    enc = Counting()
+    with pytest.raises(FileExistsError, match="it is a demo store, not a s2robot.FeatureCache"), \
+            pytest.warns(UserWarning, match="stale"):
+        build_feature_cache(demos, enc, out=demos, progress=False)
+    assert EpisodeStore.open(demos).fingerprint == before
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not an s2robot EpisodeStore"), pytest.warns(UserWarning):
+        build_feature_cache(demos, enc, out=notes, progress=False)
+    assert (notes / "a.txt").read_text() == "keep"

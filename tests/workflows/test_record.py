@@ -100,3 +100,21 @@ def test_sigkill_mid_recording_then_resume_completes(tmp_path: Path) -> None:
     store = EpisodeStore.open(out)
     assert store.n_episodes == 4 and np.array_equal(store.get_episode(0)["action"], first["action"])
     assert [store.episode_info(i)["seed"] for i in range(4)] == [0, 1, 2, 3]
+
+
+def test_overwrite_replaces_only_a_demo_store(tmp_path: Path) -> None:
+    """overwrite=true replaces a demo store, never a folder of notes or a feature cache (finding 2 of the
+    hostile-testing issue: it deleted any directory)."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not an s2robot EpisodeStore.*Nothing was deleted"):
+        record_demos(cfg(tmp_path, out=str(notes), overwrite=True), progress=False)
+    assert (notes / "todo.txt").read_text() == "keep me"
+    cache = EpisodeStore.create(tmp_path / "cache.zarr", attrs={"kind": "s2robot.FeatureCache"})
+    with pytest.raises(FileExistsError, match="it is a s2robot.FeatureCache, not a demo store"):
+        record_demos(cfg(tmp_path, out=str(cache.path), overwrite=True), progress=False)
+    assert EpisodeStore.open(cache.path).attrs["kind"] == "s2robot.FeatureCache"
+    record_demos(cfg(tmp_path, n_episodes=1), progress=False)
+    again = record_demos(cfg(tmp_path, n_episodes=1, overwrite=True), progress=False)
+    assert EpisodeStore.open(again).n_episodes == 1
