@@ -9,6 +9,7 @@ the same for any number of workers.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,18 @@ class RecordConfig:
     overwrite: bool = False
     noise_std: float = 0.0
     max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_episodes < 1:
+            raise ValueError(f"n_episodes must be ≥ 1 (episodes to keep), got {self.n_episodes}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be ≥ 1 (1 = record in this process), got {self.workers}")
+        if self.noise_std < 0 or not math.isfinite(self.noise_std):
+            raise ValueError(f"noise_std must be a finite value ≥ 0 [rad], got {self.noise_std}")
+        if self.max_attempts is not None and self.max_attempts < self.n_episodes:
+            raise ValueError(f"max_attempts ({self.max_attempts}) must be ≥ n_episodes ({self.n_episodes}) or null")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=true and overwrite=true contradict each other: pick one")
 
 
 def _open_store(cfg: RecordConfig) -> tuple[EpisodeStore, int]:

@@ -118,3 +118,14 @@ def test_overwrite_replaces_only_a_demo_store(tmp_path: Path) -> None:
     record_demos(cfg(tmp_path, n_episodes=1), progress=False)
     again = record_demos(cfg(tmp_path, n_episodes=1, overwrite=True), progress=False)
     assert EpisodeStore.open(again).n_episodes == 1
+
+
+@pytest.mark.parametrize("bad,match", [({"n_episodes": 0}, "n_episodes"), ({"n_episodes": -3}, "n_episodes"),
+                                       ({"workers": -2}, "workers"), ({"noise_std": -0.1}, "noise_std"),
+                                       ({"noise_std": float("nan")}, "noise_std"),
+                                       ({"max_attempts": 1, "n_episodes": 2}, "max_attempts"),
+                                       ({"resume": True, "overwrite": True}, "contradict")])
+def test_config_refuses_bad_values(tmp_path: Path, bad: dict, match: str) -> None:
+    """Values that used to be accepted silently (hostile-testing finding 7) are refused, naming the value."""
+    with pytest.raises(ValueError, match=match):
+        cfg(tmp_path, **bad)
