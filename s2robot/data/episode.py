@@ -94,3 +94,16 @@ def not_replaceable(path: Path, kind: str | None, store_format: str) -> str | No
     if found != kind:
         return f"it is a {name(found)}, not a {name(kind)}"
     return None
+
+
+def find_non_finite(values: np.ndarray, episode_ends: np.ndarray) -> tuple[int, int, int] | None:
+    """(bad steps, episode, step within it) of the first NaN/inf in a ``(T, ...)`` per-step array of a store whose
+    episodes end at ``episode_ends``; None when every value is finite (or the array is not floating point)."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return None
+    bad = ~np.isfinite(np.asarray(values).reshape(len(values), -1)).all(axis=1)  # (T,)
+    if not bad.any():
+        return None
+    t = int(np.argmax(bad))
+    ep = int(np.searchsorted(episode_ends, t, side="right"))
+    return int(bad.sum()), ep, t - (int(episode_ends[ep - 1]) if ep else 0)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from s2robot.data.dataset import WindowDataset, split_episodes
+from s2robot.data.episode import find_non_finite
 from s2robot.data.features import open_feature_cache
 from s2robot.data.keys import episode_starts, feat_keys
 from s2robot.data.normalize import Normalizer
@@ -46,6 +47,17 @@ def _shape(data: Mapping[str, np.ndarray], feature_keys: tuple[str, ...], cache_
     return shape
 
 
+def check_finite(data: Mapping[str, np.ndarray], episode_ends: np.ndarray, source: Path) -> None:
+    """Refuse non-finite values (NaN/inf), naming the key, episode and step: a NaN in a validation episode
+    used to train to the end with ``val/loss`` NaN and ``best`` stuck at an early step."""
+    for k, v in data.items():
+        if (found := find_non_finite(v, episode_ends)) is not None:
+            n_bad, ep, step = found
+            raise ValueError(f"{source}: {k} holds a non-finite value (NaN/inf) at episode {ep}, step {step} "
+                             f"({n_bad} bad steps in all); rebuild the feature cache from a clean demo store "
+                             "(python -m s2robot.workflows.store info DEMOS lists non-finite values)")
+
+
 def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_act: int,
                        normalize_features: bool, val_fraction: float, seed: int, batch_size: int) -> TrainData:
     """Windows (To=t_obs, Ta=t_act) of the cache's train/val episodes and the normalizer of the train split."""
@@ -53,6 +65,7 @@ def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_
     if cache.n_episodes == 0:
         raise ValueError(f"feature cache {cache_path} holds no episodes: record demos first")
     data = {k: cache.get_steps(k, 0, cache.n_steps) for k in cache.keys}
+    check_finite(data, cache.episode_ends, Path(cache_path))
     feature_keys = feat_keys(data)
     train_ids, val_ids = split_episodes(cache.n_episodes, val_fraction, seed)
     train = WindowDataset(data, cache.episode_ends, train_ids, t_obs, t_act)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from s2robot.data.keys import rgb_cameras, rgb_key
+from s2robot.data.episode import find_non_finite
+from s2robot.data.keys import is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
 
 
@@ -37,6 +38,10 @@ def info_text(store: EpisodeStore) -> str:
         arr = store.array(k)
         lines.append(f"{k:<16} {arr.dtype!s:<8} {(store.n_steps, *arr.shape[1:])!s:<20} {arr.chunks!s:<20} "
                      f"{_format_bytes(arr.nbytes_stored()):>10}")
+    for k in store.keys:
+        if not is_rgb(k) and (found := find_non_finite(store.get_steps(k, 0, store.n_steps), store.episode_ends)):
+            lines.append(f"NON-FINITE   {k}: {found[0]} steps with NaN/inf, first at episode {found[1]}, step "
+                         f"{found[2]}")
     for k, v in store.attrs.items():
         text = json.dumps(v)
         lines.append(f"attr {k:<11} {text if len(text) <= 80 else text[:77] + '...'}")

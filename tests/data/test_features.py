@@ -156,7 +156,7 @@ def test_cache_never_deletes_what_is_not_a_cache(tmp_path: Path) -> None:
     demos = make_demos(tmp_path / "d.zarr")
     before = EpisodeStore.open(demos).fingerprint
     enc = Counting()
-    with pytest.raises(FileExistsError, match="it is a demo store, not a s2robot.FeatureCache"), \
+    with pytest.raises(FileExistsError, match=r"it is a demo store, not a s2robot\.FeatureCache"), \
             pytest.warns(UserWarning, match="stale"):
         build_feature_cache(demos, enc, out=demos, progress=False)
     assert EpisodeStore.open(demos).fingerprint == before

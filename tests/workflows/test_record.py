@@ -108,11 +108,11 @@ def test_overwrite_replaces_only_a_demo_store(tmp_path: Path) -> None:
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not an s2robot EpisodeStore.*Nothing was deleted"):
+    with pytest.raises(FileExistsError, match=r"not an s2robot EpisodeStore.*Nothing was deleted"):
         record_demos(cfg(tmp_path, out=str(notes), overwrite=True), progress=False)
     assert (notes / "todo.txt").read_text() == "keep me"
     cache = EpisodeStore.create(tmp_path / "cache.zarr", attrs={"kind": "s2robot.FeatureCache"})
-    with pytest.raises(FileExistsError, match="it is a s2robot.FeatureCache, not a demo store"):
+    with pytest.raises(FileExistsError, match=r"it is a s2robot\.FeatureCache, not a demo store"):
         record_demos(cfg(tmp_path, out=str(cache.path), overwrite=True), progress=False)
     assert EpisodeStore.open(cache.path).attrs["kind"] == "s2robot.FeatureCache"
     record_demos(cfg(tmp_path, n_episodes=1), progress=False)

@@ -1,0 +1,47 @@
+"""Training data loading: non-finite values are refused at the boundary, naming key, episode and step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from helpers import make_demos
+
+from s2robot.data.features import build_feature_cache
+from s2robot.data.training_set import check_finite, load_training_data
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
+
+
+def test_check_finite_names_episode_and_step() -> None:
+    ends = np.array([5, 12, 16])
+    data = {"action": np.zeros((16, 8), np.float32), "grasped": np.zeros(16, bool)}
+    check_finite(data, ends, Path("c.zarr"))
+    data["action"][14, 3] = np.inf
+    with pytest.raises(ValueError, match=r"action holds a non-finite value .* episode 2, step 2"):
+        check_finite(data, ends, Path("c.zarr"))
+
+
+def test_nan_written_into_a_cache_is_refused_before_training(tmp_path: Path) -> None:
+    """A NaN edited into a cached validation episode (hostile-testing finding 7) stops training at load time."""
+    demos = make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4, 6))
+    enc = FrozenS2Encoder(EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32], dtype="float32"))
+    cache = build_feature_cache(demos, enc, progress=False)
+    load_training_data(cache, enc.fingerprint, 4, 4, True, 0.25, 0, 4)  # clean: loads
+    feats = zarr.open_array(cache / "data" / "feat_front", mode="r+")
+    feats[5 + 7 + 2, 0] = np.nan  # episode 2, step 2
+    with pytest.raises(ValueError, match=r"feat_front holds a non-finite value .* episode 2, step 2"):
+        load_training_data(cache, enc.fingerprint, 4, 4, True, 0.25, 0, 4)
+
+
+def test_store_info_lists_non_finite_values(tmp_path: Path) -> None:
+    """`python -m s2robot.workflows.store info` shows where a NaN edited into a store is (finding 7)."""
+    from s2robot.data.store import EpisodeStore
+    from s2robot.workflows.store import info_text
+
+    demos = make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4))
+    assert "NON-FINITE" not in info_text(EpisodeStore.open(demos))
+    zarr.open_array(demos / "data" / "action", mode="r+")[6, 1] = np.nan  # episode 1, step 1
+    text = info_text(EpisodeStore.open(demos))
+    assert "NON-FINITE   action: 1 steps with NaN/inf, first at episode 1, step 1" in text
