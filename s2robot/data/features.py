@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from s2robot.common.lock import writer_lock
 from s2robot.data.keys import feat_key, is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
 from s2robot.vision.encoder import FrozenS2Encoder
@@ -153,6 +154,13 @@ def build_feature_cache(
         raise ValueError(f"{demo_path} holds no episodes; record demos first (scripts/record_demos.py)")
     key = (encoder.fingerprint, source.fingerprint)
     path = Path(out) if out is not None else default_cache_path(demo_path, key[0])
+    with writer_lock(path, "feature cache"):  # one builder of a cache at a time
+        return _build(source, demo_path, encoder, path, key, batch_size, progress)
+
+
+def _build(source: EpisodeStore, demo_path: str | Path, encoder: FrozenS2Encoder, path: Path,
+           key: tuple[str, str], batch_size: int, progress: bool) -> Path:
+    cameras = cameras_of(source)
     cache = _open_existing(path, key) if path.exists() else None
     if cache is not None and cache.n_episodes == source.n_episodes:
         return path  # same key, complete: nothing to do

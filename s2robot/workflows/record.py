@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from s2robot.common.lock import writer_lock
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import EnvConfig
 from s2robot.sim.episode import PolicyFactory, RecordJob, expert_policy
@@ -87,7 +88,13 @@ def _open_store(cfg: RecordConfig) -> tuple[EpisodeStore, int]:
 
 
 def record_demos(cfg: RecordConfig, factory: PolicyFactory | None = None, progress: bool = True) -> Path:
-    """Record until the store at ``cfg.out`` holds ``cfg.n_episodes`` episodes; returns its path."""
+    """Record until the store at ``cfg.out`` holds ``cfg.n_episodes`` episodes; returns its path. The store is
+    locked for this writer meanwhile (a second recorder of the same store is refused, naming this one)."""
+    with writer_lock(cfg.out, "demo store"):
+        return _record(cfg, factory, progress)
+
+
+def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) -> Path:
     factory = factory or expert_policy(cfg.noise_std)
     store, next_seed = _open_store(cfg)
     attempts = list(store.attrs.get("attempts", []))

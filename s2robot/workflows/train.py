@@ -17,6 +17,8 @@ rank 0 logs, validates and saves.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import shutil
 import time
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 from s2robot.common.device import DTYPE_CHOICES, autocast_dtype
 from s2robot.common.distributed import barrier, gather_rng_state, init_distributed, rng_state, set_rng_state
+from s2robot.common.lock import writer_lock
 from s2robot.common.optim import EMA, lr_factor, param_groups
 from s2robot.common.runlog import RunLogger, WandbConfig
 from s2robot.data.dataset import WindowDataset, batch_indices
@@ -337,8 +340,14 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, evaluator: Evaluator | None = None) -> Path:
-    """Train (or resume) the run of ``cfg``; returns its ``last/`` checkpoint folder. See the module docstring."""
-    return Trainer(cfg, evaluator).run()
+    """Train (or resume) the run of ``cfg``; returns its ``last/`` checkpoint folder. See the module docstring.
+
+    The run folder is locked for the writer (rank 0) while it trains: a second ``train_bc.py`` of the same run is
+    refused with the first one's pid and host instead of interleaving checkpoints.
+    """
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with writer_lock(cfg.run_dir, "run") if rank0 else contextlib.nullcontext():
+        return Trainer(cfg, evaluator).run()
 
 
 def _ddp_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

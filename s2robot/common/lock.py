@@ -1,0 +1,62 @@
+"""One writer at a time: an exclusive lock held for a writer's lifetime (demo stores, feature caches, run dirs).
+
+Two recorders resuming the same store at once used to interleave their appends and leave episodes that no
+longer matched their digests. ``writer_lock(path)`` takes an ``fcntl`` lock on ``<path>.lock``: the OS drops it
+when the holder exits, is killed or crashes, so a lock left by a dead process is taken over at once and never
+needs cleaning up. The file also holds who has the lock (pid, host, command, start time) for the message a second
+writer gets. Locks are advisory and local: they keep s2robot's own writers apart on one machine (or one
+filesystem that supports ``flock``), not other programs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file of ``path``: ``<path>.lock`` beside it (a store's own folder stays zarr's alone)."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def holder(path: str | Path) -> dict:
+    """Who holds (or last held) the lock of ``path``: ``{pid, host, command, since}``; {} when unknown."""
+    try:
+        return json.loads(lock_path(path).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+@contextmanager
+def writer_lock(path: str | Path, what: str = "store") -> Iterator[None]:
+    """Hold the exclusive writer lock of ``path`` (a ``what``, for messages) for the ``with`` block.
+
+    Raises ``RuntimeError`` naming the holder's pid, host and command when another live process holds it.
+    """
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            h = holder(path)
+            raise RuntimeError(
+                f"{what} {path} is being written by another process (pid {h.get('pid', '?')} on host "
+                f"{h.get('host', '?')}, since {h.get('since', '?')}: {h.get('command', '?')}). Wait for it to "
+                f"finish or stop it; one writer at a time keeps the {what} consistent") from None
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
+              "since": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
