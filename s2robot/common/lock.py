@@ -2,10 +2,10 @@
 
 Two recorders resuming the same store at once used to interleave their appends and leave episodes that no
 longer matched their digests. ``writer_lock(path)`` takes an ``fcntl`` lock on ``<path>.lock``: the OS drops it
-when the holder exits, is killed or crashes, so a lock left by a dead process is taken over at once and never
-needs cleaning up. The file also holds who has the lock (pid, host, command, start time) for the message a second
-writer gets. Locks are advisory and local: they keep s2robot's own writers apart on one machine (or one
-filesystem that supports ``flock``), not other programs.
+when the holder exits, is killed or crashes, so a lock left by a dead process is taken over at once. A holder
+that ends normally removes the file. The file also holds who has the lock (pid, host, command, start time) for
+the message a second writer gets. Locks are advisory and local: they keep s2robot's own writers apart on one
+machine (or one filesystem that supports ``flock``), not other programs.
 """
 
 from __future__ import annotations
@@ -43,20 +43,35 @@ def writer_lock(path: str | Path, what: str = "store") -> Iterator[None]:
     """
     lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(lock, path, what)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            h = holder(path)
-            raise RuntimeError(
-                f"{what} {path} is being written by another process (pid {h.get('pid', '?')} on host "
-                f"{h.get('host', '?')}, since {h.get('since', '?')}: {h.get('command', '?')}). Wait for it to "
-                f"finish or stop it; one writer at a time keeps the {what} consistent") from None
         me = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
               "since": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
         yield
     finally:
+        lock.unlink(missing_ok=True)  # still holding the lock: a waiter re-checks the inode (see _acquire)
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _acquire(lock: Path, path: str | Path, what: str) -> int:
+    """A descriptor of ``lock`` holding its exclusive flock. A file unlinked by its previous holder between our
+    open and our flock is not the lock any more: then open the new one and try again."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            h = holder(path)
+            raise RuntimeError(
+                f"{what} {path} is being written by another process (pid {h.get('pid', '?')} on host "
+                f"{h.get('host', '?')}, since {h.get('since', '?')}: {h.get('command', '?')}). Wait for it to "
+                f"finish or stop it; one writer at a time keeps the {what} consistent") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)

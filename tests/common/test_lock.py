@@ -36,6 +36,7 @@ def test_second_writer_is_refused_with_the_holder(tmp_path: Path) -> None:
                 pass
     with writer_lock(target):  # released at the end of the block
         pass
+    assert not lock_path(target).exists()  # and the file removed: no litter beside the store
 
 
 def test_concurrent_recorder_refused_and_dead_holder_taken_over(tmp_path: Path) -> None:
