@@ -29,3 +29,29 @@ def make_demos(path: Path, lengths: tuple[int, ...] = (5, 7, 4), seed: int = 0, 
             info={"seed": i, "success": True},
         )
     return path
+
+
+class SleepyJob:
+    """An EpisodeJob for pool tests: the episode of ``die_at`` kills its worker; others print the worker's pid
+    once and take ``seconds``."""
+
+    def __init__(self, seconds: float = 0.05, die_at: int | None = None) -> None:
+        self.seconds, self.die_at = seconds, die_at
+
+    def setup(self) -> None:
+        import os
+
+        print(f"worker {os.getpid()}", flush=True)
+
+    def run(self, state: None, seed: int) -> int:
+        import os
+        import signal
+        import time
+
+        if seed == self.die_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(self.seconds)
+        return seed
+
+    def close(self, state: None) -> None:
+        pass
