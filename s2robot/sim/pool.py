@@ -35,7 +35,10 @@ class EpisodeJob(Protocol):
 
 def die_with_parent(parent_pid: int) -> None:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere a no-op), so a recorder
-    killed with SIGKILL leaves no workers blocked forever; exit at once if the parent is already gone."""
+    killed with SIGKILL leaves no workers blocked forever; exit at once if the parent is already gone. A no-op
+    when called in the parent itself (gymnasium builds one env there to read its spaces)."""
+    if os.getpid() == parent_pid:
+        return
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:

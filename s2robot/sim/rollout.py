@@ -10,6 +10,8 @@ after another in this process; both give the same results for the same seeds.
 from __future__ import annotations
 
 import functools
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,6 +23,7 @@ from tqdm import tqdm
 
 from s2robot.data.keys import feat_cameras, feat_key
 from s2robot.sim.env import EnvConfig, make_eval_env
+from s2robot.sim.pool import die_with_parent
 
 VIDEO_SIZE = (240, 320)  # (H, W) of evaluation videos [px]
 Encoder = Callable[[np.ndarray], torch.Tensor]  # frames (N, S, S, 3) uint8 -> features (N, F)
@@ -80,11 +83,37 @@ def _stack(dicts: Sequence[dict]) -> dict:
     return {k: np.stack([np.asarray(d[k]) for d in dicts]) for k in keys}
 
 
+def _worker_env(env_cfg: EnvConfig, index: int, video_size: tuple[int, int] | None, parent_pid: int) -> gym.Env:
+    """``make_eval_env`` in a vector-env worker, which dies with the evaluating process (no orphans)."""
+    die_with_parent(parent_pid)
+    return make_eval_env(env_cfg, index, video_size)
+
+
 def _make_envs(env_cfg: EnvConfig, n: int, video_slots: int, vectorized: bool) -> Any:
-    fns = [functools.partial(make_eval_env, env_cfg, i, VIDEO_SIZE if i < video_slots else None) for i in range(n)]
+    sizes = [VIDEO_SIZE if i < video_slots else None for i in range(n)]
     if not vectorized:
-        return _SequentialEnvs([fn() for fn in fns])
+        return _SequentialEnvs([make_eval_env(env_cfg, i, size) for i, size in enumerate(sizes)])
+    fns = [functools.partial(_worker_env, env_cfg, i, size, os.getpid()) for i, size in enumerate(sizes)]
     return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+
+
+def _dead_worker(envs: Any, wave: list[Episode], error: BaseException) -> RuntimeError:
+    """The error to raise when an env worker died under ``envs.reset``/``step`` (gymnasium raises a bare
+    EOFError): which slot, which process, and the episodes that were running."""
+    procs = getattr(envs, "processes", [])
+    deadline = time.monotonic() + 2.0  # the pipe breaks a moment before the dead process can be reaped
+    while not (dead := [(i, p) for i, p in enumerate(procs) if p.exitcode is not None]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    who = (f"env worker {dead[0][0]} (pid {dead[0][1].pid}, exit code {dead[0][1].exitcode})" if dead
+           else "an env worker")
+    for p in procs:  # the others go too: the vector env cannot continue, and closing it would wait on the dead
+        p.kill()
+    for p in procs:
+        p.join(timeout=2)
+    envs.closed = True  # so close() does not wait for the step the dead worker never answers
+    eps = ", ".join(f"position {e.position} repeat {e.repeat}" for e in wave)
+    return RuntimeError(f"{who} died while running {eps} ({type(error).__name__}); this evaluation wrote nothing: "
+                        "run it again")
 
 
 def _result(e: Episode, success_step: int, steps: int, max_lift: float, tip: np.ndarray) -> EpisodeResult:
@@ -132,14 +161,20 @@ def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], wid
     cameras = feat_cameras(policy.feature_keys)
     device = next(policy.parameters()).device
     slots = wave + [wave[0]] * (width - len(wave))  # pad the last wave; extra slots are ignored
-    obs, info = envs.reset(seed=[e.seed for e in slots],
-                           options={"per_env": [{"cube_xy": e.cube_xy} for e in slots]})
+    try:
+        obs, info = envs.reset(seed=[e.seed for e in slots],
+                               options={"per_env": [{"cube_xy": e.cube_xy} for e in slots]})
+    except (EOFError, BrokenPipeError, ConnectionResetError) as e:
+        raise _dead_worker(envs, wave, e) from e
     policy.reset(batch_size=width)
     state, results = _Wave(wave, width, start, videos, info), []
     for t in range(max_steps):
         feats = {feat_key(c): encoder(obs[c]).to(device) for c in cameras}  # (N, F) each
         action = policy.act({**feats, "proprio": obs["proprio"]}).float().cpu().numpy()  # (N, A)
-        obs, _, term, trunc, info = envs.step(action.astype(np.float32))
+        try:
+            obs, _, term, trunc, info = envs.step(action.astype(np.float32))
+        except (EOFError, BrokenPipeError, ConnectionResetError) as e:
+            raise _dead_worker(envs, wave, e) from e
         for i in state.update(t, term, trunc, info):
             bar.update(1)
             if i < len(wave):
@@ -179,7 +214,7 @@ def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Se
             results += res
             frames |= clips
     finally:
-        envs.close()
+        envs.close(**({"terminate": True} if n_envs > 0 else {}))  # never wait on a dead or stuck worker
         bar.close()
     order = {(e.position, e.repeat): k for k, e in enumerate(episodes)}
     results.sort(key=lambda r: order[(r.position, r.repeat)])
