@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from s2robot.common.lock import writer_lock
+from s2robot.data.episode import episode_digest
 from s2robot.data.keys import feat_key, is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
 from s2robot.vision.encoder import FrozenS2Encoder
@@ -73,6 +74,17 @@ def read_group(source: EpisodeStore, group: range) -> list[tuple[int, dict[str, 
     return [(i, {k: parts[k][j] for k in data}) for j, i in enumerate(group)]
 
 
+def _checked(source: EpisodeStore, group: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """``group`` if every episode still matches the digest stored when it was recorded (the store's fingerprint
+    hashes stored digests only, so an edited frame would pass unnoticed). Hashing runs in the loader thread."""
+    for i, ep in group:
+        if episode_digest(ep) != source.stored_digest(i):
+            raise ValueError(f"demo store {source.path}, episode {i}: its arrays differ from the digest stored when "
+                             "it was recorded (edited or deleted chunks); episodes from it on were not cached. Run "
+                             f"python -m s2robot.workflows.store verify {source.path}")
+    return group
+
+
 def _prefetch(source: EpisodeStore, groups: list[range], depth: int = 2) -> Iterator[list[tuple[int, dict]]]:
     """Groups of episodes read by a loader thread, so zarr reads and decompression overlap encoding."""
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -84,7 +96,7 @@ def _prefetch(source: EpisodeStore, groups: list[range], depth: int = 2) -> Iter
             for group in groups:
                 if stop.is_set():
                     return
-                q.put(read_group(source, group))
+                q.put(_checked(source, read_group(source, group)))
             q.put(done)
         except BaseException as e:  # hand the error to the consumer
             q.put(e)

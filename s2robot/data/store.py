@@ -253,6 +253,11 @@ class EpisodeStore:
         """Episodes in order, as `get_episode` dicts."""
         return (self.get_episode(i) for i in range(self.n_episodes))
 
+    def stored_digest(self, i: int) -> str:
+        """The content digest recorded when episode ``i`` was appended (see ``data.episode.episode_digest``)."""
+        self._episode_bounds(i)
+        return self._episodes[i]["digest"]
+
     def episode_info(self, i: int) -> dict[str, Any]:
         """The info dict passed with episode `i`, plus its "length"."""
         self._episode_bounds(i)

@@ -12,6 +12,7 @@ import numpy as np
 from s2robot.data.episode import find_non_finite
 from s2robot.data.keys import is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
+from s2robot.data.verify import verify_store
 
 
 def _format_bytes(n: float) -> str:
@@ -74,11 +75,14 @@ def write_store_videos(store: EpisodeStore, episodes: list[int], camera: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m s2robot.workflows.store {info,video} PATH ...`; returns the exit code."""
+    """`python -m s2robot.workflows.store {info,verify,video} PATH ...`; returns the exit code (verify: 1 when
+    it finds a problem)."""
     parser = argparse.ArgumentParser(prog="python -m s2robot.workflows.store", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="summarise a store")
     p_info.add_argument("path", type=Path)
+    p_verify = sub.add_parser("verify", help="re-read every episode and check it against its stored digest")
+    p_verify.add_argument("path", type=Path)
     p_video = sub.add_parser("video", help="write an mp4 per episode from rgb_<camera>")
     p_video.add_argument("path", type=Path)
     p_video.add_argument("--episodes", type=int, nargs="+", default=[0])
@@ -90,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         store = EpisodeStore.open(args.path)
         if args.command == "info":
             print(info_text(store))
+        elif args.command == "verify":
+            problems = verify_store(store)
+            print("\n".join(problems) if problems else f"{store.path}: {store.n_episodes} episodes verified")
+            return 1 if problems else 0
         else:
             for path in write_store_videos(store, args.episodes, args.camera, args.out, args.fps):
                 print(path)
