@@ -56,11 +56,9 @@ def validate_episode(data: Mapping[str, np.ndarray], specs: Mapping[str, tuple[n
                                  f"{v.dtype} shape {v.shape[1:]} (cast with .astype(np.{dtype}))")
         elif v.dtype.kind not in "biuf":
             raise ValueError(f"{k}: dtype {v.dtype} is not storable; use bool, int, uint or float")
-        if v.dtype.kind == "f":
-            bad = ~np.isfinite(v.reshape(len(v), -1)).all(axis=1)
-            if bad.any():
-                raise ValueError(f"{k}: non-finite value (NaN/inf) at step {int(np.argmax(bad))} of the "
-                                 "episode; nothing was written")
+        if (found := find_non_finite(v, np.array([len(v)]))) is not None:
+            raise ValueError(f"{k}: non-finite value (NaN/inf) at step {found[2]} of the episode; nothing was "
+                             "written")
     return next(iter(lengths.values()))
 
 

@@ -253,10 +253,10 @@ class EpisodeStore:
         """Episodes in order, as `get_episode` dicts."""
         return (self.get_episode(i) for i in range(self.n_episodes))
 
-    def stored_digest(self, i: int) -> str:
-        """The content digest recorded when episode ``i`` was appended (see ``data.episode.episode_digest``)."""
+    def matches_digest(self, i: int, data: Mapping[str, np.ndarray]) -> bool:
+        """Whether ``data`` (episode ``i`` as read back) hashes to the digest stored when it was appended."""
         self._episode_bounds(i)
-        return self._episodes[i]["digest"]
+        return episode_digest(data) == self._episodes[i]["digest"]
 
     def episode_info(self, i: int) -> dict[str, Any]:
         """The info dict passed with episode `i`, plus its "length"."""

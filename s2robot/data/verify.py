@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from s2robot.data.episode import episode_digest
 from s2robot.data.store import EpisodeStore
 
 
@@ -45,7 +44,7 @@ def verify_store(store: EpisodeStore) -> list[str]:
         except Exception:
             problems += _unreadable(store, i)
             continue
-        if episode_digest(data) != store.stored_digest(i):
+        if not store.matches_digest(i, data):
             bad = [k for k, v in data.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
             hint = f" (non-finite values in {bad})" if bad else ""
             problems.append(f"episode {i}: its arrays differ from the digest stored when it was recorded: edited or "
