@@ -37,7 +37,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from s2robot.data.episode import check_json, episode_digest, episode_entry, not_replaceable
-from s2robot.data.keys import episode_starts, is_rgb
+from s2robot.data.keys import is_rgb
+from s2robot.data.recovery import attrs_checksum, commit_state
 
 SCHEMA_VERSION = 1
 FORMAT = "s2robot.EpisodeStore"
@@ -92,7 +93,7 @@ class EpisodeStore:
         root.update_attributes({
             "format": FORMAT, "schema_version": SCHEMA_VERSION,
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "software": _software_versions(), "user": user, "episodes": [],
+            "software": _software_versions(), "user": user, "episodes": [], "checksum": attrs_checksum(user, []),
         })
         return cls(root, path, "a")
 
@@ -132,52 +133,37 @@ class EpisodeStore:
         return store
 
     def _load(self) -> None:
-        """Read episode_ends and infos; drop anything past the last committed episode (see `open`)."""
+        """Read episode_ends and infos; recover from an interrupted append (see ``data.recovery``)."""
         ends_arr = self._root["meta/episode_ends"]
-        ends = np.asarray(ends_arr[:], dtype=np.int64)
         arrays = dict(self._root["data"].arrays())
-        n_data = min((a.shape[0] for a in arrays.values()), default=0)
-        # A killed writer leaves at most one uncommitted entry: resized (fill value 0), not yet written.
-        valid = np.diff(ends, prepend=0) >= 1
-        valid &= ends <= n_data
-        n_valid = int(np.argmin(valid)) if not valid.all() else len(ends)
-        if n_valid < len(ends) - 1:
-            raise ValueError(f"{self.path}: meta/episode_ends is corrupt ({ends.tolist()} with {n_data} "
-                             "data steps): it must increase strictly and end within the data; re-record it")
-        dropped = []
-        if n_valid < len(ends):
-            dropped.append(f"uncommitted episode_ends entry {int(ends[-1])}")
-            if self.mode == "a":
-                ends_arr[n_valid:] = 0  # zero it before shrinking so a later resize cannot resurrect it
-                ends_arr.resize((n_valid,))
-            ends = ends[:n_valid]
-        n_steps = int(ends[-1]) if len(ends) else 0
-        extra = {k: a.shape[0] - n_steps for k, a in arrays.items() if a.shape[0] > n_steps}
-        if extra:
-            dropped.append(f"{max(extra.values())} trailing steps past the last episode end (step "
-                           f"{n_steps}) in " + ", ".join(f"{k}: {v}" for k, v in sorted(extra.items())))
-            if self.mode == "a":
-                for k in extra:
-                    if n_steps == 0:
-                        del self._root["data"][k]  # keys are redefined by the next first episode
-                    else:
-                        arrays[k].resize((n_steps, *arrays[k].shape[1:]))
-        episodes = list(self._root.attrs.get("episodes", []))
-        if len(episodes) > len(ends):
-            dropped.append(f"{len(episodes) - len(ends)} uncommitted episode info entries")
-            episodes = episodes[: len(ends)]
-        self._ends = ends
-        starts = episode_starts(ends)
-        for i in range(len(episodes), len(ends)):  # info missing (written by another tool): rebuild it
-            data = {k: a[starts[i]: ends[i]] for k, a in arrays.items()}
-            episodes.append({"length": int(ends[i] - starts[i]), "digest": episode_digest(data), "info": {}})
-        self._episodes = episodes
+        stored = list(self._root.attrs.get("episodes", []))
+        state = commit_state(self.path, np.asarray(ends_arr[:], dtype=np.int64), stored,
+                             {k: a.shape[0] for k, a in arrays.items()},
+                             lambda start, stop: {k: a[start:stop] for k, a in arrays.items()})
+        checksum = self._root.attrs.get("checksum")
+        self.integrity = [] if checksum in (None, attrs_checksum(self._root.attrs.get("user", {}), stored)) else [
+            "attrs: the user attrs or episode infos were edited around the EpisodeStore API (their checksum no "
+            "longer matches)"]
+        if self.mode == "a":
+            if state.torn_ends or state.rolled_forward:
+                if ends_arr.shape[0] > len(state.ends):  # zero before shrinking: a later resize cannot resurrect
+                    ends_arr[len(state.ends):] = 0
+                ends_arr.resize((len(state.ends),))
+                if len(state.ends):
+                    ends_arr[:] = state.ends
+            n_steps = int(state.ends[-1]) if len(state.ends) else 0
+            for k in state.torn_steps:
+                if n_steps == 0:
+                    del self._root["data"][k]  # keys are redefined by the next first episode
+                else:
+                    arrays[k].resize((n_steps, *arrays[k].shape[1:]))
+            if state.episodes != stored:
+                self._write_attrs(episodes=state.episodes)
+        self._ends, self._episodes, self.recovered = state.ends, state.episodes, state.notes
         self._read_specs()
-        if self.mode == "a" and episodes != self._root.attrs.get("episodes"):
-            self._root.update_attributes({"episodes": episodes})
-        if dropped:
-            verb = "truncated" if self.mode == "a" else "ignored (open with mode='a' to truncate)"
-            warnings.warn(f"EpisodeStore {self.path}: {verb} an interrupted append: " + "; ".join(dropped),
+        if state.notes:
+            verb = "repaired" if self.mode == "a" else "found (open with mode='a' to repair)"
+            warnings.warn(f"EpisodeStore {self.path}: {verb} an interrupted append: " + "; ".join(state.notes),
                           stacklevel=3)
 
     # ------------------------------------------------------------------ reading
@@ -302,8 +288,15 @@ class EpisodeStore:
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Merge `attrs` (JSON-able) into the user attrs; mode "a" only."""
         self._check_writable()
-        user = {**self._root.attrs.get("user", {}), **check_json(dict(attrs), "attrs")}
-        self._root.update_attributes({"user": user})
+        self._write_attrs(user=check_json(dict(attrs), "attrs"))
+
+    def _write_attrs(self, user: Mapping[str, Any] | None = None,
+                     episodes: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """One atomic zarr.json write of merged user attrs and/or the episode infos, with their checksum."""
+        user = {**self._root.attrs.get("user", {}), **(user or {})}
+        episodes = list(self._root.attrs.get("episodes", []) if episodes is None else episodes)
+        self._root.update_attributes({"user": user, "episodes": episodes,
+                                      "checksum": attrs_checksum(user, episodes)})
 
     def add_episode(self, data: Mapping[str, np.ndarray], info: Mapping[str, Any] | None = None) -> None:
         """Append one episode {key: (T, ...)} with an optional JSON-able info dict (seed, success, ...).
@@ -313,26 +306,32 @@ class EpisodeStore:
         """
         self.add_episodes([(data, info)])
 
-    def add_episodes(self, episodes: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, Any] | None]]) -> None:
+    def add_episodes(self, episodes: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, Any] | None]],
+                     attrs: Mapping[str, Any] | None = None) -> None:
         """Append several ``(data, info)`` episodes with one write per key and one commit: after a crash all of
-        them are visible or none (the feature cache writes this way). All are validated before any write."""
+        them are visible or none (the feature cache writes this way). All are validated before any write.
+
+        ``attrs`` (JSON-able) are merged into the user attrs in the same atomic write as the episodes' infos, so
+        bookkeeping about them (the recorder's attempt list) is committed with them or not at all.
+        """
         self._check_writable()
         episodes = list(episodes)
-        if episodes and not self.keys:  # the first episode defines the keys, dtypes and shapes
-            data, info = episodes.pop(0)
-            entry = episode_entry(data, info, {})
-            self._create_arrays(data)
-            for k in sorted(data):
-                self._write_key(k, 0, data[k])
-            self._commit([entry])
         if not episodes:
             return
-        specs = {k: self.spec(k) for k in self.keys}
+        if self.keys:
+            specs = {k: self.spec(k) for k in self.keys}
+        else:  # the first episode defines the keys, dtypes and shapes
+            first, info = episodes[0]
+            episode_entry(first, info, {})
+            specs = {k: (np.dtype(v.dtype), tuple(v.shape[1:])) for k, v in first.items()}
         entries = [episode_entry(data, info, specs) for data, info in episodes]
+        user = check_json(dict(attrs or {}), "attrs")
+        if not self.keys:
+            self._create_arrays(episodes[0][0])
         n = self.n_steps
-        for k in sorted(episodes[0][0]):
+        for k in sorted(specs):
             self._write_key(k, n, np.concatenate([data[k] for data, _ in episodes]))
-        self._commit(entries)
+        self._commit(entries, user)
 
     def _create_arrays(self, data: Mapping[str, np.ndarray]) -> None:
         group = self._root["data"]
@@ -351,9 +350,9 @@ class EpisodeStore:
         arr.resize((start + len(value), *arr.shape[1:]))
         arr[start:] = value
 
-    def _commit(self, entries: list[dict[str, Any]]) -> None:
-        """Make episodes visible: info entries first, then episode_ends (the commit point)."""
-        self._root.update_attributes({"episodes": [*self._episodes, *entries]})
+    def _commit(self, entries: list[dict[str, Any]], attrs: Mapping[str, Any] | None) -> None:
+        """Make episodes visible: info entries (with ``attrs``) in one write, then episode_ends (the commit point)."""
+        self._write_attrs(user=attrs, episodes=[*self._episodes, *entries])
         new_ends = self.n_steps + np.cumsum([e["length"] for e in entries], dtype=np.int64)
         ends = self._root["meta/episode_ends"]
         ends.resize((len(self._ends) + len(entries),))

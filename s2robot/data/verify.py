@@ -8,6 +8,9 @@ episode it encodes, so it never caches a store that changed under its digests.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 
 from s2robot.data.store import EpisodeStore
@@ -35,9 +38,22 @@ def _reads(store: EpisodeStore, key: str, t: int) -> bool:
     return True
 
 
+def verify_path(path: Path) -> list[str]:
+    """``verify_store`` of the store at ``path``, opened read-only (nothing is repaired or deleted); a store that
+    cannot be opened (damaged episode_ends or infos, not a store) is one problem naming why."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what the warning says is in store.recovered
+            store = EpisodeStore.open(path, mode="r")
+    except (FileNotFoundError, ValueError) as e:
+        return [f"cannot open: {e}"]
+    return verify_store(store)
+
+
 def verify_store(store: EpisodeStore) -> list[str]:
-    """Problems found, one line each naming the episode (and key and step where reading fails); [] if none."""
-    problems = []
+    """Problems found, one line each naming the episode (and key and step where reading fails); [] if none. An
+    interrupted append found at open (to be repaired by the next writer) and attrs edited around the API count too."""
+    problems = [f"interrupted append: {note}" for note in store.recovered] + list(store.integrity)
     for i in range(store.n_episodes):
         try:
             data = store.get_episode(i)

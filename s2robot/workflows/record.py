@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -78,13 +80,24 @@ def _open_store(cfg: RecordConfig) -> tuple[EpisodeStore, int]:
         raise FileExistsError(f"{path} already exists: pass resume=true to append to it until it holds "
                               f"{cfg.n_episodes} episodes, overwrite=true to replace it, or another out=")
     store = EpisodeStore.open(path, mode="a")
-    recorded = {k: store.attrs.get(k) for k in ("env", "cameras", "image_size")}
-    wanted = {k: attrs[k] for k in recorded}
-    if recorded != wanted:
-        raise ValueError(f"cannot resume {path}: it was recorded with {recorded}, this run asks for "
-                         f"{wanted}; record into another store or use the same env settings")
+    changed = _changed_settings(store.attrs, attrs)
+    if changed:
+        raise ValueError(f"cannot resume {path}: this run changes {'; '.join(changed)}. A store holds one setting; "
+                         "resume with the recorded values, or record into another out=")
+    # Every stored episode's seed is in `attempts` (committed with it); the infos also cover older stores.
     tried = [a["seed"] for a in store.attrs.get("attempts", [])]
+    tried += [store.episode_info(i)["seed"] for i in range(store.n_episodes) if "seed" in store.episode_info(i)]
     return store, (max(tried) + 1 if tried else cfg.seed)
+
+
+def _changed_settings(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """What a resume would change about how the store's episodes are made (hostile-testing finding 5)."""
+    changed = [f"{k} ({recorded.get(k)} → {wanted[k]})" for k in ("env", "cameras", "image_size")
+               if recorded.get(k) != wanted[k]]
+    old, new = recorded.get("recorder", {}), wanted["recorder"]
+    changed += [f"recorder.{k} ({old.get(k)} → {new[k]})" for k in ("policy", "noise_std", "keep_failures",
+                                                                     "first_seed") if k in old and old[k] != new[k]]
+    return changed
 
 
 def record_demos(cfg: RecordConfig, factory: PolicyFactory | None = None, progress: bool = True) -> Path:
@@ -108,11 +121,12 @@ def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) ->
         if store.n_episodes >= cfg.n_episodes:
             break
         new_attempts += 1
-        if meta["success"] or cfg.keep_failures:
-            store.add_episode(data, info=meta)
-            bar.update(1)
         attempts.append({k: meta[k] for k in ("seed", "success", "length")})
-        store.update_attrs({"attempts": attempts})
+        if meta["success"] or cfg.keep_failures:  # the attempt is committed with its episode, atomically
+            store.add_episodes([(data, meta)], attrs={"attempts": attempts})
+            bar.update(1)
+        else:
+            store.update_attrs({"attempts": attempts})
         steps += meta["length"]
         ok = sum(a["success"] for a in attempts)
         rate = steps / (time.perf_counter() - t0)

@@ -12,7 +12,7 @@ import numpy as np
 from s2robot.data.episode import find_non_finite
 from s2robot.data.keys import is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
-from s2robot.data.verify import verify_store
+from s2robot.data.verify import verify_path
 
 
 def _format_bytes(n: float) -> str:
@@ -90,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     p_video.add_argument("--out", type=Path, default=Path("videos"))
     p_video.add_argument("--fps", type=float, default=10.0)
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        problems = verify_path(args.path)
+        print("\n".join(problems) if problems else f"{args.path}: verified, every episode matches its digest")
+        return 1 if problems else 0
     try:
         store = EpisodeStore.open(args.path)
         if args.command == "info":
             print(info_text(store))
-        elif args.command == "verify":
-            problems = verify_store(store)
-            print("\n".join(problems) if problems else f"{store.path}: {store.n_episodes} episodes verified")
-            return 1 if problems else 0
         else:
             for path in write_store_videos(store, args.episodes, args.camera, args.out, args.fps):
                 print(path)

@@ -48,8 +48,10 @@ from s2robot.sim.env import EnvConfig
 from s2robot.vision.encoder import EncoderConfig
 from s2robot.workflows.cache import prepare_cache
 
-# What a checkpoint must agree on with the config to resume from it (the rest may change, e.g. steps).
-RESUME_KEYS = ("policy", "seed", "batch_size", "val_fraction")
+# What a checkpoint must agree on with the config to resume from it. The optimizer's lr and weight decay live in
+# its saved state, so a changed value would be recorded but never applied: refused (hostile-testing finding 5).
+# The rest may change and takes effect for real: steps (the schedule is recomputed), grad_clip, amp, eval/val cadence.
+RESUME_KEYS = ("policy", "seed", "batch_size", "val_fraction", "lr", "weight_decay", "warmup_steps", "ema_decay")
 Evaluator = Callable[[ChunkTransformerPolicy, int], Mapping[str, float]]
 
 
@@ -140,7 +142,8 @@ def validation_loss(policy: ChunkTransformerPolicy, data: WindowDataset, device:
 def _resume_problems(state: Mapping[str, Any], parts: Mapping[str, Any], cfg: TrainConfig, fingerprint: str,
                      shape: Mapping[str, Any]) -> list[str]:
     old, new = state["train_config"], asdict(cfg)
-    diff = [k for k in RESUME_KEYS if old.get(k) != new.get(k)]
+    diff = [k if k == "policy" else f"{k} ({old.get(k)} → {new.get(k)})" for k in RESUME_KEYS
+            if old.get(k) != new.get(k)]
     found = parts["config"]["encoder_fingerprint"]
     if found != fingerprint:
         diff.append(f"encoder (fingerprint {found} → {fingerprint})")

@@ -157,17 +157,36 @@ def test_open_errors(tmp_path):
         EpisodeStore.open(path)
 
 
-def test_damaged_episode_ends(tmp_path):
-    """A last episode end past the data is dropped with a warning; damage further back is an error."""
+@pytest.mark.parametrize("ends", [[2, 5, 8], [2, 5, 10], [2, 5, 5], [2, 5, 4], [2, 6, 9], [2, 2, 9], [2, 5, 0, 9]])
+@pytest.mark.parametrize("mode", ["r", "a"])
+def test_damaged_episode_ends_delete_nothing(tmp_path, ends, mode):
+    """episode_ends that no killed writer leaves (a last end short of, past or before its data, an end that disagrees
+    with its episode's length) are refused as damage, naming the entry, and nothing is changed — they used to be
+    taken for an interrupted append, and resume deleted a good episode (hostile-testing finding 5)."""
     path = tmp_path / "s.zarr"
     build(path, lengths=(2, 3, 4))
-    zarr.open_group(path, mode="r+")["data/action"].resize((8, 8))  # last episode lost one action
-    with pytest.warns(UserWarning, match="uncommitted episode_ends entry 9"):
-        store = EpisodeStore.open(path)
-    assert store.n_episodes == 2 and store.n_steps == 5
-    zarr.open_group(path, mode="r+")["meta/episode_ends"][:] = [2, 2, 9]
-    with pytest.raises(ValueError, match=r"episode_ends is corrupt \(\[2, 2, 9\]"):
-        EpisodeStore.open(path)
+    arr = zarr.open_group(path, mode="r+")["meta/episode_ends"]
+    arr.resize((len(ends),))
+    arr[:] = ends
+    before = sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob("*") if p.is_file())
+    with pytest.raises(ValueError, match=r"meta/episode_ends\[\d\] = \d+ .*edited or damaged. Nothing was changed"):
+        EpisodeStore.open(path, mode=mode)
+    assert sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob("*") if p.is_file()) == before
+
+
+def test_zeroed_last_end_is_restored_from_its_info(tmp_path):
+    """A last end read as 0 (the fill value an interrupted commit leaves) with a complete episode behind it (data
+    matching its info's digest) is restored, not dropped; the data lost one step is refused as damage instead."""
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2, 3, 4))
+    zarr.open_group(path, mode="r+")["meta/episode_ends"][2] = 0
+    with pytest.warns(UserWarning, match="1 episode.*complete"):
+        assert EpisodeStore.open(path, mode="a").n_episodes == 3
+    assert zarr.open_group(path, mode="r")["meta/episode_ends"][:].tolist() == [2, 5, 9]
+    zarr.open_group(path, mode="r+")["meta/episode_ends"][2] = 0
+    zarr.open_group(path, mode="r+")["data/action"][8, 0] += 1
+    with pytest.raises(ValueError, match=r"episode info entry 2 .* do not match its digest"):
+        EpisodeStore.open(path, mode="a")
 
 
 def test_create_existing_and_read_only(tmp_path):
@@ -236,10 +255,10 @@ if where == "mid_data":  # after the first data key of the episode is resized an
     EpisodeStore._write_key = patched
 elif where == "before_commit":  # all data written, no info, no episode_ends
     commit = EpisodeStore._commit
-    def patched(self, entries):
+    def patched(self, entries, attrs):
         if self.n_episodes == kill_ep:
             die()
-        commit(self, entries)
+        commit(self, entries, attrs)
     EpisodeStore._commit = patched
 elif where == "after_info":  # info entry written, episode_ends not
     update = zarr.Group.update_attributes
@@ -263,10 +282,12 @@ for i, n in enumerate(LENGTHS):
 
 
 @pytest.mark.parametrize("where,kill_ep", [("mid_data", 3), ("before_commit", 3), ("after_info", 3),
-                                           ("ends_resized", 3), ("mid_data", 0)])
+                                           ("ends_resized", 3), ("mid_data", 0), ("after_info", 0)])
 def test_sigkill_mid_episode_then_resume(tmp_path, where, kill_ep):
-    """A writer SIGKILLed inside an episode leaves earlier episodes intact; reopening warns about the dropped
-    steps and appending the remaining episodes in mode "a" gives the same store as an uninterrupted run."""
+    """A writer SIGKILLed inside an episode leaves earlier episodes intact. Killed before the info write, the
+    episode's partial steps are dropped (no info entry: provably torn); killed after it (info written, episode_ends
+    not), the episode is complete and is kept. Appending the rest in mode "a" gives the same store as an
+    uninterrupted run (hostile-testing finding 5: recovery never deletes a complete episode)."""
     script = tmp_path / "record.py"
     script.write_text(textwrap.dedent(CRASH_SCRIPT.format(tests=str(Path(__file__).parent))))
     path = tmp_path / "crash.zarr"
@@ -276,21 +297,22 @@ def test_sigkill_mid_episode_then_resume(tmp_path, where, kill_ep):
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert zarr.open_group(path, mode="r")["data/action"].shape[0] > sum(LENGTHS[:kill_ep])  # partial data
 
-    with pytest.warns(UserWarning, match=f"ignored.* {LENGTHS[kill_ep]} trailing steps") as record:
+    complete = where in ("after_info", "ends_resized")
+    kept = kill_ep + complete
+    expect = "1 episode.* complete .* kept" if complete else f"{LENGTHS[kill_ep]} trailing steps .* torn data write"
+    with pytest.warns(UserWarning, match=f"found .*{expect}"):
         store = EpisodeStore.open(path)
-    also = {"after_info": "1 uncommitted episode info", "ends_resized": "uncommitted episode_ends entry 0"}
-    assert also.get(where, "") in str(record[0].message)
-    assert store.n_episodes == kill_ep and store.n_steps == sum(LENGTHS[:kill_ep])
-    for i in range(kill_ep):
+    assert store.n_episodes == kept and store.n_steps == sum(LENGTHS[:kept])
+    for i in range(kept):
         assert_episode_equal(store.get_episode(i), make_episode(i, LENGTHS[i]))
         assert store.episode_info(i) == {"seed": i, "length": LENGTHS[i]}
 
-    with pytest.warns(UserWarning, match="truncated"):
+    with pytest.warns(UserWarning, match="repaired"):
         store = EpisodeStore.open(path, mode="a")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         EpisodeStore.open(path)  # repaired: no warning any more
-    for i in range(kill_ep, len(LENGTHS)):
+    for i in range(kept, len(LENGTHS)):
         store.add_episode(make_episode(i, LENGTHS[i]), info={"seed": i})
 
     reference = EpisodeStore.create(tmp_path / "ref.zarr")

@@ -3,6 +3,7 @@ feature cache refuses a store whose episodes no longer match their digests (host
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from helpers import make_demos
 
 from s2robot.data.features import build_feature_cache
 from s2robot.data.store import EpisodeStore
-from s2robot.data.verify import verify_store
+from s2robot.data.verify import verify_path, verify_store
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.workflows.store import main as store_cli
 
@@ -89,3 +90,76 @@ def test_cache_refuses_a_store_edited_under_its_digests(tmp_path: Path) -> None:
     enc = FrozenS2Encoder(EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32], dtype="float32"))
     with pytest.raises(ValueError, match=r"(?s)episode 1: its arrays differ.*store verify"):
         build_feature_cache(demos, enc, out=tmp_path / "c.zarr", batch_size=4, progress=False)
+
+
+def snapshot(path: Path) -> list[tuple[Path, bytes]]:
+    return sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob("*") if p.is_file())
+
+
+EDITS = ("end", "end_zero_mid", "length", "digest", "info", "user", "drop_info", "format")
+
+
+def edit_metadata(path: Path, how: str, rng: np.random.Generator) -> tuple[str, str]:
+    """One random edit of episode_ends or the attrs, made around the EpisodeStore API; (what, expected pattern)."""
+    root = zarr.open_group(path, mode="r+")
+    ends = root["meta/episode_ends"]
+    attrs = root.attrs.asdict()
+    episodes = attrs["episodes"]
+    i = int(rng.integers(len(LENGTHS)))
+    if how == "end":  # any other value for one end
+        old = int(ends[i])
+        new = int(rng.choice([v for v in range(-1, sum(LENGTHS) + 3) if v != old]))
+        ends[i] = new
+        return f"episode_ends[{i}] {old} → {new}", r"episode_ends\[\d\]|episode info entry"
+    if how == "end_zero_mid":
+        i = min(i, len(LENGTHS) - 2)
+        ends[i] = 0
+        return f"episode_ends[{i}] → 0", rf"episode_ends\[{i}\] = |episode_ends\[{i + 1}\]"
+    if how == "length":
+        episodes[i]["length"] += int(rng.choice([-1, 1]))
+        pattern = rf"episode_ends\[{i}\]"
+    elif how == "digest":
+        episodes[i]["digest"] = "0" * 64
+        pattern = rf"episode {i}: its arrays differ"
+    elif how == "info":
+        episodes[i]["info"]["seed"] = 99
+        pattern = "attrs: .* edited around the EpisodeStore API"
+    elif how == "user":
+        attrs["user"]["env_id"] = "Other-v0"
+        pattern = "attrs: .* edited around the EpisodeStore API"
+    elif how == "drop_info":
+        del episodes[-1]
+        pattern = "attrs: .* edited around the EpisodeStore API"
+    else:
+        attrs["format"] = "something else"
+        pattern = "not an EpisodeStore"
+    root.update_attributes({"episodes": episodes, "user": attrs["user"], "format": attrs["format"]})
+    return f"{how} of episode {i}", pattern
+
+
+def test_fuzz_edited_episode_ends_and_attrs_are_all_detected(tmp_path: Path) -> None:
+    """Random edits of episode_ends and of the attrs (hostile-testing finding 4/5): verify names every one and
+    changes nothing; the store CLI exits 1."""
+    clean = make_demos(tmp_path / "clean.zarr", lengths=LENGTHS)
+    assert verify_path(clean) == []
+    rng = np.random.default_rng(2)
+    for trial in range(24):
+        demos = tmp_path / f"m{trial}.zarr"
+        shutil.copytree(clean, demos)
+        what, pattern = edit_metadata(demos, EDITS[trial % len(EDITS)], rng)
+        before = snapshot(demos)
+        problems = verify_path(demos)
+        assert any(re.search(pattern, p) for p in problems), (trial, what, problems)
+        assert snapshot(demos) == before, (trial, what)
+        shutil.rmtree(demos)
+
+
+def test_verify_reports_an_interrupted_append(tmp_path: Path) -> None:
+    """Trailing steps with no info (a killed writer) are reported, not repaired, by verify."""
+    demos = make_demos(tmp_path / "d.zarr", lengths=LENGTHS)
+    arr = zarr.open_array(demos / "data" / "action", mode="r+")
+    arr.resize((sum(LENGTHS) + 2, *arr.shape[1:]))
+    before = snapshot(demos)
+    problems = verify_path(demos)
+    assert len(problems) == 1 and "interrupted append: 2 trailing steps" in problems[0], problems
+    assert snapshot(demos) == before

@@ -67,6 +67,12 @@ def test_refuses_overwrite_and_resumes(tmp_path: Path) -> None:
         record_demos(cfg(tmp_path), progress=False)
     with pytest.raises(ValueError, match="cannot resume"):
         record_demos(cfg(tmp_path, resume=True, env=EnvConfig(image_size=48)), progress=False)
+    for changed, match in [({"noise_std": 0.01}, r"recorder.noise_std \(0.0 → 0.01\)"),
+                           ({"seed": 7}, r"recorder.first_seed \(0 → 7\)"),
+                           ({"keep_failures": True}, "recorder.keep_failures")]:  # hostile-testing finding 5
+        with pytest.raises(ValueError, match=f"cannot resume .*{match}"):
+            record_demos(cfg(tmp_path, resume=True, **changed), progress=False)
+    assert EpisodeStore.open(tmp_path / "d.zarr").n_episodes == 1
     store = EpisodeStore.open(record_demos(cfg(tmp_path, n_episodes=3, resume=True), progress=False))
     assert store.n_episodes == 3 and [store.episode_info(i)["seed"] for i in range(3)] == [0, 1, 2]
     full = record_demos(cfg(tmp_path, out=str(tmp_path / "f.zarr"), n_episodes=3), progress=False)
@@ -129,3 +135,26 @@ def test_config_refuses_bad_values(tmp_path: Path, bad: dict, match: str) -> Non
     """Values that used to be accepted silently (hostile-testing finding 7) are refused, naming the value."""
     with pytest.raises(ValueError, match=match):
         cfg(tmp_path, **bad)
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL right after a commit (a BaseException: nothing catches it on the way out)."""
+
+
+def test_kill_right_after_a_commit_does_not_record_its_seed_again(tmp_path: Path, monkeypatch) -> None:
+    """The attempt list is committed with the episode: a kill just after the commit cannot leave an episode whose
+    seed resume=true records a second time (hostile-testing finding 5: it used to give duplicate episodes)."""
+    commit = EpisodeStore._commit
+
+    def commit_then_die(self, entries, attrs=None):
+        commit(self, entries, attrs)
+        if self.n_episodes == 2:
+            raise Killed
+
+    monkeypatch.setattr(EpisodeStore, "_commit", commit_then_die)
+    with pytest.raises(Killed):
+        record_demos(cfg(tmp_path, n_episodes=3), progress=False)
+    monkeypatch.setattr(EpisodeStore, "_commit", commit)
+    store = EpisodeStore.open(record_demos(cfg(tmp_path, n_episodes=3, resume=True), progress=False))
+    assert [store.episode_info(i)["seed"] for i in range(3)] == [0, 1, 2]
+    assert [a["seed"] for a in store.attrs["attempts"]] == [0, 1, 2]

@@ -93,6 +93,11 @@ def test_resume_refuses_another_config_and_overwrite_restarts(tmp_path: Path) ->
         train(other)
     with pytest.raises(ValueError, match="encoder"):
         train(config(tmp_path, steps=8, encoder=micro_encoder_config(seed=1)))
+    # lr and weight decay live in the optimizer state: a changed value used to be recorded, never applied
+    for changed in ({"lr": 1e-3}, {"weight_decay": 0.5}, {"warmup_steps": 3}):
+        (key, value), = changed.items()
+        with pytest.raises(ValueError, match=rf"different {key} \(.* → {value}\)"):
+            train(config(tmp_path, steps=8, **changed))
     other.overwrite = True
     assert load_checkpoint(train(other))["step"] == 8
 
