@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.max_steps < 1:
             raise ValueError(f"need image_size ≥ 8, max_steps ≥ 1; got {self.image_size}, {self.max_steps}")
+        if not (self.joint_noise >= 0 and math.isfinite(self.joint_noise)):
+            raise ValueError(f"joint_noise must be a finite value ≥ 0 [rad], got {self.joint_noise}")
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:

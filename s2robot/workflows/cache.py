@@ -27,6 +27,10 @@ class FeatureCacheConfig:
     out: str | None = None
     batch_size: int = 256
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1 (frames per encoder call), got {self.batch_size}")
+
 
 def cache_features(cfg: FeatureCacheConfig, progress: bool = True) -> Path:
     """Build (or resume, or reuse) the feature cache of ``cfg``; returns its path."""

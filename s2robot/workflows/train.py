@@ -18,6 +18,7 @@ rank 0 logs, validates and saves.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import shutil
@@ -103,8 +104,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0 or self.eval_every < 0:
-            raise ValueError("need lr > 0, warmup_steps ≥ 0, grad_clip > 0, eval_every ≥ 0")
+        for name, ok, want in [("lr", self.lr > 0, "> 0"), ("grad_clip", self.grad_clip > 0, "> 0"),
+                               ("weight_decay", self.weight_decay >= 0, "≥ 0"),
+                               ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)")]:
+            if not (ok and math.isfinite(getattr(self, name))):  # NaN fails every comparison: refused too
+                raise ValueError(f"{name} must be finite and {want}, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.eval_every < 0:
+            raise ValueError(f"need warmup_steps ≥ 0 and eval_every ≥ 0, got {self.warmup_steps}, {self.eval_every}")
         if self.amp not in (*DTYPE_CHOICES, "none"):
             raise ValueError(f"amp must be one of {[*DTYPE_CHOICES, 'none']}, got {self.amp!r}")
 

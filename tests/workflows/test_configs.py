@@ -14,7 +14,10 @@ from omegaconf import OmegaConf
 from s2robot.policy.configuration import PolicyConfig
 from s2robot.sim.env import EnvConfig
 from s2robot.vision.encoder import EncoderConfig
+from s2robot.workflows.cache import FeatureCacheConfig
 from s2robot.workflows.configs import ENTRY_POINTS, GROUPS, register_configs
+from s2robot.workflows.record import RecordConfig
+from s2robot.workflows.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -81,3 +84,25 @@ def test_mujoco_gl_is_set_in_one_place() -> None:
     setters = sorted(str(p.relative_to(ROOT)) for p in [*files, ROOT / "Makefile"]
                      if p != Path(__file__) and any(pat in p.read_text() for pat in patterns))
     assert setters == ["envs/cube_pick.py"]
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: TrainConfig(lr=NAN), "lr must be finite and > 0, got nan"),
+    (lambda: TrainConfig(lr=-1e-3), "lr must be finite"),
+    (lambda: TrainConfig(weight_decay=-0.1), "weight_decay must be finite and ≥ 0"),
+    (lambda: TrainConfig(grad_clip=float("inf")), "grad_clip must be finite"),
+    (lambda: TrainConfig(val_fraction=1.0), r"val_fraction must be finite and in \[0, 1\)"),
+    (lambda: TrainConfig(steps=0), "steps must be ≥ 1, got 0"),
+    (lambda: EnvConfig(joint_noise=NAN), "joint_noise must be a finite value ≥ 0"),
+    (lambda: EnvConfig(joint_noise=-0.1), "joint_noise must be a finite value ≥ 0"),
+    (lambda: FeatureCacheConfig(batch_size=0), "batch_size must be ≥ 1"),
+    (lambda: RecordConfig(n_episodes=-3), "n_episodes must be ≥ 1"),
+    (lambda: RecordConfig(workers=-2), "workers must be ≥ 1"),
+])
+def test_bad_values_are_refused_at_the_boundary(make: Any, match: str) -> None:
+    """Hostile-testing finding 7: a bad value is refused where it enters, naming the field and the value."""
+    with pytest.raises(ValueError, match=match):
+        make()
