@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
 import types
 from pathlib import Path
@@ -209,3 +210,36 @@ def test_shipped_weights_match_provenance_and_load(name: str, monkeypatch: pytes
     assert report is not None and not report.unexpected and not report.resized_pos_embed
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert meta["images_seen"] == meta["steps"] * meta["batch_size"]
+
+
+class Payload:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("touch PWNED",))
+
+
+def test_weights_file_that_carries_code_is_refused_and_never_run(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hostile-testing finding 1: a valid .pth with an added ``__reduce__`` payload used to run it (the resolver fell
+    back to weights_only=False). Now it is refused, whether passed as ``encoder.weights=`` or found by name."""
+    path = write_mvp_checkpoint(tmp_path / "vit-micro.pth", random_micro(0))
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["args"] = Payload()
+    torch.save(ckpt, path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"weights_only=True"):
+        W.read_checkpoint(path)
+    for weights in (str(path), "auto"):  # an explicit path, and the file found by name in $S2ROBOT_WEIGHTS_DIR
+        monkeypatch.setenv("S2ROBOT_WEIGHTS_DIR", str(tmp_path))
+        resolved = W.resolve_weights("vit-micro", weights)
+        assert resolved.path == path
+        with pytest.raises(ValueError, match=r"weights_only=True"):
+            W.load_resolved(random_micro(1), resolved)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_every_torch_load_is_weights_only() -> None:
+    """No code path unpickles anything but tensors and plain containers (one place would be enough to run code)."""
+    root = Path(__file__).resolve().parents[2]
+    calls = [(p, line) for p in sorted((root / "s2robot").rglob("*.py")) for line in p.read_text().splitlines()
+             if "torch.load(" in line and not line.lstrip().startswith(("#", "``", "Every"))]
+    assert calls and all("weights_only=True" in line for _, line in calls), calls
