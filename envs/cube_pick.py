@@ -29,6 +29,7 @@ LIFT_SUCCESS_HEIGHT = 0.05  # lift above rest that counts as success, while gras
 CONTROL_DT = 0.1  # control period [s] (10 Hz)
 MAX_JOINT_DELTA = 0.1  # per-step bound on each arm joint-position delta [rad] (1 rad/s at 10 Hz)
 FINGER_OPEN = 0.04  # finger joint travel [m]; the fingers are 2 * FINGER_OPEN apart when fully open
+ACTION_MODES = ("delta", "absolute")  # joint-position deltas or targets (see CubePickEnv)
 PROPRIO_MARGIN = 0.05  # slack on the proprio bounds beyond the joint and finger ranges [rad or m]
 ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 ARM_ACTUATORS = tuple(f"actuator{i}" for i in range(1, 8))
@@ -85,10 +86,13 @@ EVAL_POSITIONS: tuple[tuple[float, float], ...] = (
 class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     """Pick up a 4 cm cube with a 7-DoF arm and a parallel-jaw gripper.
 
-    Action, (8,) float32:
-        ``[0:7]`` joint-position deltas [rad], each bounded to ±MAX_JOINT_DELTA (0.1 rad per 0.1 s step);
+    Action, (8,) float32, in one of two ``action_mode``s:
+        ``"delta"``: ``[0:7]`` joint-position deltas [rad], each bounded to ±MAX_JOINT_DELTA (0.1 rad per
+        0.1 s step); ``"absolute"``: ``[0:7]`` joint-position targets [rad], bounded the same way (a target
+        further than MAX_JOINT_DELTA from the current commanded position is clipped to that distance);
         ``[7]`` gripper command in [0, 1], 0 open, 1 closed (linear in finger opening in between).
-        Out-of-range values are clipped to these bounds; a wrong shape, NaN or inf raises ValueError.
+        Out-of-range values are clipped to these bounds and counted in ``info["clipped_steps"]``; a wrong
+        shape, NaN or inf raises ValueError.
         The arm target is an internal commanded position, not the measured one: each step sets
         ``target = clip(target + delta, joint limits)``, so tracking lag never accumulates as drift.
         The servos low-pass the target (30 ms time constant, in the MJCF), turning each 10 Hz step into
@@ -98,7 +102,9 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         between the finger pads [m] (0 closed, 0.08 open);
         ``<camera>`` (S, S, 3) uint8 RGB for each camera in ``cameras``.
     Info: ``cube_pos`` (3,) [m], ``cube_quat`` (4,) (w, x, y, z), ``fingertip_pos`` (3,) [m],
-        ``is_grasped`` (both finger pads touch the cube), ``lift_height`` [m] above rest, ``is_success``.
+        ``is_grasped`` (both finger pads touch the cube), ``lift_height`` [m] above rest, ``is_success``,
+        ``arm_target`` (7,) the commanded joint positions [rad], ``clipped_steps`` steps so far whose action
+        was clipped.
     Success: the cube centre is ≥ LIFT_SUCCESS_HEIGHT above its resting height while both finger pads
         touch it and the gripper command is closed (≥ 0.5). Reward is 1.0 on success steps, else 0.0.
 
@@ -119,6 +125,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         terminate_on_success: bool = False,
         joint_noise: float = 0.0,
         render_size: tuple[int, int] = (480, 640),
+        action_mode: str = "delta",
     ) -> None:
         """Build the env.
 
@@ -129,6 +136,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         terminate_on_success: end the episode (terminated=True) at the first success.
         joint_noise: half-width of the uniform noise added to the home joint positions at reset [rad].
         render_size: (height, width) of render() frames [px].
+        action_mode: ``"delta"`` (joint-position deltas) or ``"absolute"`` (joint-position targets).
         """
         if isinstance(cameras, str):  # cameras="front" means one camera, not five one-letter names
             cameras = (cameras,)
@@ -152,6 +160,8 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise ValueError(f"max_steps must be ≥ 1, got {max_steps}")
         if joint_noise < 0:
             raise ValueError(f"joint_noise must be ≥ 0 [rad], got {joint_noise}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
 
@@ -161,6 +171,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.render_mode = render_mode
         self.terminate_on_success = terminate_on_success
         self.joint_noise = float(joint_noise)
+        self.action_mode = action_mode
         self.render_size = (int(render_size[0]), int(render_size[1]))
 
         # Everything by name; indices only cached here.
@@ -183,10 +194,15 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if not np.isclose(self.n_substeps * model.opt.timestep, CONTROL_DT):
             raise ValueError(f"timestep {model.opt.timestep} s must divide the control period {CONTROL_DT} s")
 
-        low = np.r_[np.full(7, -MAX_JOINT_DELTA), 0.0].astype(np.float32)
-        high = np.r_[np.full(7, MAX_JOINT_DELTA), 1.0].astype(np.float32)
+        if action_mode == "delta":
+            low = np.r_[np.full(7, -MAX_JOINT_DELTA), 0.0].astype(np.float32)
+            high = np.r_[np.full(7, MAX_JOINT_DELTA), 1.0].astype(np.float32)
+        else:  # targets within the joint limits; the per-step bound depends on the state (see step)
+            low = np.r_[self.joint_limits[:, 0], 0.0].astype(np.float32)
+            high = np.r_[self.joint_limits[:, 1], 1.0].astype(np.float32)
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
         self._act_low, self._act_high = low.astype(np.float64), high.astype(np.float64)
+        self._clipped = 0
         # Soft joint limits and finger contacts let measured positions overshoot slightly: ±PROPRIO_MARGIN.
         proprio_low = np.r_[self.joint_limits[:, 0], 0.0] - PROPRIO_MARGIN
         proprio_high = np.r_[self.joint_limits[:, 1], 2 * FINGER_OPEN] + PROPRIO_MARGIN
@@ -242,6 +258,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         d.ctrl[self._gripper_act] = FINGER_OPEN
         mujoco.mj_forward(m, d)
         self._steps = 0
+        self._clipped = 0
         return self._observation(), self._info()
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -252,9 +269,15 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if not np.all(np.isfinite(a)):
             bad = np.flatnonzero(~np.isfinite(a)).tolist()
             raise ValueError(f"action must be finite, got NaN or inf at index {bad}: {a.tolist()}")
-        a = np.clip(a, self._act_low, self._act_high)
-
-        self._arm_target = np.clip(self._arm_target + a[:7], self.joint_limits[:, 0], self.joint_limits[:, 1])
+        clipped = np.clip(a, self._act_low, self._act_high)
+        if self.action_mode == "delta":
+            target = self._arm_target + clipped[:7]
+        else:  # the same per-step bound as a delta: at most MAX_JOINT_DELTA from the commanded position
+            target = np.clip(clipped[:7], self._arm_target - MAX_JOINT_DELTA, self._arm_target + MAX_JOINT_DELTA)
+            clipped[:7] = target
+        self._clipped += int(not np.array_equal(clipped, a))
+        a = clipped
+        self._arm_target = np.clip(target, self.joint_limits[:, 0], self.joint_limits[:, 1])
         self._gripper_cmd = a[7]
         d = self.data
         d.ctrl[self._arm_act] = self._arm_target
@@ -323,4 +346,6 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "is_grasped": grasped,
             "lift_height": lift,
             "is_success": bool(success),
+            "arm_target": self._arm_target.copy(),
+            "clipped_steps": self._clipped,
         }

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from s2robot.data.keys import episode_starts, feat_keys, is_rgb
+from s2robot.data.keys import EXECUTED_SUFFIX, episode_starts, feat_keys, is_rgb
 from s2robot.data.store import EpisodeStore
 
 
@@ -131,6 +131,10 @@ class WindowDataset(torch.utils.data.Dataset):
     Items (and `get_batch` with a leading B): `feat_<camera>` (To, F) float32 for every key starting with
     "feat_", `proprio` (To, P), `prev_action` (To, A), `obs_is_pad` (To,) bool, `prev_action_is_pad`
     (To,) bool, `action` (Ta, A), `action_is_pad` (Ta,) bool; all float tensors are float32.
+
+    Targets come from `action_key` (the labels); the previous action from its executed twin
+    (`<action_key>_executed`, the action actually stepped under noise injection) when the data has one: a
+    rollout feeds the policy what it executed, so training does too.
     """
 
     def __init__(self, data: Mapping[str, np.ndarray], episode_ends: np.ndarray,
@@ -147,8 +151,10 @@ class WindowDataset(torch.utils.data.Dataset):
         self.feature_keys = feat_keys(data)
         self.obs_keys = (*self.feature_keys, proprio_key)
         self.proprio_key, self.action_key = proprio_key, action_key
+        executed = action_key + EXECUTED_SUFFIX
+        self.prev_action_key = executed if executed in data else action_key
         self.data: dict[str, np.ndarray] = {}
-        for key in (*self.obs_keys, action_key):
+        for key in dict.fromkeys((*self.obs_keys, action_key, self.prev_action_key)):
             arr = np.asarray(data[key])
             if arr.ndim < 1 or len(arr) != n_steps:
                 raise ValueError(f"{key}: expected {n_steps} steps (episode_ends[-1]), got shape {arr.shape}")
@@ -176,7 +182,7 @@ class WindowDataset(torch.utils.data.Dataset):
         ix = self.index
         out = {k: self.data[k][ix.obs[i]] for k in self.obs_keys}  # (B, To, ...)
         prev_pad = ix.prev_action_is_pad[i]  # (B, To)
-        prev = self.data[self.action_key][ix.prev_action[i]]  # (B, To, A)
+        prev = self.data[self.prev_action_key][ix.prev_action[i]]  # (B, To, A)
         prev = np.where(prev_pad.reshape(*prev_pad.shape, *[1] * (prev.ndim - 2)), 0, prev)
         out |= {"prev_action": prev, "action": self.data[self.action_key][ix.action[i]]}  # (B, Ta, A)
         batch = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}

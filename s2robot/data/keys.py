@@ -8,6 +8,13 @@ import numpy as np
 
 RGB_PREFIX = "rgb_"  # camera frames (T, S, S, 3) uint8
 FEAT_PREFIX = "feat_"  # frozen-encoder features (T, F)
+EXECUTED_SUFFIX = "_executed"  # the action actually stepped (noise injection: label + noise), beside its label
+PRIVILEGED_CUBE = "cube_pos"  # (T, 3) cube centre [m]: privileged state, read only by the oracle encoder
+
+# The action spaces a demo store records, as (label key, executed key): what the policy learns to predict and
+# what it was fed as its previous action (the executed one, which is what a rollout feeds it too).
+ACTION_SPACES = {"delta": ("action", "action" + EXECUTED_SUFFIX),  # (T, 8) joint deltas [rad] + gripper
+                 "absolute": ("target", "target" + EXECUTED_SUFFIX)}  # (T, 8) joint targets [rad] + gripper
 
 
 def rgb_key(camera: str) -> str:

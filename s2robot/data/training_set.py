@@ -13,7 +13,7 @@ import numpy as np
 from s2robot.data.dataset import WindowDataset, split_episodes
 from s2robot.data.episode import find_non_finite
 from s2robot.data.features import open_feature_cache
-from s2robot.data.keys import episode_starts, feat_keys
+from s2robot.data.keys import ACTION_SPACES, EXECUTED_SUFFIX, episode_starts, feat_keys
 from s2robot.data.normalize import Normalizer
 
 
@@ -58,14 +58,30 @@ def check_finite(data: Mapping[str, np.ndarray], episode_ends: np.ndarray, sourc
                              "(python -m s2robot.workflows.store info DEMOS lists non-finite values)")
 
 
+def select_action_space(data: Mapping[str, np.ndarray], action_space: str, source: Path) -> dict[str, np.ndarray]:
+    """``data`` with the chosen action space's label/executed keys as ``action``/``action_executed`` (what the
+    dataset, normalizer and policy read) and the other space's keys dropped."""
+    label, executed = ACTION_SPACES[action_space]
+    if label not in data:
+        raise ValueError(f"{source} has no {label!r} key, which action_space={action_space} learns: its demos were "
+                         f"recorded before s2robot stored {action_space} actions. Re-record them (record_demos.py), "
+                         "or train with policy.action_space=delta")
+    spaces = {k for pair in ACTION_SPACES.values() for k in pair}
+    out = {k: v for k, v in data.items() if k not in spaces}
+    out |= {"action": data[label], **({"action" + EXECUTED_SUFFIX: data[executed]} if executed in data else {})}
+    return out
+
+
 def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_act: int,
-                       normalize_features: bool, val_fraction: float, seed: int, batch_size: int) -> TrainData:
+                       normalize_features: bool, val_fraction: float, seed: int, batch_size: int,
+                       action_space: str = "delta") -> TrainData:
     """Windows (To=t_obs, Ta=t_act) of the cache's train/val episodes and the normalizer of the train split."""
     cache = open_feature_cache(cache_path, fingerprint)
     if cache.n_episodes == 0:
         raise ValueError(f"feature cache {cache_path} holds no episodes: record demos first")
     data = {k: cache.get_steps(k, 0, cache.n_steps) for k in cache.keys}
     check_finite(data, cache.episode_ends, Path(cache_path))
+    data = select_action_space(data, action_space, Path(cache_path))
     feature_keys = feat_keys(data)
     train_ids, val_ids = split_episodes(cache.n_episodes, val_fraction, seed)
     train = WindowDataset(data, cache.episode_ends, train_ids, t_obs, t_act)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from s2robot.data.keys import ACTION_SPACES
+
 LOSSES = ("l1", "mse")
 EXECUTIONS = ("receding", "ensemble")
 
@@ -14,6 +16,9 @@ class PolicyConfig:
     """The chunk transformer and how it executes. Presets: ``POLICY_PRESETS`` (hydra group ``policy``).
 
     t_obs / t_act: observation history To and action chunk Ta [steps]
+    action_space: ``delta`` (joint-position deltas, the env's default) or ``absolute`` (joint-position targets)
+    prev_action_tokens: feed the previous (executed) action as a token per past step (ACT does not)
+    feature_noise: std of Gaussian noise added to the normalized visual features while training (augmentation)
     d_model, n_layers, n_heads, ff_mult, dropout: the transformer (pre-norm, GELU)
     loss: ``l1`` (ACT's choice) or ``mse``, over non-padded action steps of normalized actions
     normalize_features: also standardize the visual features (proprio and actions always are)
@@ -23,6 +28,9 @@ class PolicyConfig:
 
     t_obs: int = 16
     t_act: int = 16
+    action_space: str = "delta"
+    prev_action_tokens: bool = True
+    feature_noise: float = 0.0
     d_model: int = 128
     n_layers: int = 4
     n_heads: int = 4
@@ -39,6 +47,10 @@ class PolicyConfig:
             raise ValueError(f"t_obs and t_act must be ≥ 1, got {self.t_obs}, {self.t_act}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} must be a multiple of n_heads {self.n_heads}")
+        if self.action_space not in ACTION_SPACES:
+            raise ValueError(f"action_space must be one of {list(ACTION_SPACES)}, got {self.action_space!r}")
+        if not self.feature_noise >= 0:
+            raise ValueError(f"feature_noise must be ≥ 0 (a std in normalized units), got {self.feature_noise}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.execution not in EXECUTIONS:

@@ -47,10 +47,10 @@ class ChunkTransformerPolicy(nn.Module):
         self.proprio_dim, self.action_dim = int(proprio_dim), int(action_dim)
         self.normalizer = normalizer if normalizer is not None else Normalizer()
         d = cfg.d_model
-        self.n_obs_tokens = len(self.feature_keys) + 2  # cameras, proprio, previous action
+        self.n_obs_tokens = len(self.feature_keys) + 1 + cfg.prev_action_tokens  # cameras, proprio, previous action
         self.feature_proj = nn.ModuleDict({k: nn.Linear(f, d) for k, f in self.feature_dims.items()})
         self.proprio_proj = nn.Linear(self.proprio_dim, d)
-        self.action_proj = nn.Linear(self.action_dim, d)
+        self.action_proj = nn.Linear(self.action_dim, d) if cfg.prev_action_tokens else None
         self.time_embed = nn.Parameter(torch.zeros(cfg.t_obs, d))  # (To, D)
         self.type_embed = nn.Parameter(torch.zeros(self.n_obs_tokens + 1, d))  # (K+1, D), last: queries
         self.queries = nn.Parameter(torch.zeros(cfg.t_act, d))  # (Ta, D)
@@ -62,6 +62,11 @@ class ChunkTransformerPolicy(nn.Module):
         for p in (self.time_embed, self.type_embed, self.queries):
             nn.init.normal_(p, std=0.02)
         self.reset()
+
+    @property
+    def action_space(self) -> str:
+        """``delta`` or ``absolute``: the env ``action_mode`` this policy's actions are for."""
+        return self.cfg.action_space
 
     # ------------------------------------------------------------------------------- training
     def _normalized(self, key: str, x: torch.Tensor) -> torch.Tensor:
@@ -88,9 +93,13 @@ class ChunkTransformerPolicy(nn.Module):
         """Raw batch {feat_*: (B, To, F), proprio: (B, To, P), prev_action: (B, To, A), obs_is_pad,
         prev_action_is_pad: (B, To) bool (optional)} → normalized action chunk (B, Ta, A)."""
         b, t = self._check_batch(batch)
-        tokens = [self.feature_proj[k](self._normalized(k, batch[k])) for k in self.feature_keys]
+        feats = {k: self._normalized(k, batch[k]) for k in self.feature_keys}
+        if self.training and self.cfg.feature_noise > 0:  # augmentation of the frozen features
+            feats = {k: f + self.cfg.feature_noise * torch.randn_like(f) for k, f in feats.items()}
+        tokens = [self.feature_proj[k](feats[k]) for k in self.feature_keys]
         tokens.append(self.proprio_proj(self.normalizer.normalize("proprio", batch["proprio"])))
-        tokens.append(self.action_proj(self.normalizer.normalize("action", batch["prev_action"])))
+        if self.cfg.prev_action_tokens:
+            tokens.append(self.action_proj(self.normalizer.normalize("action", batch["prev_action"])))
         x = torch.stack(tokens, dim=2)  # (B, To, K, D)
         x = x + self.time_embed[:, None, :] + self.type_embed[None, :-1, :]
         x = x.flatten(1, 2)  # (B, To·K, D), step-major
@@ -99,7 +108,10 @@ class ChunkTransformerPolicy(nn.Module):
         obs_pad = torch.zeros(b, t, dtype=torch.bool, device=x.device) if obs_pad is None else obs_pad.bool()
         act_pad = batch.get("prev_action_is_pad")
         act_pad = obs_pad if act_pad is None else act_pad.bool()
-        mask = torch.cat([obs_pad[:, :, None].expand(b, t, self.n_obs_tokens - 1), act_pad[:, :, None]], dim=2)
+        n_obs = len(self.feature_keys) + 1
+        mask = obs_pad[:, :, None].expand(b, t, n_obs)
+        if self.cfg.prev_action_tokens:
+            mask = torch.cat([mask, act_pad[:, :, None]], dim=2)
         mask = torch.cat([mask.flatten(1), torch.zeros(b, self.cfg.t_act, dtype=torch.bool, device=x.device)], 1)
         h = self.transformer(torch.cat([x, q], dim=1), src_key_padding_mask=mask)  # (B, To·K + Ta, D)
         return self.head(h[:, -self.cfg.t_act:])  # (B, Ta, A)

@@ -19,6 +19,8 @@ class EnvConfig:
     max_steps: episode length limit [control steps] (10 Hz: 100 = 10 s)
     terminate_on_success: end an episode at its first success step
     joint_noise: half-width of the uniform noise on the home joint positions at reset [rad]
+    action_mode: ``delta`` (joint-position deltas) or ``absolute`` (joint-position targets); demos record both,
+        and evaluation sets the one its policy was trained on
     """
 
     id: str = "s2robot/CubePick-v0"
@@ -27,6 +29,7 @@ class EnvConfig:
     max_steps: int = 100
     terminate_on_success: bool = True
     joint_noise: float = 0.0
+    action_mode: str = "delta"
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.max_steps < 1:
@@ -46,6 +49,7 @@ def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
         max_steps=cfg.max_steps,
         terminate_on_success=cfg.terminate_on_success,
         joint_noise=cfg.joint_noise,
+        action_mode=cfg.action_mode,
         render_mode=render_mode,
         disable_env_checker=True,
     )

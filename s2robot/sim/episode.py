@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 
-from s2robot.data.keys import rgb_key
+from s2robot.data.keys import ACTION_SPACES, PRIVILEGED_CUBE, rgb_key
 from s2robot.sim.env import EnvConfig, make_env
 
 
@@ -42,14 +42,28 @@ class _ExpertFactory:
         return ScriptedExpert(env, noise_std=self.noise_std, rng=rng if self.noise_std > 0 else None).act
 
 
-Observe = Callable[[dict[str, np.ndarray], dict[str, Any], np.ndarray], dict[str, np.ndarray]]
+# (obs, info, label action, executed action) -> that step's arrays
+Observe = Callable[[dict[str, np.ndarray], dict[str, Any], np.ndarray, np.ndarray], dict[str, np.ndarray]]
+
+
+class StopAfterSuccess:
+    """Ends an episode ``extra`` steps after its first success, or at ``max_steps`` recorded steps (a post-success
+    tail: the expert keeps lifting and holds, so every chunk a policy executes past the success step is trained)."""
+
+    def __init__(self, max_steps: int, extra: int = 0) -> None:
+        self.max_steps, self.extra, self.success_at = max_steps, extra, None
+
+    def __call__(self, t: int, info: dict[str, Any]) -> bool:
+        if self.success_at is None and info["is_success"]:
+            self.success_at = t
+        return (self.success_at is not None and t - self.success_at >= self.extra) or t + 1 >= self.max_steps
 
 
 def run_episode(env: Any, seed: int, start: Callable[[dict, dict], Policy], observe: Observe,
                 options: dict[str, Any] | None = None, stop: Callable[[int, dict], bool] | None = None
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The one recording loop (demos and rendered frames): ``reset(seed, options)``, ``policy = start(obs, info)``,
-    then per step t: the policy's action, ``observe(obs, info, recorded action)`` → that step's arrays, and
+    then per step t: the policy's action, ``observe(obs, info, label, executed)`` → that step's arrays, and
     ``stop(t, info)`` ends the episode after step t; else the env steps until it terminates or truncates.
 
     Returns {key: (T, ...)} and {seed, cube_xy, success, length, max_lift}.
@@ -62,7 +76,7 @@ def run_episode(env: Any, seed: int, start: Callable[[dict, dict], Policy], obse
     for t in itertools.count():
         out = policy(obs, info)
         label, executed = (out.label, out.executed) if hasattr(out, "label") else (out, out)
-        for key, value in observe(obs, info, label).items():
+        for key, value in observe(obs, info, label, executed).items():
             steps.setdefault(key, []).append(value)
         if stop is not None and stop(t, info):
             break
@@ -76,11 +90,18 @@ def run_episode(env: Any, seed: int, start: Callable[[dict, dict], Policy], obse
     return {k: np.stack(v) for k, v in steps.items()}, meta
 
 
-def observe_demo(cameras: list[str], obs: dict[str, np.ndarray], info: dict[str, Any], action: np.ndarray
-                 ) -> dict[str, np.ndarray]:
-    """What a demo records per step: camera frames, proprio and the (label) action."""
+def observe_demo(cameras: list[str], obs: dict[str, np.ndarray], info: dict[str, Any], label: np.ndarray,
+                 executed: np.ndarray) -> dict[str, np.ndarray]:
+    """What a demo records per step: camera frames, proprio, the privileged cube position, and the action in both
+    action spaces (``ACTION_SPACES``), each as the label (to learn) and as executed (to feed back as the previous
+    action). A target is the commanded joint position the delta leads to (the env clips both the same way)."""
+    label, executed = np.asarray(label, np.float64), np.asarray(executed, np.float64)
+    base = np.r_[np.asarray(info["arm_target"], np.float64), 0.0]  # (8,) commanded position, gripper: absolute
+    (delta, delta_x), (target, target_x) = ACTION_SPACES["delta"], ACTION_SPACES["absolute"]
     return {**{rgb_key(cam): obs[cam] for cam in cameras}, "proprio": np.asarray(obs["proprio"], np.float32),
-            "action": np.asarray(action, dtype=np.float32)}
+            PRIVILEGED_CUBE: np.asarray(info["cube_pos"], np.float32),
+            delta: label.astype(np.float32), delta_x: executed.astype(np.float32),
+            target: (base + label).astype(np.float32), target_x: (base + executed).astype(np.float32)}
 
 
 @dataclass(frozen=True)
@@ -89,13 +110,18 @@ class RecordJob:
 
     env: EnvConfig
     factory: PolicyFactory
+    tail_steps: int = 0  # steps recorded after the first success (0: the episode ends at success, as the env's)
 
     def setup(self) -> Any:
-        return make_env(self.env, render_mode=None)
+        cfg = EnvConfig(**{**asdict(self.env), "terminate_on_success": self.env.terminate_on_success and not
+                           self.tail_steps})
+        return make_env(cfg, render_mode=None)
 
     def run(self, env: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         policy = self.factory(env, seed)  # built before the reset, as any controller would be
-        return run_episode(env, seed, lambda obs, info: policy, partial(observe_demo, list(self.env.cameras)))
+        stop = StopAfterSuccess(self.env.max_steps, self.tail_steps) if self.tail_steps else None
+        return run_episode(env, seed, lambda obs, info: policy, partial(observe_demo, list(self.env.cameras)),
+                           stop=stop)
 
     def close(self, env: Any) -> None:
         env.close()

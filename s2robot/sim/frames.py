@@ -26,7 +26,7 @@ from tqdm import tqdm
 from s2robot.data.keys import rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import EnvConfig, make_env
-from s2robot.sim.episode import run_episode
+from s2robot.sim.episode import StopAfterSuccess, run_episode
 from s2robot.sim.pool import seed_ordered
 
 KIND = "s2robot.GeneratedFrames"
@@ -120,20 +120,8 @@ def _perturb_appearance(env: Any, rng: np.random.Generator, base: dict[str, np.n
         model.mat_rgba[mat, :3] = np.clip(rgb, 0.0, 1.0)
 
 
-class _StopAfterSuccess:
-    """Ends a generated episode ``extra`` steps after its first success, or at ``max_steps`` recorded steps."""
-
-    def __init__(self, max_steps: int) -> None:
-        self.max_steps, self.extra, self.success_at = max_steps, 0, None
-
-    def __call__(self, t: int, info: dict[str, Any]) -> bool:
-        if self.success_at is None and info["is_success"]:
-            self.success_at = t
-        return (self.success_at is not None and t - self.success_at >= self.extra) or t + 1 >= self.max_steps
-
-
-def _observe_labeled(cameras: list[str], obs: dict[str, np.ndarray], info: dict[str, Any], action: np.ndarray
-                     ) -> dict[str, np.ndarray]:
+def _observe_labeled(cameras: list[str], obs: dict[str, np.ndarray], info: dict[str, Any], label: np.ndarray,
+                     executed: np.ndarray) -> dict[str, np.ndarray]:
     return {**{rgb_key(cam): obs[cam] for cam in cameras}, "proprio": obs["proprio"],
             "cube_pos": info["cube_pos"].astype(np.float32), "fingertip_pos": info["fingertip_pos"].astype(np.float32),
             "gripper": obs["proprio"][7:8].astype(np.float32)}
@@ -150,7 +138,7 @@ def generate_episode(env: Any, cfg: GeneratorConfig, seed: int, base: dict | Non
     if cfg.randomize_appearance and base is not None:
         _perturb_appearance(env, rng, base)
     cube_xy = rng.uniform(lo, hi)
-    stop = _StopAfterSuccess(cfg.max_steps)
+    stop = StopAfterSuccess(cfg.max_steps)
 
     def start(obs: dict, info: dict) -> Any:
         expert = ScriptedExpert(env, noise_std=rng.uniform(0.0, cfg.noise_std_max), rng=rng)

@@ -200,7 +200,8 @@ def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Se
     missing = [c for c in cameras if c not in env_cfg.cameras]
     if missing:
         raise ValueError(f"the policy reads cameras {cameras} but the env renders {list(env_cfg.cameras)}")
-    env_cfg = EnvConfig(**{**asdict(env_cfg), "cameras": cameras, "terminate_on_success": True})
+    env_cfg = EnvConfig(**{**asdict(env_cfg), "cameras": cameras, "terminate_on_success": True,
+                           "action_mode": getattr(policy, "action_space", env_cfg.action_mode)})
     videos = len(episodes) if videos < 0 else min(videos, len(episodes))
     width = min(n_envs, len(episodes)) if n_envs > 0 else 1
     results: list[EpisodeResult] = []

@@ -21,7 +21,7 @@ class PipelineConfig:
     """``scripts/run_pipeline.py`` (``configs/pipeline.yaml``).
 
     train: everything about data, encoder, policy and env (``train.demos`` is where demos are recorded)
-    n_demos / record_workers / record_seed / noise_std: the scripted-expert recording
+    n_demos / record_workers / record_seed / noise_std / tail_steps: the scripted-expert recording (see RecordConfig)
     eval: the evaluation (its ``checkpoint`` is set to this run's ``evaluate_checkpoint``: last or best)
     """
 
@@ -31,6 +31,7 @@ class PipelineConfig:
     record_workers: int = 2
     record_seed: int = 0
     noise_std: float = 0.0
+    tail_steps: int = 0
     evaluate_checkpoint: str = "last"
 
     def __post_init__(self) -> None:
@@ -47,7 +48,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     print(f"[1/4] demos: {t.demos} ({cfg.n_demos} scripted-expert episodes, cameras {list(t.env.cameras)} "
           f"at {t.env.image_size}²)")
     record_demos(RecordConfig(env=t.env, out=t.demos, n_episodes=cfg.n_demos, workers=cfg.record_workers,
-                              seed=cfg.record_seed, resume=True, noise_std=cfg.noise_std), progress=t.progress)
+                              seed=cfg.record_seed, resume=True, noise_std=cfg.noise_std,
+                              tail_steps=cfg.tail_steps), progress=t.progress)
     print(f"[2/4 + 3/4] feature cache and training: {t.run_dir}")
     last = train(t)
     ckpt = last if cfg.evaluate_checkpoint == "last" else Path(last).with_name("best")

@@ -38,7 +38,8 @@ class RecordConfig:
         listed in the store's attrs either way)
     resume: append to an existing store until it holds n_episodes
     overwrite: replace an existing store (otherwise refuse)
-    noise_std: expert noise injection on executed joint deltas [rad] (labels stay clean)
+    noise_std: expert noise injection on executed joint deltas [rad] (DART: labels stay clean; both are stored)
+    tail_steps: steps recorded after the first success, the expert lifting on and holding (0: stop at success)
     max_attempts: give up after this many episodes without reaching n_episodes (None: 3 × n_episodes + 10)
     """
 
@@ -51,6 +52,7 @@ class RecordConfig:
     resume: bool = False
     overwrite: bool = False
     noise_std: float = 0.0
+    tail_steps: int = 0
     max_attempts: int | None = None
 
     def __post_init__(self) -> None:
@@ -60,6 +62,8 @@ class RecordConfig:
             raise ValueError(f"workers must be ≥ 1 (1 = record in this process), got {self.workers}")
         if self.noise_std < 0 or not math.isfinite(self.noise_std):
             raise ValueError(f"noise_std must be a finite value ≥ 0 [rad], got {self.noise_std}")
+        if self.tail_steps < 0:
+            raise ValueError(f"tail_steps must be ≥ 0 (steps recorded after the first success), got {self.tail_steps}")
         if self.max_attempts is not None and self.max_attempts < self.n_episodes:
             raise ValueError(f"max_attempts ({self.max_attempts}) must be ≥ n_episodes ({self.n_episodes}) or null")
         if self.resume and self.overwrite:
@@ -70,7 +74,8 @@ def _open_store(cfg: RecordConfig) -> tuple[EpisodeStore, int]:
     """The store to append to and the next seed to try."""
     attrs = {"env": asdict(cfg.env), "cameras": list(cfg.env.cameras), "image_size": cfg.env.image_size,
              "control_hz": 10, "recorder": {"policy": "scripted expert", "noise_std": cfg.noise_std,
-                                            "keep_failures": cfg.keep_failures, "first_seed": cfg.seed},
+                                            "tail_steps": cfg.tail_steps, "keep_failures": cfg.keep_failures,
+                                            "first_seed": cfg.seed},
              "attempts": []}
     path = Path(cfg.out)
     if not path.exists() or cfg.overwrite:
@@ -95,8 +100,8 @@ def _changed_settings(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) ->
     changed = [f"{k} ({recorded.get(k)} → {wanted[k]})" for k in ("env", "cameras", "image_size")
                if recorded.get(k) != wanted[k]]
     old, new = recorded.get("recorder", {}), wanted["recorder"]
-    changed += [f"recorder.{k} ({old.get(k)} → {new[k]})" for k in ("policy", "noise_std", "keep_failures",
-                                                                     "first_seed") if k in old and old[k] != new[k]]
+    keys = ("policy", "noise_std", "tail_steps", "keep_failures", "first_seed")
+    changed += [f"recorder.{k} ({old.get(k)} → {new[k]})" for k in keys if k in old and old[k] != new[k]]
     return changed
 
 
@@ -116,7 +121,8 @@ def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) ->
     bar = tqdm(total=cfg.n_episodes, initial=store.n_episodes, unit="ep", disable=not progress,
                desc=f"recording {Path(cfg.out).name}", file=sys.stdout)
     steps, t0, new_attempts = 0, time.perf_counter(), 0
-    results = seed_ordered(RecordJob(cfg.env, factory), next_seed, cfg.workers) if need > 0 else iter(())
+    job = RecordJob(cfg.env, factory, cfg.tail_steps)
+    results = seed_ordered(job, next_seed, cfg.workers) if need > 0 else iter(())
     for _, (data, meta) in results:
         if store.n_episodes >= cfg.n_episodes:
             break

@@ -175,7 +175,7 @@ class Trainer:
                                                      self.dist, progress=cfg.progress and self.main)
         p = cfg.policy
         self.data = load_training_data(cache_path, self.fingerprint, p.t_obs, p.t_act, p.normalize_features,
-                                       cfg.val_fraction, cfg.seed, cfg.batch_size)
+                                       cfg.val_fraction, cfg.seed, cfg.batch_size, p.action_space)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.policy = build_policy(cfg.policy, self.data.shape, self.data.normalizer).to(self.device)

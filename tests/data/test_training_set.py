@@ -10,7 +10,7 @@ import zarr
 from helpers import make_demos
 
 from s2robot.data.features import build_feature_cache
-from s2robot.data.training_set import check_finite, load_training_data
+from s2robot.data.training_set import check_finite, load_training_data, select_action_space
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 
 
@@ -45,3 +45,16 @@ def test_store_info_lists_non_finite_values(tmp_path: Path) -> None:
     zarr.open_array(demos / "data" / "action", mode="r+")[6, 1] = np.nan  # episode 1, step 1
     text = info_text(EpisodeStore.open(demos))
     assert "NON-FINITE   action: 1 steps with NaN/inf, first at episode 1, step 1" in text
+
+
+def test_action_space_selects_label_and_executed_keys() -> None:
+    data = {"proprio": np.zeros((3, 8)), "action": np.ones((3, 8)), "action_executed": np.full((3, 8), 2.0),
+            "target": np.full((3, 8), 3.0), "target_executed": np.full((3, 8), 4.0)}
+    absolute = select_action_space(data, "absolute", Path("c.zarr"))
+    assert sorted(absolute) == ["action", "action_executed", "proprio"]
+    assert absolute["action"][0, 0] == 3.0 and absolute["action_executed"][0, 0] == 4.0
+    assert select_action_space(data, "delta", Path("c.zarr"))["action_executed"][0, 0] == 2.0
+    old = {"proprio": data["proprio"], "action": data["action"]}  # recorded before targets were stored
+    assert sorted(select_action_space(old, "delta", Path("c.zarr"))) == ["action", "proprio"]
+    with pytest.raises(ValueError, match=r"c\.zarr has no 'target' key.*Re-record"):
+        select_action_space(old, "absolute", Path("c.zarr"))

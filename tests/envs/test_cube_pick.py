@@ -138,8 +138,49 @@ def test_out_of_range_actions_are_clipped(env) -> None:
     env.step(np.array([1.0, -1.0, 0.02, 0, 0, 0, 0, 5.0], dtype=np.float32))
     np.testing.assert_allclose(env.arm_target - before, [0.1, -0.1, 0.02, 0, 0, 0, 0], atol=1e-7)
     assert env.data.ctrl[env.model.actuator("gripper").id] == 0.0  # command 5 → 1 → fully closed
-    env.step(np.array([0, 0, 0, 0, 0, 0, 0, -3.0], dtype=np.float32))
+    *_, info = env.step(np.array([0, 0, 0, 0, 0, 0, 0, -3.0], dtype=np.float32))
     assert env.data.ctrl[env.model.actuator("gripper").id] == pytest.approx(0.04)
+    assert info["clipped_steps"] == 2
+    *_, info = env.step(_zero_action())
+    assert info["clipped_steps"] == 2 and np.array_equal(info["arm_target"], env.arm_target)
+
+
+def test_absolute_targets_keep_the_per_step_bound_and_count_clips() -> None:
+    """action_mode="absolute": a target more than MAX_JOINT_DELTA from the commanded position moves only that far."""
+    env = CubePickEnv(cameras=(), action_mode="absolute")
+    env.reset(seed=0)
+    before = env.arm_target
+    far = np.r_[before + np.array([0.5, -0.5, 0.03, 0, 0, 0, 0]), 1.0].astype(np.float32)
+    *_, info = env.step(far)
+    np.testing.assert_allclose(env.arm_target - before, [0.1, -0.1, 0.03, 0, 0, 0, 0], atol=1e-6)
+    assert info["clipped_steps"] == 1
+    with pytest.raises(ValueError, match="action_mode must be one of"):
+        CubePickEnv(cameras=(), action_mode="velocity")
+
+
+def test_absolute_targets_round_trip_through_the_env() -> None:
+    """A noisy expert episode run with deltas, replayed as the commanded absolute targets it produced, is the same
+    episode: the same joint trajectory (to float32 rounding of the targets) and the same success."""
+    delta = CubePickEnv(cameras=(), terminate_on_success=True)
+    obs, info = delta.reset(seed=3)
+    expert = ScriptedExpert(delta, noise_std=0.02, rng=np.random.default_rng(3))
+    targets, proprio, done = [], [obs["proprio"]], False
+    while not done:
+        step = expert.act(obs, info)
+        base = info["arm_target"]
+        targets.append(np.r_[base + step.executed[:7], step.executed[7]].astype(np.float32))
+        obs, _, term, trunc, info = delta.step(step.executed)
+        proprio.append(obs["proprio"])
+        done = term or trunc
+    assert info["is_success"]
+    absolute = CubePickEnv(cameras=(), terminate_on_success=True, action_mode="absolute")
+    obs, info = absolute.reset(seed=3)
+    replay = [obs["proprio"]]
+    for target in targets:
+        obs, _, term, trunc, info = absolute.step(target)
+        replay.append(obs["proprio"])
+    assert info["is_success"] and term
+    np.testing.assert_allclose(np.array(replay), np.array(proprio), atol=1e-4)
 
 
 def test_arm_target_stays_within_joint_limits(env) -> None:

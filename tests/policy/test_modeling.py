@@ -177,3 +177,35 @@ def test_bad_input_is_refused_clearly() -> None:
         PolicyConfig(d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="execute_steps"):
         PolicyConfig(t_act=4, execute_steps=5)
+
+
+def test_previous_action_is_the_executed_one_and_targets_the_labels() -> None:
+    """With noise injection a store holds label and executed actions: windows learn the labels and are fed the
+    executed ones as previous actions, as a rollout feeds the policy what it executed."""
+    data, ends = episode_data()
+    data["action_executed"] = data["action"] + 0.5
+    ds = WindowDataset(data, ends, t_obs=3, t_act=2)
+    b = ds.get_batch([4])
+    np.testing.assert_array_equal(b["action"][0].numpy(), data["action"][4:6])
+    np.testing.assert_array_equal(b["prev_action"][0].numpy(), data["action_executed"][1:4])
+
+
+def test_without_previous_action_tokens_the_output_ignores_them() -> None:
+    data, ends = episode_data()
+    policy = make_policy(tiny(prev_action_tokens=False), data).eval()
+    assert policy.action_proj is None and policy.n_obs_tokens == len(DIMS) + 1
+    batch = WindowDataset(data, ends, t_obs=4, t_act=3).get_batch([3, 8])
+    changed = {**batch, "prev_action": batch["prev_action"] + 5.0}
+    torch.testing.assert_close(policy(changed), policy(batch))
+    with_tokens = make_policy(tiny(), data).eval()
+    assert not torch.allclose(with_tokens(changed), with_tokens(batch))
+
+
+def test_feature_noise_only_while_training() -> None:
+    data, ends = episode_data()
+    policy = make_policy(tiny(feature_noise=0.5), data)
+    batch = WindowDataset(data, ends, t_obs=4, t_act=3).get_batch([3, 8])
+    policy.train()
+    assert not torch.allclose(policy(batch), policy(batch))
+    policy.eval()
+    torch.testing.assert_close(policy(batch), policy(batch))

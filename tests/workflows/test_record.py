@@ -36,7 +36,8 @@ class RandomPolicy:
 def test_expert_demos_land_in_the_store(tmp_path: Path) -> None:
     path = record_demos(cfg(tmp_path), progress=False)
     store = EpisodeStore.open(path)
-    assert store.n_episodes == 2 and set(store.keys) == {"rgb_front", "proprio", "action"}
+    assert store.n_episodes == 2 and set(store.keys) == {"rgb_front", "proprio", "cube_pos", "action",
+                                                         "action_executed", "target", "target_executed"}
     ep = store.get_episode(0)
     assert ep["rgb_front"].shape[1:] == (32, 32, 3) and ep["action"].shape[1] == 8
     info = store.episode_info(1)
@@ -158,3 +159,31 @@ def test_kill_right_after_a_commit_does_not_record_its_seed_again(tmp_path: Path
     store = EpisodeStore.open(record_demos(cfg(tmp_path, n_episodes=3, resume=True), progress=False))
     assert [store.episode_info(i)["seed"] for i in range(3)] == [0, 1, 2]
     assert [a["seed"] for a in store.attrs["attempts"]] == [0, 1, 2]
+
+
+def test_noise_injection_stores_label_and_executed_actions_in_both_spaces(tmp_path: Path) -> None:
+    """DART: the label is the expert's clean correction, the executed action is label + noise; both are stored, as
+    deltas and as absolute targets, and each target is the commanded position the delta leads to."""
+    store = EpisodeStore.open(record_demos(cfg(tmp_path, n_episodes=1, noise_std=0.02), progress=False))
+    ep = store.get_episode(0)
+    noise = ep["action_executed"] - ep["action"]
+    assert np.abs(noise[:, :7]).mean() > 0.005 and np.array_equal(noise[:, 7], np.zeros(len(noise)))
+    np.testing.assert_allclose(ep["target_executed"] - ep["target"], noise, atol=1e-6)
+    # the next step's commanded position (target - delta) is where the executed step left it
+    np.testing.assert_allclose((ep["target"] - ep["action"])[1:, :7], ep["target_executed"][:-1, :7], atol=1e-5)
+    np.testing.assert_allclose(ep["cube_pos"][0, :2], store.episode_info(0)["cube_xy"], atol=1e-6)
+
+
+def test_post_success_tail_keeps_lifting_and_holding(tmp_path: Path) -> None:
+    """With tail_steps=k the episode goes on k steps past its first success, the cube still held and higher."""
+    plain = EpisodeStore.open(record_demos(cfg(tmp_path, n_episodes=1), progress=False))
+    tail = EpisodeStore.open(record_demos(cfg(tmp_path, out=str(tmp_path / "t.zarr"), n_episodes=1, tail_steps=6),
+                                          progress=False))
+    assert tail.episode_lengths[0] == plain.episode_lengths[0] + 1 + 6
+    a, b = plain.get_episode(0), tail.get_episode(0)
+    n = plain.episode_lengths[0]
+    assert np.array_equal(a["action"], b["action"][:n])  # the same episode up to the success
+    lift = b["cube_pos"][:, 2] - b["cube_pos"][0, 2]
+    assert lift[n:].min() >= 0.05 and lift[-1] > lift[n]  # held above the success height, still rising
+    with pytest.raises(ValueError, match=r"recorder.tail_steps \(6 → 0\)"):
+        record_demos(cfg(tmp_path, out=str(tmp_path / "t.zarr"), n_episodes=2, resume=True), progress=False)
