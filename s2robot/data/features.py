@@ -28,9 +28,12 @@ import torch
 from tqdm import tqdm
 
 from s2robot.common.lock import writer_lock
-from s2robot.data.keys import feat_key, is_rgb, rgb_cameras, rgb_key
+from s2robot.data.keys import PRIVILEGED_CUBE, feat_key, is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
 from s2robot.vision.encoder import FrozenS2Encoder
+from s2robot.vision.oracle import ORACLE, OracleEncoder
+
+Encoder = FrozenS2Encoder | OracleEncoder
 
 KIND = "s2robot.FeatureCache"
 
@@ -38,6 +41,19 @@ KIND = "s2robot.FeatureCache"
 def cameras_of(store: EpisodeStore) -> list[str]:
     """Camera names of a demo store: its ``rgb_<camera>`` keys."""
     return rgb_cameras(store.keys)
+
+
+def _sources(store: EpisodeStore, encoder: Encoder) -> list[str]:
+    """The cameras (feature names) ``encoder`` makes features of: the store's cameras, or the oracle's one."""
+    if isinstance(encoder, OracleEncoder):
+        if PRIVILEGED_CUBE not in store.keys:
+            raise ValueError(f"{store.path} has no {PRIVILEGED_CUBE!r} key, which the oracle encoder reads: its demos "
+                             "were recorded before s2robot stored the cube position; re-record them")
+        return [ORACLE]
+    cameras = cameras_of(store)
+    if not cameras:
+        raise ValueError(f"{store.path} has no camera frames (rgb_<camera> keys); keys: {list(store.keys)}")
+    return cameras
 
 
 def default_cache_path(demo_path: str | Path, encoder_fingerprint: str) -> Path:
@@ -161,7 +177,7 @@ def _open_existing(path: Path, key: tuple[str, str]) -> EpisodeStore | None:
 
 def build_feature_cache(
     demo_path: str | Path,
-    encoder: FrozenS2Encoder,
+    encoder: Encoder,
     out: str | Path | None = None,
     batch_size: int = 256,
     progress: bool = True,
@@ -173,9 +189,7 @@ def build_feature_cache(
     group encodes.
     """
     source = EpisodeStore.open(demo_path)
-    cameras = cameras_of(source)
-    if not cameras:
-        raise ValueError(f"{demo_path} has no camera frames (rgb_<camera> keys); keys: {list(source.keys)}")
+    _sources(source, encoder)
     if source.n_episodes == 0:
         raise ValueError(f"{demo_path} holds no episodes; record demos first (scripts/record_demos.py)")
     key = (encoder.fingerprint, source.fingerprint)
@@ -184,9 +198,9 @@ def build_feature_cache(
         return _build(source, demo_path, encoder, path, key, batch_size, progress)
 
 
-def _build(source: EpisodeStore, demo_path: str | Path, encoder: FrozenS2Encoder, path: Path,
+def _build(source: EpisodeStore, demo_path: str | Path, encoder: Encoder, path: Path,
            key: tuple[str, str], batch_size: int, progress: bool) -> Path:
-    cameras = cameras_of(source)
+    cameras = _sources(source, encoder)
     cache = _open_existing(path, key) if path.exists() else None
     if cache is not None and cache.n_episodes == source.n_episodes:
         return path  # same key, complete: nothing to do
@@ -220,12 +234,17 @@ def _build(source: EpisodeStore, demo_path: str | Path, encoder: FrozenS2Encoder
 def _encode_episodes(
     group: EpisodeGroup,
     source: EpisodeStore,
-    encoder: FrozenS2Encoder,
+    encoder: Encoder,
     cameras: list[str],
     batch_size: int,
 ) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
     """Encode the frames of a group's episodes in shared batches: ``(cache episode, info)`` per episode."""
-    feats = {cam: _encode(encoder, group.data[rgb_key(cam)], batch_size) for cam in cameras}  # (sum T, F) each
+    if isinstance(encoder, OracleEncoder):  # privileged state, keyed by each episode's seed (see vision.oracle)
+        feats = {ORACLE: np.concatenate([
+            encoder.features(ep[PRIVILEGED_CUBE], ep["proprio"], [source.episode_info(i).get("seed", i)] * (b - a))
+            for (i, ep), (a, b) in zip(group, group.bounds, strict=True)]).astype(np.float16)}
+    else:
+        feats = {cam: _encode(encoder, group.data[rgb_key(cam)], batch_size) for cam in cameras}  # (sum T, F) each
     episodes = []
     for (i, ep), (a, b) in zip(group, group.bounds, strict=True):
         data = {k: v for k, v in ep.items() if not is_rgb(k)}
@@ -234,13 +253,14 @@ def _encode_episodes(
     return episodes
 
 
-def _cache_attrs(demo_path: str | Path, source: EpisodeStore, encoder: FrozenS2Encoder) -> dict[str, Any]:
+def _cache_attrs(demo_path: str | Path, source: EpisodeStore, encoder: Encoder) -> dict[str, Any]:
     return {
         "kind": KIND,
         "encoder_fingerprint": encoder.fingerprint,
         "encoder": encoder.describe(),
         "weights_random": encoder.weights.is_random,
-        "cameras": cameras_of(source),
+        "privileged": isinstance(encoder, OracleEncoder),
+        "cameras": _sources(source, encoder),
         "feature_dim": encoder.feature_dim,
         "source": {
             "path": str(Path(demo_path).resolve()),

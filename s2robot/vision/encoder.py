@@ -16,6 +16,7 @@ from torch import nn
 
 from s2robot.common.device import DTYPE_CHOICES, resolve_device, resolve_dtype
 from s2robot.vision.image import imagenet_normalize, to_float
+from s2robot.vision.oracle import ORACLE, ORACLE_DIM, OracleEncoder
 from s2robot.vision.presets import ENCODER_PRESETS
 from s2robot.vision.s2 import num_splits, s2_forward
 from s2robot.vision.vit import VisionTransformer, build_vit, flops_per_image, get_config, param_count
@@ -43,6 +44,8 @@ class EncoderConfig:
         ``s2robot.common.device``), ``float32``, ``bfloat16`` or ``float16``; features are float32
     max_batch: most tiles per ViT call (bounds memory); None = all tiles of a batch at once
     allow_download: let ``weights: auto`` download official MVP weights when not found locally
+    oracle_noise: with ``variant: oracle`` (no ViT: privileged cube position + gripper, see
+        ``s2robot.vision.oracle``), the std of each episode's cube-position offset [m]; ``seed`` draws it
     compile: ``torch.compile`` the ViT with this mode (``default``, ``reduce-overhead`` = CUDA graphs,
         ``max-autotune``); None = eager. Default mode fuses the norms and pointwise ops: on an H100, ViT-B-S² bf16
         at batch 64 went from 44% to 47% of the matmul rate. The first call of each batch shape compiles (~10 s)
@@ -62,8 +65,13 @@ class EncoderConfig:
     max_batch: int | None = None
     allow_download: bool = False
     compile: str | None = None
+    oracle_noise: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.is_oracle:
+            if not (self.oracle_noise >= 0 and math.isfinite(self.oracle_noise)):
+                raise ValueError(f"oracle_noise must be a finite value ≥ 0 [m], got {self.oracle_noise}")
+            return
         get_config(self.variant)  # raises with the list of variants
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}; got {self.readout!r}")
@@ -86,6 +94,11 @@ class EncoderConfig:
                 f"use multiples of {self.tile_size()} (e.g. [{self.tile_size()}, {2 * self.tile_size()}])"
             )
 
+    @property
+    def is_oracle(self) -> bool:
+        """Privileged state instead of a ViT (``variant: oracle``)."""
+        return self.variant == ORACLE
+
     def model_size(self) -> int:
         return get_config(self.variant).img_size
 
@@ -93,7 +106,9 @@ class EncoderConfig:
         return self.max_split_size or self.model_size()
 
     def resolved_img_sizes(self) -> list[int]:
-        """Absolute side of each S² scale [px]."""
+        """Absolute side of each S² scale [px] (none for the oracle)."""
+        if self.is_oracle:
+            return []
         if self.img_sizes:
             return [int(s) for s in self.img_sizes]
         return [int(self.model_size() * s) for s in (self.scales or [1.0])]
@@ -104,10 +119,14 @@ class EncoderConfig:
 
     def feature_dim(self) -> int:
         """Width F of the features: D per scale, times (1 + grid²) for ``cls+grid``."""
+        if self.is_oracle:
+            return ORACLE_DIM
         width = get_config(self.variant).embed_dim * len(self.resolved_img_sizes())
         return width * (1 + self.grid_size**2) if self.readout == "cls+grid" else width
 
     def flops_per_frame(self) -> int:
+        if self.is_oracle:
+            return 0
         return self.n_forward_images() * flops_per_image(get_config(self.variant, self.tile_size()))
 
     @classmethod
@@ -129,6 +148,8 @@ def encoder_fingerprint(cfg: EncoderConfig, weights_digest: str | None = None) -
     float32 CPU evaluation). ``weights_digest`` defaults to resolving ``cfg.weights`` (hashes the file,
     builds no model).
     """
+    if cfg.is_oracle:
+        return OracleEncoder(cfg.oracle_noise, cfg.seed).fingerprint
     if weights_digest is None:
         weights_digest = resolve_weights(cfg.variant, cfg.weights, cfg.seed, allow_download=False).digest
     key = {
@@ -142,6 +163,18 @@ def encoder_fingerprint(cfg: EncoderConfig, weights_digest: str | None = None) -
         "grid_size": cfg.grid_size if cfg.readout == "cls+grid" else None,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def weights_digest(cfg: EncoderConfig) -> str:
+    """The digest of ``cfg``'s weights (hashes the file; may download with ``allow_download``), for the fingerprint."""
+    if cfg.is_oracle:
+        return OracleEncoder().weights.digest
+    return resolve_weights(cfg.variant, cfg.weights, cfg.seed, cfg.allow_download).digest
+
+
+def build_encoder(cfg: EncoderConfig) -> FrozenS2Encoder | OracleEncoder:
+    """The encoder of ``cfg``: the frozen S² ViT, or the privileged oracle for ``variant: oracle``."""
+    return OracleEncoder(cfg.oracle_noise, cfg.seed) if cfg.is_oracle else FrozenS2Encoder(cfg)
 
 
 class FrozenS2Encoder(nn.Module):

@@ -39,6 +39,10 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "vitb_s2_mae": {"variant": "vitb-mae-cubepick", "img_sizes": [224, 448]},
     # ViT-L/16 at 256² MAE-pretrained in-domain on a GPU (vitl-256-mae-cubepick.pth, 607 MB: not shipped)
     "vitl_mae": {"variant": "vitl-256-mae-cubepick", "img_sizes": [256]},
+    # PRIVILEGED oracle, no vision: the cube position + gripper opening as the feature (the recipe's ceiling)
+    "oracle": {"variant": "oracle"},
+    # the oracle with a 3-cm (std per axis) error in each episode's cube position: a mediocre cube detector
+    "oracle_3cm": {"variant": "oracle", "oracle_noise": 0.03},
     # a 2-layer 32-px ViT, plain 32² (no S²), random weights: for tests and smoke runs only
     "micro_random": {"variant": "vit-micro", "weights": "random", "img_sizes": [32]},
     # a 2-layer 32-px ViT with S² at 32²+64², random weights: for tests and smoke runs only

@@ -9,8 +9,7 @@ from pathlib import Path
 from s2robot.common.distributed import DistInfo, barrier
 from s2robot.data.features import build_feature_cache, default_cache_path, open_feature_cache
 from s2robot.data.store import EpisodeStore
-from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, encoder_fingerprint
-from s2robot.vision.weights import resolve_weights
+from s2robot.vision.encoder import EncoderConfig, build_encoder, encoder_fingerprint, weights_digest
 
 
 @dataclass
@@ -34,7 +33,7 @@ class FeatureCacheConfig:
 
 def cache_features(cfg: FeatureCacheConfig, progress: bool = True) -> Path:
     """Build (or resume, or reuse) the feature cache of ``cfg``; returns its path."""
-    encoder = FrozenS2Encoder(cfg.encoder)
+    encoder = build_encoder(cfg.encoder)
     print(f"encoder {cfg.encoder.variant} {encoder.img_sizes} on {encoder.device} ({encoder.dtype}), "
           f"weights: {encoder.weights.label()}, fingerprint {encoder.fingerprint}")
     return build_feature_cache(cfg.demos, encoder, cfg.out, cfg.batch_size, progress=progress)
@@ -57,11 +56,10 @@ def prepare_cache(demos: str, cache: str | None, encoder: EncoderConfig, batch_s
     if not Path(demos).exists() and not (cache and Path(cache).exists()):
         raise FileNotFoundError(f"demo store {demos} does not exist; record demos first with "
                                 "scripts/record_demos.py (or set demos=/path/to/store.zarr)")
-    digest = resolve_weights(encoder.variant, encoder.weights, encoder.seed, encoder.allow_download).digest
-    fingerprint = encoder_fingerprint(encoder, digest)
+    fingerprint = encoder_fingerprint(encoder, weights_digest(encoder))
     path = Path(cache) if cache else default_cache_path(demos, fingerprint)
     if dist_info.is_main and not _cache_is_current(path, demos, fingerprint):
-        frozen = FrozenS2Encoder(encoder)
+        frozen = build_encoder(encoder)
         if frozen.weights.is_random and progress:
             print(f"WARNING: encoder {encoder.variant} has RANDOM weights: success numbers will not "
                   "mean anything about pretrained features")

@@ -166,3 +166,30 @@ def test_cache_never_deletes_what_is_not_a_cache(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="not an s2robot EpisodeStore"), pytest.warns(UserWarning):
         build_feature_cache(demos, enc, out=notes, progress=False)
     assert (notes / "a.txt").read_text() == "keep"
+
+
+def test_oracle_cache_holds_the_privileged_state_and_says_so(tmp_path: Path) -> None:
+    """encoder=oracle: the cube position (+ a per-episode offset with noise) and the gripper opening, from a store
+    with no camera at all; the cache is marked privileged."""
+    from s2robot.vision.encoder import EncoderConfig, build_encoder
+
+    rng = np.random.default_rng(0)
+    store = EpisodeStore.create(tmp_path / "d.zarr")
+    for seed, n in ((7, 5), (8, 4)):
+        store.add_episode({"proprio": rng.normal(size=(n, 8)).astype(np.float32),
+                           "cube_pos": rng.normal(size=(n, 3)).astype(np.float32),
+                           "action": rng.normal(size=(n, 8)).astype(np.float32)}, info={"seed": seed})
+    exact = build_feature_cache(tmp_path / "d.zarr", build_encoder(EncoderConfig.from_name("oracle")),
+                                out=tmp_path / "o.zarr", progress=False)
+    cache = EpisodeStore.open(exact)
+    ep = cache.get_episode(1)
+    np.testing.assert_allclose(ep["feat_oracle"], np.c_[ep["cube_pos"], ep["proprio"][:, 7]], atol=2e-3)  # float16
+    assert cache.attrs["privileged"] is True and "PRIVILEGED" in cache.attrs["encoder"]["weights"]
+    noisy = build_encoder(EncoderConfig.from_name("oracle_3cm"))
+    cache = EpisodeStore.open(build_feature_cache(tmp_path / "d.zarr", noisy, out=tmp_path / "n.zarr",
+                                                  progress=False))
+    err = cache.get_episode(1)["feat_oracle"][:, :3] - ep["cube_pos"]
+    np.testing.assert_allclose(err, np.broadcast_to(noisy.offset(8), err.shape), atol=2e-3)  # constant, seed 8's
+    assert np.abs(noisy.offset(8)).max() > 0.003 and noisy.offset(8)[2] == 0
+    with pytest.raises(ValueError, match="no 'cube_pos' key, which the oracle encoder reads"):
+        build_feature_cache(make_demos(tmp_path / "old.zarr"), noisy, out=tmp_path / "x.zarr", progress=False)
