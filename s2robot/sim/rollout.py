@@ -24,6 +24,7 @@ from tqdm import tqdm
 from s2robot.data.keys import feat_cameras, feat_key
 from s2robot.sim.env import EnvConfig, make_eval_env
 from s2robot.sim.pool import die_with_parent
+from s2robot.vision.oracle import ORACLE
 
 VIDEO_SIZE = (240, 320)  # (H, W) of evaluation videos [px]
 Encoder = Callable[[np.ndarray], torch.Tensor]  # frames (N, S, S, 3) uint8 -> features (N, F)
@@ -156,6 +157,15 @@ class _Wave:
         return _result(self.wave[i], self.success_step[i], self.steps[i], self.max_lift[i], self.tip[i])
 
 
+def _features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: list[Episode],
+              device: torch.device) -> dict[str, torch.Tensor]:
+    """This step's features {feat_<camera>: (N, F)}: frames through the encoder, or the oracle's privileged state."""
+    if cameras == [ORACLE]:
+        state = encoder.features(info["cube_pos"], obs["proprio"], [e.seed for e in slots])  # (N, 4)
+        return {feat_key(ORACLE): torch.from_numpy(state).to(device)}
+    return {feat_key(c): encoder(obs[c]).to(device) for c in cameras}  # (N, F) each
+
+
 def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], width: int, start: int,
               max_steps: int, videos: int, bar: tqdm) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
     cameras = feat_cameras(policy.feature_keys)
@@ -169,7 +179,7 @@ def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], wid
     policy.reset(batch_size=width)
     state, results = _Wave(wave, width, start, videos, info), []
     for t in range(max_steps):
-        feats = {feat_key(c): encoder(obs[c]).to(device) for c in cameras}  # (N, F) each
+        feats = _features(encoder, cameras, obs, info, slots, device)
         action = policy.act({**feats, "proprio": obs["proprio"]}).float().cpu().numpy()  # (N, A)
         try:
             obs, _, term, trunc, info = envs.step(action.astype(np.float32))
@@ -197,10 +207,11 @@ def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Se
     ({episode index: [(H, W, 3) uint8 frames]}).
     """
     cameras = feat_cameras(policy.feature_keys)
-    missing = [c for c in cameras if c not in env_cfg.cameras]
+    missing = [c for c in cameras if c not in env_cfg.cameras and c != ORACLE]
     if missing:
         raise ValueError(f"the policy reads cameras {cameras} but the env renders {list(env_cfg.cameras)}")
-    env_cfg = EnvConfig(**{**asdict(env_cfg), "cameras": cameras, "terminate_on_success": True,
+    rendered = [c for c in cameras if c != ORACLE]  # the oracle reads privileged state, not frames
+    env_cfg = EnvConfig(**{**asdict(env_cfg), "cameras": rendered, "terminate_on_success": True,
                            "action_mode": getattr(policy, "action_space", env_cfg.action_mode)})
     videos = len(episodes) if videos < 0 else min(videos, len(episodes))
     width = min(n_envs, len(episodes)) if n_envs > 0 else 1

@@ -22,8 +22,8 @@ from s2robot.policy.checkpoint import from_pretrained
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.sim.env import EnvConfig
 from s2robot.sim.rollout import eval_episodes, run_episodes
-from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, encoder_fingerprint
-from s2robot.vision.weights import resolve_weights
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, build_encoder, encoder_fingerprint, weights_digest
+from s2robot.vision.oracle import OracleEncoder
 from s2robot.workflows.report import format_table, plot_success_map, summarize, write_episode_videos
 
 Evaluator = Callable[[ChunkTransformerPolicy, int], Mapping[str, float]]  # a train(cfg, evaluator=...) hook
@@ -70,14 +70,14 @@ def _structured(cls: type, d: Mapping[str, Any]) -> Any:
 
 
 def encoder_for_checkpoint(encoder_part: Mapping[str, Any], device: str | None = None, dtype: str | None = None
-                           ) -> FrozenS2Encoder:
+                           ) -> FrozenS2Encoder | OracleEncoder:
     """The frozen encoder a checkpoint was trained on; refuses one whose features would mean something else."""
     enc_cfg: EncoderConfig = _structured(EncoderConfig, encoder_part["config"])
     if device is not None:
         enc_cfg.device = device
     if dtype is not None:
         enc_cfg.dtype = dtype
-    digest = resolve_weights(enc_cfg.variant, enc_cfg.weights, enc_cfg.seed, enc_cfg.allow_download).digest
+    digest = weights_digest(enc_cfg)
     found, trained = encoder_fingerprint(enc_cfg, digest), encoder_part["fingerprint"]
     if found != trained:
         raise ValueError(
@@ -85,10 +85,12 @@ def encoder_for_checkpoint(encoder_part: Mapping[str, Any], device: str | None =
             f"now builds encoder {found} ({enc_cfg.variant}, weights {enc_cfg.weights!r} → digest {digest[:12]}): "
             "the weights file changed or is a different one. Put the original weights back, or retrain "
             "(scripts/train_bc.py) with the current encoder")
-    return FrozenS2Encoder(enc_cfg)
+    return build_encoder(enc_cfg)
 
 
 def _label(desc: Mapping[str, Any]) -> str:
+    if desc.get("privileged"):
+        return f"ORACLE: PRIVILEGED {desc['readout']} (not vision)"
     weights = "RANDOM weights (not pretrained)" if desc["weights_random"] else f"weights {desc['weights']}"
     return f"{desc['variant']} {desc['img_sizes']} {desc['readout']}, {weights}"
 
@@ -98,6 +100,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     policy, parts = from_pretrained(cfg.checkpoint, resolve_device(cfg.device), use_ema=cfg.use_ema)
     encoder = encoder_for_checkpoint(parts["encoder"], cfg.encoder_device, cfg.encoder_dtype)
     env_cfg: EnvConfig = _structured(EnvConfig, parts["env"])
+    env_cfg.action_mode = policy.action_space  # the demos record both; the env runs the policy's
     if cfg.joint_noise is not None:
         env_cfg.joint_noise = cfg.joint_noise
     if cfg.max_steps is not None:
@@ -142,7 +145,7 @@ def periodic_evaluator(encoder_cfg: EncoderConfig, env: EnvConfig, n_envs: int =
     """A ``train(cfg, evaluator=...)`` hook: success rate at the 16 positions every ``eval_every`` steps."""
     from envs import EVAL_POSITIONS
 
-    encoder = FrozenS2Encoder(encoder_cfg)
+    encoder = build_encoder(encoder_cfg)
     env_cfg = EnvConfig(**asdict(env))
     if max_steps is not None:
         env_cfg.max_steps = max_steps
