@@ -242,10 +242,11 @@ class Trainer:
     def _announce(self) -> None:
         cfg, data = self.cfg, self.data
         weights = "RANDOM (not pretrained)" if data.cache_attrs.get("weights_random") else "pretrained"
+        encoder = (f"{cfg.encoder.variant} {cfg.encoder.resolved_img_sizes()} {cfg.encoder.readout}, weights {weights}"
+                   if not data.cache_attrs.get("privileged") else data.cache_attrs["encoder"]["weights"])
         n_eps = len(np.unique(np.searchsorted(data.train.episode_ends, data.train.index.step, side="right")))
         print(f"training {cfg.name}: {len(data.train)} windows from {n_eps} episodes, "
-              f"{sum(p.numel() for p in self.policy.parameters()) / 1e6:.2f} M params, encoder {cfg.encoder.variant} "
-              f"{cfg.encoder.resolved_img_sizes()} {cfg.encoder.readout}, weights {weights}, "
+              f"{sum(p.numel() for p in self.policy.parameters()) / 1e6:.2f} M params, encoder {encoder}, "
               f"{self.dist.world} process(es) on {self.device}")
 
     def _train_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

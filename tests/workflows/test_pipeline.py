@@ -44,3 +44,4 @@ def test_oracle_absolute_pipeline_smoke(tmp_path: Path) -> None:
     assert results["encoder"]["privileged"] is True and results["label"].startswith("ORACLE: PRIVILEGED")
     assert results["env"]["action_mode"] == "absolute" and results["env"]["cameras"] == []
     assert "ORACLE: PRIVILEGED" in (tmp_path / "runs" / "oracle" / "eval" / "table.md").read_text()
+    assert "encoder PRIVILEGED state" in run.stdout  # training says so too
