@@ -230,3 +230,23 @@ def test_failure_mode_summary_table_and_map(tmp_path: Path) -> None:
     assert "| 0 | 0.500 | +0.000 | 3.1 | 1/3 | 1: missed_grasp, 2: dropped |" in table
     assert "failures: missed_grasp 2, dropped 1, lifted_too_little 1, timeout 1 (5 of 6 episodes)" in table
     assert plot_success_map(res, tmp_path / "map.png").stat().st_size > 1000
+
+
+def test_positions_from_the_command_line() -> None:
+    """Hydra overrides give positions as an inline list, a path or none (eval.py's structured config)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from s2robot.workflows.configs import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("eval", overrides=["positions=[[0.5,0.0],[0.6,-0.1]]"]))
+        assert cfg.positions == [[0.5, 0.0], [0.6, -0.1]] and cfg.repeats == 3
+        cfg = OmegaConf.to_object(compose("eval", overrides=["positions=none", "n_random_positions=4"]))
+        assert (cfg.positions, cfg.n_random_positions) == ("none", 4)
+        with pytest.raises(Exception, match="lies outside the workspace"):
+            OmegaConf.to_object(compose("eval", overrides=["positions=[[0.5,0.5]]"]))
