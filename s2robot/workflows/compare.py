@@ -23,7 +23,7 @@ from s2robot.common.runlog import wandb_run
 from s2robot.policy.checkpoint import read_parts
 from s2robot.vision.encoder import EncoderConfig
 from s2robot.vision.weights import resolve_weights
-from s2robot.workflows.evaluate import EvalConfig, eval_positions, evaluate
+from s2robot.workflows.evaluate import EvalConfig, evaluate
 from s2robot.workflows.pipeline import PipelineConfig
 from s2robot.workflows.record import RecordConfig, record_demos
 from s2robot.workflows.report import wilson_interval
@@ -229,7 +229,7 @@ def _saved_report(results: Path, checkpoint: Path, step: int, eval_cfg: EvalConf
         return None
     same = (report.get("checkpoint") == str(checkpoint.resolve()) and report.get("checkpoint_step") == step
             and all(report.get("eval", {}).get(k) == getattr(eval_cfg, k) for k in EVAL_KEYS)
-            and [tuple(p["cube_xy"]) for p in report.get("per_position", [])] == eval_positions(eval_cfg)[0])
+            and [tuple(p["cube_xy"]) for p in report.get("per_position", [])] == eval_cfg.position_set()[0])
     return report if same else None  # (the last check: a positions file that changed since)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from s2robot.sim.env import EnvConfig
 from s2robot.sim.rollout import eval_episodes, run_episodes
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, encoder_fingerprint
 from s2robot.vision.weights import resolve_weights
+from s2robot.workflows.positions import position_set
 from s2robot.workflows.report import (
     format_table,
     nearest_distances,
@@ -98,96 +99,14 @@ class EvalConfig:
         if self.n_random_positions < 0 or self.position_seed < 0:
             raise ValueError(f"n_random_positions and position_seed must be ≥ 0, got {self.n_random_positions}, "
                              f"{self.position_seed}")
-        if isinstance(self.positions, tuple):
-            self.positions = list(self.positions)
+        if isinstance(self.positions, tuple | np.ndarray):  # plain lists, as hydra gives and results.json records
+            self.positions = np.asarray(self.positions, dtype=object).tolist()
         if self.positions != "paper" or self.n_random_positions:
-            eval_positions(self)  # refuse a bad file or list now, not after loading the checkpoint (or training)
+            self.position_set()  # refuse a bad file or list now, not after loading the checkpoint (or training)
 
-
-def _fixed_positions(spec: Any) -> tuple[Any, dict[str, Any]]:
-    """The fixed set named by ``EvalConfig.positions``, unchecked, and its description."""
-    if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
-        return [], {"set": "none", "source": None}
-    if spec == "paper":
-        from envs import EVAL_POSITIONS
-
-        return EVAL_POSITIONS, {"set": "paper", "source": "envs.EVAL_POSITIONS"}
-    if isinstance(spec, str):
-        return _read_positions(Path(spec)), {"set": "file", "source": str(Path(spec).resolve())}
-    if isinstance(spec, Sequence):
-        return spec, {"set": "list", "source": None}
-    raise ValueError(f"positions must be 'paper', 'none', a .json/.csv path or a list of [x, y], got {spec!r}")
-
-
-def _read_positions(path: Path) -> Any:
-    if path.suffix not in (".json", ".csv"):
-        raise ValueError(f"positions={str(path)!r}: a positions file must end in .json or .csv (or use 'paper', "
-                         "'none' or an inline list [[x, y], ...])")
-    if not path.is_file():
-        raise FileNotFoundError(f"positions={str(path)!r}: no such file; give a .json/.csv of cube positions "
-                                "(x, y) [m], or positions=paper")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"positions file {path} is not valid JSON: {e}") from None
-        if isinstance(data, dict) and "per_position" in data:  # another evaluation's results.json
-            return [p["cube_xy"] for p in data["per_position"]]
-        return data.get("positions", data) if isinstance(data, dict) else data
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    rows = [ln.split(",") for ln in lines]
-    if rows and not _is_number(rows[0][0]):
-        rows = rows[1:]  # a header such as "x,y"
-    try:
-        return [[float(v) for v in row] for row in rows]
-    except ValueError as e:
-        raise ValueError(f"positions file {path}: every line must be 'x,y' in metres: {e}") from None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_positions(value: Any, where: str) -> np.ndarray:
-    """``value`` as (N, 2) float64 [m], refused unless every point is finite and inside the workspace."""
-    from envs import WORKSPACE
-
-    try:
-        xy = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        xy = None
-    if xy is None or xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"{where} must be a list of [x, y] pairs [m], got {value!r}")
-    for i, p in enumerate(xy):
-        if not np.all(np.isfinite(p)):
-            raise ValueError(f"{where}[{i}] = {p.tolist()} is not finite: give finite (x, y) in metres")
-        if not WORKSPACE.contains(p):
-            raise ValueError(f"{where}[{i}] = {p.tolist()} lies outside the workspace x {WORKSPACE.x_min}–"
-                             f"{WORKSPACE.x_max}, y {WORKSPACE.y_min}–{WORKSPACE.y_max} [m]: give positions in metres "
-                             "inside it (robot base at the origin, x away from the robot)")
-    return xy
-
-
-def eval_positions(cfg: EvalConfig) -> tuple[list[tuple[float, float]], dict[str, Any]]:
-    """The cube positions of ``cfg`` in evaluation order (the fixed set, then the held-out random ones), and their
-    description for ``results.json``: {set, source, fixed, n_random, position_seed, count}."""
-    from envs import held_out_positions
-
-    value, desc = _fixed_positions(cfg.positions)
-    where = "positions" if desc["source"] is None or desc["set"] == "paper" else f"positions file {desc['source']}"
-    fixed = _check_positions(value, where) if len(value) else np.zeros((0, 2))
-    drawn = held_out_positions(cfg.n_random_positions, cfg.position_seed)
-    xy = np.concatenate([fixed, drawn])
-    if len(xy) == 0:
-        raise ValueError(f"positions={cfg.positions!r} with n_random_positions=0 leaves no position to evaluate: use "
-                         "positions=paper, a file or list, or n_random_positions > 0")
-    desc |= {"fixed": len(fixed), "n_random": cfg.n_random_positions,
-             "position_seed": cfg.position_seed if cfg.n_random_positions else None, "count": len(xy)}
-    return [(float(x), float(y)) for x, y in xy], desc
+    def position_set(self) -> tuple[list[tuple[float, float]], dict[str, Any]]:
+        """The cube positions in evaluation order and their description (``workflows.positions``)."""
+        return position_set(self.positions, self.n_random_positions, self.position_seed)
 
 
 def _structured(cls: type, d: Mapping[str, Any]) -> Any:
@@ -230,7 +149,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.repeats > 1 and env_cfg.joint_noise == 0:
         raise ValueError(f"repeats={cfg.repeats} with joint_noise=0 runs each position's one episode {cfg.repeats} "
                          "times (nothing else is random): set joint_noise > 0 [rad] (default 0.02) or repeats=1")
-    positions, positions_desc = eval_positions(cfg)
+    positions, positions_desc = cfg.position_set()
     demo_cubes, demo_desc = training_cubes(parts)
     episodes = eval_episodes(positions, cfg.repeats, cfg.seed)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).resolve().parent.parent / "eval"

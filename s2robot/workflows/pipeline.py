@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s2robot.workflows.evaluate import EvalConfig, eval_positions, evaluate
+from s2robot.workflows.evaluate import EvalConfig, evaluate
 from s2robot.workflows.record import RecordConfig, record_demos
 from s2robot.workflows.train import TrainConfig, train
 
@@ -52,7 +52,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     print(f"[2/4 + 3/4] feature cache and training: {t.run_dir}")
     last = train(t)
     ckpt = last if cfg.evaluate_checkpoint == "last" else Path(last).with_name("best")
-    positions = eval_positions(cfg.eval)[1]
+    positions = cfg.eval.position_set()[1]
     print(f"[4/4] evaluation of {ckpt} at {positions['count']} cube positions ({positions['set']}"
           f"{', +' + str(positions['n_random']) + ' held-out' if positions['n_random'] else ''}) × {cfg.eval.repeats}")
     cfg.eval.checkpoint = str(ckpt)
