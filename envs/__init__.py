@@ -11,16 +11,23 @@ from envs.cube_pick import (
     CONTROL_DT,
     CUBE_HALF_SIZE,
     CUBE_REST_Z,
-    EVAL_POSITIONS,
     LIFT_SUCCESS_HEIGHT,
     MAX_JOINT_DELTA,
     SCENE_XML,
     TABLE_TOP_Z,
-    WORKSPACE,
     CubePickEnv,
-    Workspace,
 )
 from envs.expert import ExpertConfig, ExpertStep, Phase, ScriptedExpert
+from envs.positions import (
+    DEMO_STREAM,
+    EVAL_POSITIONS,
+    HELD_OUT_STREAM,
+    MIN_SEPARATION,
+    WORKSPACE,
+    Workspace,
+    demo_cube_xy,
+    held_out_positions,
+)
 
 CUBE_PICK_ID = "s2robot/CubePick-v0"
 
@@ -33,9 +40,12 @@ __all__ = [
     "CUBE_HALF_SIZE",
     "CUBE_PICK_ID",
     "CUBE_REST_Z",
+    "DEMO_STREAM",
     "EVAL_POSITIONS",
+    "HELD_OUT_STREAM",
     "LIFT_SUCCESS_HEIGHT",
     "MAX_JOINT_DELTA",
+    "MIN_SEPARATION",
     "SCENE_XML",
     "TABLE_TOP_Z",
     "WORKSPACE",
@@ -45,4 +55,6 @@ __all__ = [
     "Phase",
     "ScriptedExpert",
     "Workspace",
+    "demo_cube_xy",
+    "held_out_positions",
 ]

@@ -6,7 +6,6 @@ the scripted expert and for evaluation goes in ``info``.
 """
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +18,8 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
 import gymnasium as gym
 import mujoco
 import numpy as np
+
+from envs.positions import demo_cube_xy
 
 SCENE_XML = Path(__file__).parent / "assets" / "cube_pick_scene.xml"
 
@@ -35,52 +36,6 @@ ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 ARM_ACTUATORS = tuple(f"actuator{i}" for i in range(1, 8))
 FINGER_JOINTS = ("finger_joint1", "finger_joint2")
 CAMERAS = ("front", "wrist", "video")
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Axis-aligned rectangle on the table where cubes are placed [m], robot base at the origin."""
-
-    x_min: float
-    x_max: float
-    y_min: float
-    y_max: float
-
-    def contains(self, xy: tuple[float, float] | np.ndarray) -> bool:
-        """Whether the point ``xy`` (2,) [m] lies in the rectangle (edges included)."""
-        x, y = float(xy[0]), float(xy[1])
-        return self.x_min <= x <= self.x_max and self.y_min <= y <= self.y_max
-
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        """A point drawn uniformly over the rectangle, (2,) [m]."""
-        return rng.uniform((self.x_min, self.y_min), (self.x_max, self.y_max))
-
-
-# In front of the robot and in full view of the `front` camera. The scripted expert also picks cubes
-# 5 cm beyond every edge (x 0.30-0.70, y ±0.25), so the whole rectangle is comfortably reachable.
-WORKSPACE = Workspace(x_min=0.40, x_max=0.65, y_min=-0.20, y_max=0.20)
-
-# The 16 evaluation cube positions (x, y) [m]: drawn once, uniformly over WORKSPACE, with
-# `np.random.default_rng(16).uniform((0.40, -0.20), (0.65, 0.20), size=(16, 2)).round(4)`, and frozen
-# here so that every evaluation, whatever numpy does in the future, uses exactly the same positions.
-EVAL_POSITIONS: tuple[tuple[float, float], ...] = (
-    (0.5417, -0.0277),
-    (0.4235, -0.0608),
-    (0.5554, -0.1913),
-    (0.6187, 0.1416),
-    (0.4111, 0.1210),
-    (0.4462, 0.0782),
-    (0.4388, 0.0766),
-    (0.6397, 0.1940),
-    (0.5658, -0.1346),
-    (0.4987, -0.0888),
-    (0.6389, -0.0803),
-    (0.5403, -0.0371),
-    (0.4347, -0.0461),
-    (0.5924, -0.0346),
-    (0.5698, 0.0327),
-    (0.4191, 0.0920),
-)
 
 
 class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -229,8 +184,10 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start an episode: arm at home (plus ``joint_noise``), gripper open, cube resting on the table.
 
-        options: ``{"cube_xy": (x, y)}`` puts the cube centre exactly at (x, y) [m]; without it the cube
-        is drawn uniformly over WORKSPACE with ``self.np_random``. Same seed → same episode, bit for bit.
+        options: ``{"cube_xy": (x, y)}`` puts the cube centre exactly at (x, y) [m]; without it the cube goes to
+        ``demo_cube_xy(seed)`` (the demo stream of ``envs.positions``: never within 1 mm of an evaluation
+        position), with ``seed=None`` a seed drawn from ``self.np_random``. The arm noise comes from
+        ``self.np_random``. Same seed → same episode, bit for bit.
         """
         super().reset(seed=seed)
         options = dict(options or {})
@@ -238,7 +195,8 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; supported: ['cube_xy']")
         if options.get("cube_xy") is None:
-            cube_xy = WORKSPACE.sample(self.np_random)
+            cube_seed = seed if seed is not None else int(self.np_random.integers(2**63))
+            cube_xy = demo_cube_xy(cube_seed)
         else:
             cube_xy = np.asarray(options["cube_xy"], dtype=np.float64)
             if cube_xy.shape != (2,) or not np.all(np.isfinite(cube_xy)):

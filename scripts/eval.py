@@ -1,7 +1,8 @@
-"""Evaluate a BC checkpoint at the 16 cube positions with live S² encoding (see s2robot.workflows.evaluate).
+"""Evaluate a BC checkpoint at cube positions with live S² encoding (see s2robot.workflows.evaluate).
 
-    python scripts/eval.py checkpoint=runs/cube_pick/checkpoints/best
-    python scripts/eval.py checkpoint=... repeats=3 joint_noise=0.02 videos=-1
+    python scripts/eval.py checkpoint=runs/cube_pick/checkpoints/best      # 16 paper positions × 3 repeats
+    python scripts/eval.py checkpoint=... positions=none n_random_positions=32 position_seed=1 repeats=1
+    python scripts/eval.py checkpoint=... positions=my_positions.csv videos=-1
 
 Writes <run>/eval/{results.json, table.md, success_map.png, videos/*.mp4} and prints the table.
 """

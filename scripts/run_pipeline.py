@@ -1,4 +1,4 @@
-"""`make run`: record demos → cache S² features → train the BC policy → evaluate at the 16 positions.
+"""`make run`: record demos → cache S² features → train the BC policy → evaluate (16 positions × 3 repeats).
 
     python scripts/run_pipeline.py                                   # the embedded CPU default (configs/pipeline.yaml)
     python scripts/run_pipeline.py encoder@train.encoder=mvp_vitb_s2 train.encoder.readout=cls n_demos=120 \

@@ -17,8 +17,10 @@ def micro_encoder_config(**overrides: object) -> EncoderConfig:
     return EncoderConfig(**{**MICRO_S2, **overrides})
 
 
-def make_demos(path: Path, lengths: tuple[int, ...] = (5, 7, 4), seed: int = 0, size: int = 32) -> Path:
-    """A demo store of random frames (``rgb_front``), proprio and actions with the given episode lengths."""
+def make_demos(path: Path, lengths: tuple[int, ...] = (5, 7, 4), seed: int = 0, size: int = 32,
+               cubes: bool = False) -> Path:
+    """A demo store of random frames (``rgb_front``), proprio and actions with the given episode lengths; with
+    ``cubes``, episode i's info records the cube at (0.45 + 0.01 i, 0.0) as the recorder does."""
     rng = np.random.default_rng(seed)
     store = EpisodeStore.create(path, attrs={"env_id": "test"})
     for i, n in enumerate(lengths):
@@ -26,7 +28,7 @@ def make_demos(path: Path, lengths: tuple[int, ...] = (5, 7, 4), seed: int = 0, 
             {"rgb_front": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
              "proprio": rng.normal(size=(n, 8)).astype(np.float32),
              "action": rng.normal(size=(n, 8)).astype(np.float32)},
-            info={"seed": i, "success": True},
+            info={"seed": i, "success": True, **({"cube_xy": [0.45 + 0.01 * i, 0.0]} if cubes else {})},
         )
     return path
 

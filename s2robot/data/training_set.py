@@ -25,6 +25,7 @@ class TrainData:
     shape: dict[str, Any]  # feature_dims, proprio_dim, action_dim
     cache_path: Path
     cache_attrs: dict[str, Any]
+    train_cube_xy: list[list[float]] | None = None  # (x, y) [m] of the training episodes' cubes, when recorded
 
 
 def fit_normalizer(data: Mapping[str, np.ndarray], episode_ends: np.ndarray, train_episodes: np.ndarray,
@@ -91,4 +92,6 @@ def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_
                          f"{batch_size}: record more demos or lower batch_size")
     normalizer = fit_normalizer(data, cache.episode_ends, train_ids, feature_keys, normalize_features)
     shape = _shape(data, feature_keys, Path(cache_path), cache.attrs.get("feature_dim"))
-    return TrainData(train, val, normalizer, shape, Path(cache_path), dict(cache.attrs))
+    cubes = [cache.episode_info(int(i)).get("cube_xy") for i in train_ids]  # the recorder's episode infos
+    cube_xy = [[float(v) for v in xy] for xy in cubes] if cubes and all(xy is not None for xy in cubes) else None
+    return TrainData(train, val, normalizer, shape, Path(cache_path), dict(cache.attrs), cube_xy)

@@ -129,8 +129,8 @@ def _observe_labeled(cameras: list[str], obs: dict[str, np.ndarray], info: dict[
 
 def generate_episode(env: Any, cfg: GeneratorConfig, seed: int, base: dict | None = None) -> dict[str, np.ndarray]:
     """One expert episode from a random cube placement and start posture: frames + labels per step."""
-    from envs.cube_pick import WORKSPACE
     from envs.expert import ScriptedExpert
+    from envs.positions import WORKSPACE
 
     rng = np.random.default_rng(seed)  # draws, in order: appearance, cube, expert noise, extra steps, expert
     lo = (WORKSPACE.x_min - cfg.margin, WORKSPACE.y_min - cfg.margin)

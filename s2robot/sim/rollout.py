@@ -4,7 +4,8 @@ Each control step, every running episode's camera frames are encoded in one batc
 encoder (on the GPU when present), the policy's ``act`` turns features + proprio into actions (keeping
 its own 16-step history), and the envs step. Episodes run in waves in a gymnasium ``AsyncVectorEnv``
 (one worker process per slot: batching the encoder over slots is the point) or, with ``n_envs=0``, one
-after another in this process; both give the same results for the same seeds.
+after another in this process; both give the same results for the same seeds. Every episode's lift and grasp
+trace is kept to say why it failed (``classify_failure``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from s2robot.vision.oracle import ORACLE
 
 VIDEO_SIZE = (240, 320)  # (H, W) of evaluation videos [px]
 Encoder = Callable[[np.ndarray], torch.Tensor]  # frames (N, S, S, 3) uint8 -> features (N, F)
+# Lift above rest [m] at which the cube has left the table: tipping the 4 cm cube onto an edge raises its centre
+# by only 0.83 cm, so a cube this high is off the table, not knocked over.
+OFF_TABLE = 0.01
+FAILURE_MODES = ("missed_grasp", "dropped", "lifted_too_little", "timeout")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,38 @@ class EpisodeResult:
     steps: int  # steps run
     max_lift: float  # highest cube lift above rest [m]
     final_fingertip: list[float] = field(default_factory=list)  # (3,) [m], for diagnostics
+    failure_mode: str | None = None  # one of FAILURE_MODES (see classify_failure); None for a success
+    final_lift: float = 0.0  # cube lift above rest at the last step [m]
+    nearest_demo: float | None = None  # distance to the nearest training-demo cube [m]; None when not known
+
+
+def classify_failure(lift: Sequence[float], grasped: Sequence[bool], success: bool, success_height: float
+                     ) -> str | None:
+    """Why an episode failed, from its per-step trace (reset state first); None when it succeeded.
+
+    lift: (T,) cube lift above its resting height [m]; grasped: (T,) both finger pads touch the cube;
+    success_height: the env's success lift [m]. The cube was *held off the table* at a step where it was grasped
+    and lifted ≥ OFF_TABLE. The first that applies:
+
+    - ``missed_grasp``: never held off the table (the gripper missed it, closed beside it, or pushed or tipped it);
+    - ``dropped``: held off the table, and back below OFF_TABLE at the last step (it fell, or was put down);
+    - ``lifted_too_little``: held off the table, still up at the end, never lifted to ``success_height``;
+    - ``timeout``: anything else that ran out of steps (e.g. up at the success height but never counted as a
+      success: one pad touching, or the gripper command open).
+    """
+    if success:
+        return None
+    lift_a, grasped_a = np.asarray(lift, float), np.asarray(grasped, bool)
+    if lift_a.shape != grasped_a.shape or lift_a.ndim != 1 or len(lift_a) == 0:
+        raise ValueError(f"lift and grasped must be equal-length non-empty traces (T,), got shapes {lift_a.shape}, "
+                         f"{grasped_a.shape}")
+    if not (grasped_a & (lift_a >= OFF_TABLE)).any():
+        return "missed_grasp"
+    if lift_a[-1] < OFF_TABLE:
+        return "dropped"
+    if lift_a.max() < success_height:
+        return "lifted_too_little"
+    return "timeout"
 
 
 def eval_episodes(positions: Sequence[Sequence[float]], repeats: int = 1, seed: int = 1000) -> list[Episode]:
@@ -117,22 +154,19 @@ def _dead_worker(envs: Any, wave: list[Episode], error: BaseException) -> Runtim
                         "run it again")
 
 
-def _result(e: Episode, success_step: int, steps: int, max_lift: float, tip: np.ndarray) -> EpisodeResult:
-    ok = success_step >= 0
-    return EpisodeResult(e.position, e.cube_xy, e.repeat, e.seed, bool(ok), int(success_step) if ok else None,
-                         int(steps), float(max_lift), [float(v) for v in tip])
-
-
 class _Wave:
-    """Book-keeping of one wave of ``width`` slots: per-slot success step, steps, lift, video frames."""
+    """Book-keeping of one wave of ``width`` slots: per-slot success step, steps, lift and grasp traces, video
+    frames."""
 
-    def __init__(self, wave: list[Episode], width: int, start: int, videos: int, info: dict) -> None:
-        self.wave, self.start = wave, start
+    def __init__(self, wave: list[Episode], width: int, start: int, videos: int, info: dict,
+                 success_height: float) -> None:
+        self.wave, self.start, self.success_height = wave, start, success_height
         self.done = np.zeros(width, bool)
         self.done[len(wave):] = True  # padding slots of the last wave are ignored
         self.success_step = np.full(width, -1)
         self.steps = np.zeros(width, int)
-        self.max_lift = np.asarray(info["lift_height"], float).copy()
+        self.lift = [np.asarray(info["lift_height"], float).copy()]  # per step (width,) [m], reset state first
+        self.grasped = [np.asarray(info["is_grasped"], bool).copy()]
         self.film = [start + i < videos for i in range(width)]
         self.frames = {start + i: [info["video_frame"][i]] for i in range(width) if self.film[i]}
         self.tip = np.zeros((width, 3))
@@ -141,8 +175,8 @@ class _Wave:
         """Record step t's outcome; returns the slots (of real episodes) that ended at this step."""
         running = ~self.done
         self.steps[running] += 1
-        lift = np.asarray(info["lift_height"], float)
-        self.max_lift[running] = np.maximum(self.max_lift[running], lift[running])
+        self.lift.append(np.asarray(info["lift_height"], float).copy())
+        self.grasped.append(np.asarray(info["is_grasped"], bool).copy())
         hit = running & np.asarray(info["is_success"], bool) & (self.success_step < 0)
         self.success_step[hit] = t + 1
         for i in np.flatnonzero(running):
@@ -154,7 +188,12 @@ class _Wave:
         return [int(i) for i in ended]
 
     def result(self, i: int) -> EpisodeResult:
-        return _result(self.wave[i], self.success_step[i], self.steps[i], self.max_lift[i], self.tip[i])
+        e, t, ok = self.wave[i], int(self.steps[i]), bool(self.success_step[i] >= 0)
+        lift = np.array([step[i] for step in self.lift[: t + 1]])  # (t + 1,) this slot's trace
+        grasped = np.array([step[i] for step in self.grasped[: t + 1]])
+        return EpisodeResult(e.position, e.cube_xy, e.repeat, e.seed, ok, int(self.success_step[i]) if ok else None,
+                             t, float(lift.max()), [float(v) for v in self.tip[i]],
+                             classify_failure(lift, grasped, ok, self.success_height), float(lift[-1]))
 
 
 def _features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: list[Episode],
@@ -167,7 +206,8 @@ def _features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: li
 
 
 def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], width: int, start: int,
-              max_steps: int, videos: int, bar: tqdm) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
+              max_steps: int, videos: int, bar: tqdm, success_height: float
+              ) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
     cameras = feat_cameras(policy.feature_keys)
     device = next(policy.parameters()).device
     slots = wave + [wave[0]] * (width - len(wave))  # pad the last wave; extra slots are ignored
@@ -177,7 +217,7 @@ def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], wid
     except (EOFError, BrokenPipeError, ConnectionResetError) as e:
         raise _dead_worker(envs, wave, e) from e
     policy.reset(batch_size=width)
-    state, results = _Wave(wave, width, start, videos, info), []
+    state, results = _Wave(wave, width, start, videos, info, success_height), []
     for t in range(max_steps):
         feats = _features(encoder, cameras, obs, info, slots, device)
         action = policy.act({**feats, "proprio": obs["proprio"]}).float().cpu().numpy()  # (N, A)
@@ -203,9 +243,11 @@ def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Se
     """Roll ``policy`` (``reset``/``act``) out on ``episodes`` in waves of ``n_envs`` parallel envs (0: one at
     a time here).
 
-    Returns the results (in ``episodes`` order) and the video frames of the first ``videos`` episodes
-    ({episode index: [(H, W, 3) uint8 frames]}).
+    Returns the results (in ``episodes`` order, each with its failure mode) and the video frames of the first
+    ``videos`` episodes ({episode index: [(H, W, 3) uint8 frames]}).
     """
+    from envs import LIFT_SUCCESS_HEIGHT  # the task's success lift, for classify_failure (envs is torch-free)
+
     cameras = feat_cameras(policy.feature_keys)
     missing = [c for c in cameras if c not in env_cfg.cameras and c != ORACLE]
     if missing:
@@ -222,7 +264,8 @@ def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Se
     try:
         for start in range(0, len(episodes), width):
             wave = list(episodes[start : start + width])
-            res, clips = _run_wave(policy, encoder, envs, wave, width, start, env_cfg.max_steps, videos, bar)
+            res, clips = _run_wave(policy, encoder, envs, wave, width, start, env_cfg.max_steps, videos, bar,
+                                   LIFT_SUCCESS_HEIGHT)
             results += res
             frames |= clips
     finally:

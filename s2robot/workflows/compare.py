@@ -1,7 +1,8 @@
 """Encoder comparison, like the S² paper's Table 6: the same demos and seeds through several frozen encoders.
 
 ``compare_encoders(cfg)`` records the demos once, then for every encoder × training seed caches features,
-trains the BC policy and evaluates it at the 16 positions, and writes ``<out>/comparison.{json,md,png}``:
+trains the BC policy and evaluates it (``base.eval``: the 16 paper positions by default), and writes
+``<out>/comparison.{json,md,png}``:
 params, GFLOPs per frame, success rate (mean and spread over seeds, Wilson 95% interval pooled over every
 episode of every seed) per encoder. Every step resumes: a re-run skips finished training and reuses an
 evaluation whose ``results.json`` is for the same checkpoint step and evaluation settings.
@@ -36,7 +37,8 @@ PAPER_SUCCESS: dict[tuple[str, tuple[int, ...]], float] = {
     ("vitl-256-mae-egosoup", (256,)): 0.500,
 }
 # Evaluation settings that change the outcome: a saved results.json is reused only if they match.
-EVAL_KEYS = ("use_ema", "repeats", "seed", "joint_noise", "max_steps")
+EVAL_KEYS = ("use_ema", "positions", "n_random_positions", "position_seed", "repeats", "seed", "joint_noise",
+             "max_steps")
 
 
 @dataclass
@@ -115,10 +117,18 @@ def comparison_rows(reports_by_encoder: Mapping[str, Mapping[int, Mapping[str, A
             "successes": successes,
             "episodes": episodes,
             "ci95": list(wilson_interval(successes, episodes)),
-            # the paper's policies read MVP's CLS token: other readouts have no paper number
-            "paper_success": PAPER_SUCCESS.get((enc["variant"], tuple(img_sizes))) if readout == "cls" else None,
+            # the paper's policies read MVP's CLS token at its 16 positions: other readouts or positions have no
+            # paper number
+            "paper_success": PAPER_SUCCESS.get((enc["variant"], tuple(img_sizes)))
+            if readout == "cls" and all(_on_paper_positions(by_seed[s]) for s in seeds) else None,
         })
     return rows
+
+
+def _on_paper_positions(report: Mapping[str, Any]) -> bool:
+    """Whether an evaluation report is over the paper's 16 positions only (reports from before held-out sets are)."""
+    positions = report.get("positions", {"set": "paper", "n_random": 0})
+    return positions["set"] == "paper" and not positions["n_random"]
 
 
 def _pct(x: float) -> str:
@@ -218,8 +228,9 @@ def _saved_report(results: Path, checkpoint: Path, step: int, eval_cfg: EvalConf
     except json.JSONDecodeError:
         return None
     same = (report.get("checkpoint") == str(checkpoint.resolve()) and report.get("checkpoint_step") == step
-            and all(report.get("eval", {}).get(k) == getattr(eval_cfg, k) for k in EVAL_KEYS))
-    return report if same else None
+            and all(report.get("eval", {}).get(k) == getattr(eval_cfg, k) for k in EVAL_KEYS)
+            and [tuple(p["cube_xy"]) for p in report.get("per_position", [])] == eval_cfg.position_set()[0])
+    return report if same else None  # (the last check: a positions file that changed since)
 
 
 def train_and_evaluate(train_cfg: TrainConfig, eval_cfg: EvalConfig, which: str = "last") -> dict[str, Any]:

@@ -1,30 +1,43 @@
-"""The evaluation workflow (``scripts/eval.py``): load a checkpoint without the trainer, roll it out at the 16
+"""The evaluation workflow (``scripts/eval.py``): load a checkpoint without the trainer, roll it out at the
 evaluation positions with live S² encoding, and write ``results.json``, a table, a success map and videos.
 
-Success is reported the way the paper does, over the 16 ``EVAL_POSITIONS`` (× ``repeats`` with different
-arm-noise seeds), with a Wilson 95% interval.
+Success is reported the way the paper does, by default over the 16 ``EVAL_POSITIONS`` (× ``repeats`` with
+different arm-noise seeds), with a Wilson 95% interval; held-out sets (a file, a list, or positions drawn from
+the held-out stream of ``envs.positions``) go through the same code and the same ``results.json`` schema. Each
+episode records why it failed (``sim.rollout.classify_failure``) and how far its cube is from the nearest
+training-demo cube.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from s2robot.common.device import resolve_device
 from s2robot.common.runlog import WandbConfig, wandb_run
+from s2robot.data.store import EpisodeStore
 from s2robot.policy.checkpoint import from_pretrained
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.sim.env import EnvConfig
 from s2robot.sim.rollout import eval_episodes, run_episodes
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, build_encoder, encoder_fingerprint, weights_digest
 from s2robot.vision.oracle import OracleEncoder
-from s2robot.workflows.report import format_table, plot_success_map, summarize, write_episode_videos
+from s2robot.workflows.positions import position_set
+from s2robot.workflows.report import (
+    format_table,
+    nearest_distances,
+    plot_success_map,
+    summarize,
+    write_episode_videos,
+)
 
 Evaluator = Callable[[ChunkTransformerPolicy, int], Mapping[str, float]]  # a train(cfg, evaluator=...) hook
 
@@ -34,9 +47,17 @@ class EvalConfig:
     """``scripts/eval.py`` (``configs/eval.yaml``).
 
     checkpoint: a ``train_bc.py`` checkpoint folder; its parts rebuild the encoder and the env
-    repeats: episodes per evaluation position (different arm-noise seeds; set joint_noise > 0 for them
-        to differ)
-    joint_noise: arm noise at reset [rad]; None keeps the training env's value
+    positions: the fixed set of cube positions: ``paper`` (the 16 EVAL_POSITIONS, the paper's headline), a
+        ``.json`` file (a list of [x, y], ``{"positions": [...]}``, or another evaluation's ``results.json``), a
+        ``.csv`` file (one ``x,y`` per line, optional header), an inline list ``[[x, y], ...]`` [m], or ``none``
+    n_random_positions / position_seed: add this many held-out positions, drawn uniformly over the workspace from
+        the held-out stream of ``envs.positions`` (never within 1 mm of a demo cube), after the fixed set;
+        ``positions=none n_random_positions=32`` evaluates on random positions only
+    repeats: episodes per position, each with its own seed and so its own arm start noise
+    joint_noise: arm start noise at reset [rad], the same for every checkpoint evaluated (demos start from home
+        exactly; without noise the repeats of a position would be the same episode); None keeps the training
+        env's value (then repeats > 1 needs that value > 0)
+    seed: seed of the first episode; episode i (position-major, then repeat) uses seed + i
     max_steps: episode limit [steps]; None keeps the training env's value
     n_envs: parallel env worker processes (0 = sequential, in this process)
     videos: how many episodes to film (-1 all, 0 none), in episode order
@@ -47,9 +68,12 @@ class EvalConfig:
 
     checkpoint: str = "runs/cube_pick/checkpoints/last"
     use_ema: bool = True
-    repeats: int = 1
+    positions: Any = "paper"
+    n_random_positions: int = 0
+    position_seed: int = 0
+    repeats: int = 3
     seed: int = 1000
-    joint_noise: float | None = None
+    joint_noise: float | None = 0.02
     max_steps: int | None = None
     n_envs: int = 16
     videos: int = 4
@@ -61,8 +85,28 @@ class EvalConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.repeats < 1 or self.n_envs < 0:
-            raise ValueError(f"need repeats ≥ 1 and n_envs ≥ 0, got {self.repeats}, {self.n_envs}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be ≥ 1 (episodes per position), got {self.repeats}")
+        if self.n_envs < 0:
+            raise ValueError(f"n_envs must be ≥ 0 (0 = sequential, in this process), got {self.n_envs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be ≥ 1 or null (the training env's), got {self.max_steps}")
+        if self.joint_noise is not None and not (math.isfinite(self.joint_noise) and self.joint_noise >= 0):
+            raise ValueError(f"joint_noise must be a finite value ≥ 0 [rad] or null (the training env's), got "
+                             f"{self.joint_noise}")
+        if self.videos < -1:
+            raise ValueError(f"videos must be ≥ -1 (-1 all, 0 none, else how many), got {self.videos}")
+        if self.n_random_positions < 0 or self.position_seed < 0:
+            raise ValueError(f"n_random_positions and position_seed must be ≥ 0, got {self.n_random_positions}, "
+                             f"{self.position_seed}")
+        if isinstance(self.positions, tuple | np.ndarray):  # plain lists, as hydra gives and results.json records
+            self.positions = np.asarray(self.positions, dtype=object).tolist()
+        if self.positions != "paper" or self.n_random_positions:
+            self.position_set()  # refuse a bad file or list now, not after loading the checkpoint (or training)
+
+    def position_set(self) -> tuple[list[tuple[float, float]], dict[str, Any]]:
+        """The cube positions in evaluation order and their description (``workflows.positions``)."""
+        return position_set(self.positions, self.n_random_positions, self.position_seed)
 
 
 def _structured(cls: type, d: Mapping[str, Any]) -> Any:
@@ -105,18 +149,25 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         env_cfg.joint_noise = cfg.joint_noise
     if cfg.max_steps is not None:
         env_cfg.max_steps = cfg.max_steps
-    from envs import EVAL_POSITIONS
-
-    episodes = eval_episodes(EVAL_POSITIONS, cfg.repeats, cfg.seed)
+    if cfg.repeats > 1 and env_cfg.joint_noise == 0:
+        raise ValueError(f"repeats={cfg.repeats} with joint_noise=0 runs each position's one episode {cfg.repeats} "
+                         "times (nothing else is random): set joint_noise > 0 [rad] (default 0.02) or repeats=1")
+    positions, positions_desc = cfg.position_set()
+    demo_cubes, demo_desc = training_cubes(parts)
+    episodes = eval_episodes(positions, cfg.repeats, cfg.seed)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).resolve().parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results, frames = run_episodes(policy, encoder, env_cfg, episodes, cfg.n_envs, cfg.videos, cfg.progress)
+    if demo_cubes is not None:
+        for r, d in zip(results, nearest_distances([r.cube_xy for r in results], demo_cubes), strict=True):
+            r.nearest_demo = d
     summary, desc, step = summarize(results), encoder.describe(), parts["config"]["step"]
     report = {**summary, "label": _label(desc), "checkpoint": str(Path(cfg.checkpoint).resolve()),
               "checkpoint_step": step, "encoder": desc, "weights_random": desc["weights_random"],
-              "env": asdict(env_cfg), "eval": asdict(cfg), "seeds": [e.seed for e in episodes],
-              "time_s": time.perf_counter() - t0, "episodes_detail": [asdict(r) for r in results]}
+              "env": asdict(env_cfg), "eval": asdict(cfg), "positions": positions_desc, "demo_cubes": demo_desc,
+              "seeds": [e.seed for e in episodes], "time_s": time.perf_counter() - t0,
+              "episodes_detail": [asdict(r) for r in results]}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "table.md").write_text(format_table(results, summary, report["label"]) + "\n")
     name = parts["config"].get("run", {}).get("name", Path(cfg.checkpoint).resolve().parent.parent.name)
@@ -125,6 +176,25 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     report["outputs"] = {"dir": str(out), "videos": [str(v) for v in videos]}
     _log_wandb(cfg, name, report, out, videos)
     return report
+
+
+def training_cubes(parts: Mapping[str, Any]) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The training demos' cube positions (M, 2) [m] of a checkpoint, and where they came from: the list its
+    ``config.json`` records (``demo_cubes``: the training split), else every demo of the store it was trained on
+    (train and validation) when that store is still there; (None, ...) when neither is."""
+    recorded = parts["config"].get("demo_cubes")
+    if recorded:
+        return np.asarray(recorded, float).reshape(-1, 2), {"source": "checkpoint", "count": len(recorded)}
+    demos = parts["config"].get("run", {}).get("demos")
+    if demos and Path(demos).is_dir():
+        try:
+            store = EpisodeStore.open(demos)
+            xy = [store.episode_info(i).get("cube_xy") for i in range(store.n_episodes)]
+        except (OSError, ValueError, KeyError):
+            xy = []
+        if xy and all(p is not None for p in xy):
+            return np.asarray(xy, float).reshape(-1, 2), {"source": f"store {demos} (all episodes)", "count": len(xy)}
+    return None, {"source": None, "count": 0}
 
 
 def _log_wandb(cfg: EvalConfig, name: str, report: dict[str, Any], out: Path, videos: list[Path]) -> None:
@@ -142,7 +212,8 @@ def _log_wandb(cfg: EvalConfig, name: str, report: dict[str, Any], out: Path, vi
 
 def periodic_evaluator(encoder_cfg: EncoderConfig, env: EnvConfig, n_envs: int = 16, max_steps: int | None = None
                        ) -> Evaluator:
-    """A ``train(cfg, evaluator=...)`` hook: success rate at the 16 positions every ``eval_every`` steps."""
+    """A ``train(cfg, evaluator=...)`` hook: success rate at the 16 paper positions (one episode each, the training
+    env's arm noise) every ``eval_every`` steps."""
     from envs import EVAL_POSITIONS
 
     encoder = build_encoder(encoder_cfg)

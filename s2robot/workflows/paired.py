@@ -81,8 +81,22 @@ def pair_outcomes(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[np.ndarra
             f"the evaluations ran different episodes, so they cannot be paired: {len(only_a)} only in A (e.g. "
             f"{only_a[:3]}), {len(only_b)} only in B (e.g. {only_b[:3]}) as (position, repeat, seed). Evaluate "
             "both with the same positions, repeats and seed (eval.py repeats=... seed=...)")
+    cubes_a, cubes_b = _cubes(a), _cubes(b)
+    moved = [k for k in sorted(cubes_a.keys() & cubes_b.keys()) if cubes_a[k] != cubes_b[k]]
+    if moved:
+        k = moved[0]
+        raise ValueError(
+            f"the evaluations put the cubes in different places, so they cannot be paired: {len(moved)} episodes, "
+            f"e.g. {k} (position, repeat, seed) at {list(cubes_a[k])} in A and {list(cubes_b[k])} in B. Evaluate "
+            "both on the same positions (eval.py positions=... n_random_positions=... position_seed=...)")
     keys = sorted(ea)
     return np.array([ea[k] for k in keys]), np.array([eb[k] for k in keys])
+
+
+def _cubes(results: Mapping[str, Any]) -> dict[EpisodeKey, tuple[float, ...]]:
+    """{(position, repeat, seed): cube (x, y)} of the episodes that record it."""
+    return {(int(e["position"]), int(e["repeat"]), int(e["seed"])): tuple(e["cube_xy"])
+            for e in results["episodes_detail"] if "cube_xy" in e}
 
 
 def compare_evaluations(a: Mapping[str, Any], b: Mapping[str, Any], label_a: str = "A", label_b: str = "B",

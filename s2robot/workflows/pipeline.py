@@ -1,4 +1,5 @@
-"""The whole job behind ``make run``: record demos → cache features → train → evaluate at 16 positions.
+"""The whole job behind ``make run``: record demos → cache features → train → evaluate (by default the 16 paper
+positions × 3 repeats; ``eval.positions``/``eval.n_random_positions`` choose held-out sets).
 
 Every stage is resumable and skips work already done: the recorder appends until the store holds
 ``n_demos``, the feature cache is keyed by (encoder, demos), training resumes from ``checkpoints/last`` (and returns at
@@ -53,6 +54,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     print(f"[2/4 + 3/4] feature cache and training: {t.run_dir}")
     last = train(t)
     ckpt = last if cfg.evaluate_checkpoint == "last" else Path(last).with_name("best")
-    print(f"[4/4] evaluation of {ckpt} at the 16 cube positions")
+    positions = cfg.eval.position_set()[1]
+    print(f"[4/4] evaluation of {ckpt} at {positions['count']} cube positions ({positions['set']}"
+          f"{', +' + str(positions['n_random']) + ' held-out' if positions['n_random'] else ''}) × {cfg.eval.repeats}")
     cfg.eval.checkpoint = str(ckpt)
     return evaluate(cfg.eval)

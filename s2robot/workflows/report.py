@@ -1,5 +1,5 @@
-"""Reporting evaluation results: success with its Wilson interval, per-position tables, a success map over the
-workspace and episode videos."""
+"""Reporting evaluation results: success with its Wilson interval, failure modes, per-position tables (with the
+distance to the nearest training cube), a success map over the workspace and episode videos."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from s2robot.sim.rollout import EpisodeResult
+from s2robot.sim.rollout import FAILURE_MODES, EpisodeResult
+
+# How each failure mode is drawn on the success map: (marker, colour).
+MODE_STYLE = {"missed_grasp": ("x", "tab:red"), "dropped": ("v", "tab:purple"),
+              "lifted_too_little": ("^", "tab:orange"), "timeout": ("s", "tab:gray")}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -25,40 +29,57 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def nearest_distances(points: Sequence[Sequence[float]], demos: np.ndarray) -> list[float]:
+    """For each point (x, y) [m], the distance to the nearest of ``demos`` (M, 2) [m] (M ≥ 1)."""
+    xy, demos = np.asarray(points, float).reshape(-1, 2), np.asarray(demos, float).reshape(-1, 2)
+    return np.linalg.norm(xy[:, None] - demos[None], axis=-1).min(axis=1).tolist()  # (N, M) -> (N,)
+
+
+def failure_counts(results: Sequence[EpisodeResult]) -> dict[str, int]:
+    """{failure mode: episodes}, every mode of FAILURE_MODES listed (0 when none)."""
+    return {m: sum(r.failure_mode == m for r in results) for m in FAILURE_MODES}
+
+
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
-    """Overall success with its Wilson 95% interval, and per-position success."""
+    """Overall success with its Wilson 95% interval, failure-mode counts, and per position: success, failure modes
+    and the distance to the nearest training cube [m] (None when unknown)."""
     n, k = len(results), sum(r.success for r in results)
     lo, hi = wilson_interval(k, n)
-    per_position: dict[int, dict[str, Any]] = {}
+    by_pos: dict[int, list[EpisodeResult]] = {}
     for r in results:
-        p = per_position.setdefault(r.position, {"position": r.position, "cube_xy": list(r.cube_xy),
-                                                 "successes": 0, "episodes": 0, "steps_to_success": []})
-        p["successes"] += int(r.success)
-        p["episodes"] += 1
-        if r.success:
-            p["steps_to_success"].append(r.steps_to_success)
-    for p in per_position.values():
-        p["success_rate"] = p["successes"] / p["episodes"]
+        by_pos.setdefault(r.position, []).append(r)
+    per_position = [{"position": p, "cube_xy": list(rs[0].cube_xy), "successes": sum(r.success for r in rs),
+                     "episodes": len(rs), "success_rate": sum(r.success for r in rs) / len(rs),
+                     "steps_to_success": [r.steps_to_success for r in rs if r.success],
+                     "failure_modes": {m: c for m, c in failure_counts(rs).items() if c},
+                     "nearest_demo": rs[0].nearest_demo} for p, rs in sorted(by_pos.items())]
     steps = [r.steps_to_success for r in results if r.success]
     return {"success_rate": k / n if n else 0.0, "successes": k, "episodes": n, "ci95": [lo, hi],
             "median_steps_to_success": float(np.median(steps)) if steps else None,
-            "per_position": [per_position[p] for p in sorted(per_position)]}
+            "failure_modes": failure_counts(results), "per_position": per_position}
 
 
 def format_table(results: Sequence[EpisodeResult], summary: dict[str, Any], label: str = "") -> str:
-    """A markdown table: one row per position, then the overall rate with its interval."""
-    rows = ["| pos | x [m] | y [m] | success | steps to success | max lift [cm] |", "|---|---|---|---|---|---|"]
+    """A markdown table: one row per position (failure mode per failed repeat, distance to the nearest training
+    cube), then the overall rate with its interval and the failure-mode counts."""
+    rows = ["| pos | x [m] | y [m] | nearest demo [cm] | success | failures (repeat: mode) | steps to success | "
+            "max lift [cm] |", "|---|---|---|---|---|---|---|---|"]
     by_pos: dict[int, list[EpisodeResult]] = {}
     for r in results:
         by_pos.setdefault(r.position, []).append(r)
     for p, rs in sorted(by_pos.items()):
         ok = sum(r.success for r in rs)
         steps = [r.steps_to_success for r in rs if r.success]
-        rows.append(f"| {p} | {rs[0].cube_xy[0]:.3f} | {rs[0].cube_xy[1]:+.3f} | {ok}/{len(rs)} | "
+        near = f"{100 * rs[0].nearest_demo:.1f}" if rs[0].nearest_demo is not None else "-"
+        modes = ", ".join(f"{r.repeat}: {r.failure_mode}" for r in rs if not r.success) or "-"
+        rows.append(f"| {p} | {rs[0].cube_xy[0]:.3f} | {rs[0].cube_xy[1]:+.3f} | {near} | {ok}/{len(rs)} | {modes} | "
                     f"{np.median(steps) if steps else '-'} | {100 * max(r.max_lift for r in rs):.1f} |")
     lo, hi = summary["ci95"]
     rows.append(f"\n**success {100 * summary['success_rate']:.1f}%** ({summary['successes']}/{summary['episodes']}"
                 f", Wilson 95% CI {100 * lo:.1f}–{100 * hi:.1f}%){' — ' + label if label else ''}")
+    counts = summary["failure_modes"]
+    rows.append(f"\nfailures: {', '.join(f'{m} {c}' for m, c in counts.items())} "
+                f"({sum(counts.values())} of {summary['episodes']} episodes)")
     return "\n".join(rows)
 
 
@@ -72,7 +93,7 @@ def plot_success_map(results: Sequence[EpisodeResult], path: Path, title: str = 
     from envs import WORKSPACE  # torch-free constants; s2robot reads envs only here, for the plot frame
 
     summary = summarize(results)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = plt.subplots(figsize=(5.5, 5.0))
     ax.add_patch(plt.Rectangle((WORKSPACE.y_min, WORKSPACE.x_min), WORKSPACE.y_max - WORKSPACE.y_min,
                                WORKSPACE.x_max - WORKSPACE.x_min, fill=False, ls="--", color="0.5"))
     ys = [p["cube_xy"][1] for p in summary["per_position"]]
@@ -82,6 +103,15 @@ def plot_success_map(results: Sequence[EpisodeResult], path: Path, title: str = 
     for p in summary["per_position"]:
         ax.annotate(f"{p['position']}\n{p['successes']}/{p['episodes']}", (p["cube_xy"][1], p["cube_xy"][0]),
                     ha="center", va="center", fontsize=6)
+    # Each failed episode as a small marker (shape and colour by failure mode) on a ring around its position.
+    repeats = max(r.repeat for r in results) + 1 if results else 1
+    for mode, (marker, colour) in MODE_STYLE.items():
+        failed = [r for r in results if r.failure_mode == mode]
+        angle = [2 * np.pi * (r.repeat + 0.5) / repeats for r in failed]
+        ax.scatter([r.cube_xy[1] + 0.014 * np.cos(a) for r, a in zip(failed, angle, strict=True)],
+                   [r.cube_xy[0] + 0.014 * np.sin(a) for r, a in zip(failed, angle, strict=True)],
+                   marker=marker, color=colour, s=14, linewidths=1, zorder=3, label=f"{mode} ({len(failed)})")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=6, frameon=False)
     ax.set_xlabel("y [m] (robot's left +)")
     ax.set_ylabel("x [m] (away from the robot)")
     ax.invert_xaxis()

@@ -216,7 +216,8 @@ class Trainer:
         config = {"policy": asdict(cfg.policy), "shape": self.data.shape, "step": self.step,
                   "ema": self.ema is not None, "run": run, "encoder_fingerprint": self.fingerprint,
                   "weights_random": attrs.get("weights_random"), "torch": torch.__version__,
-                  "cache": {"path": str(self.data.cache_path), "source": attrs.get("source", {}).get("fingerprint")}}
+                  "cache": {"path": str(self.data.cache_path), "source": attrs.get("source", {}).get("fingerprint")},
+                  "demo_cubes": self.data.train_cube_xy}  # for evaluation's distance to the nearest training cube
         encoder = {"config": asdict(cfg.encoder), "fingerprint": self.fingerprint, "describe": attrs.get("encoder")}
         return {"config": config, "encoder": encoder, "env": asdict(cfg.env)}
 

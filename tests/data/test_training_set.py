@@ -58,3 +58,14 @@ def test_action_space_selects_label_and_executed_keys() -> None:
     assert sorted(select_action_space(old, "delta", Path("c.zarr"))) == ["action", "proprio"]
     with pytest.raises(ValueError, match=r"c\.zarr has no 'target' key.*Re-record"):
         select_action_space(old, "absolute", Path("c.zarr"))
+
+
+def test_training_cube_positions_come_from_the_episode_infos(tmp_path: Path) -> None:
+    """The training split's cube positions (recorded in each episode's info) reach TrainData; None without them."""
+    enc = FrozenS2Encoder(EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32], dtype="float32"))
+    plain = build_feature_cache(make_demos(tmp_path / "a.zarr", lengths=(5, 7, 4, 6)), enc, progress=False)
+    assert load_training_data(plain, enc.fingerprint, 4, 4, True, 0.25, 0, 4).train_cube_xy is None
+    with_cubes = build_feature_cache(make_demos(tmp_path / "b.zarr", lengths=(5, 7, 4, 6), cubes=True), enc,
+                                     progress=False)
+    xy = load_training_data(with_cubes, enc.fingerprint, 4, 4, True, 0.25, 0, 4).train_cube_xy
+    assert len(xy) == 3 and all(p in [[0.45 + 0.01 * i, 0.0] for i in range(4)] for p in xy)

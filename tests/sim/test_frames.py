@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.cube_pick import CUBE_REST_Z, WORKSPACE
+from envs.cube_pick import CUBE_REST_Z
+from envs.positions import WORKSPACE
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.frames import FrameDataConfig, GeneratorConfig, generate_frames, load_frames, read_frames, read_labeled
 

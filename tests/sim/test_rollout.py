@@ -76,3 +76,30 @@ def test_the_env_runs_in_the_policy_action_space() -> None:
     results, _ = R.run_episodes(HoldPolicy(), lambda x: torch.zeros(len(x), 4), EnvConfig(image_size=32, max_steps=1),
                                 episodes, n_envs=0, progress=False)
     assert max(abs(a - b) for a, b in zip(home, results[0].final_fingertip, strict=True)) < 0.01  # held still
+
+
+H = 0.05  # the success height the classifier is given
+
+
+@pytest.mark.parametrize(("lift", "grasped", "mode"), [
+    ([0.0, 0.0, 0.001, 0.0], [0, 0, 0, 0], "missed_grasp"),  # never touched it
+    ([0.0, 0.0, 0.0, 0.0], [0, 1, 1, 1], "missed_grasp"),  # closed on it but never lifted it
+    ([0.0, 0.008, 0.03, 0.02], [0, 0, 0, 0], "missed_grasp"),  # knocked it up without holding it
+    ([0.0, 0.02, 0.04, 0.002], [0, 1, 1, 0], "dropped"),  # held at 4 cm, back on the table
+    ([0.0, 0.02, 0.04, 0.0], [0, 1, 1, 1], "dropped"),  # put back down while holding it
+    ([0.0, 0.02, 0.03, 0.03], [0, 1, 1, 1], "lifted_too_little"),
+    ([0.0, 0.02, 0.03, 0.03], [0, 1, 1, 0], "lifted_too_little"),  # still up, on one pad, at the end
+    ([0.0, 0.02, 0.06, 0.06], [0, 1, 0, 0], "timeout"),  # up at the success height but never a success
+])
+def test_failure_modes_of_synthetic_traces(lift: list[float], grasped: list[int], mode: str) -> None:
+    """Each failure mode from a per-step (lift, grasped) trace; a success has none."""
+    assert R.classify_failure(lift, grasped, False, H) == mode
+    assert R.classify_failure(lift, grasped, True, H) is None
+    assert mode in R.FAILURE_MODES
+
+
+def test_failure_classifier_refuses_bad_traces() -> None:
+    with pytest.raises(ValueError, match="equal-length non-empty"):
+        R.classify_failure([0.0, 0.1], [True], False, H)
+    with pytest.raises(ValueError, match="equal-length non-empty"):
+        R.classify_failure([], [], False, H)

@@ -52,6 +52,8 @@ def test_rows_pool_seeds() -> None:
     assert rnd["ci95"] == pytest.approx(list(wilson_interval(3, 16)))
     grid = comparison_rows({"g": {0: fake_report(9, img_sizes=(224, 448), readout="cls+grid")}})[0]
     assert grid["readout"] == "cls+grid" and grid["paper_success"] is None  # the paper read CLS only
+    held_out = fake_report(9, img_sizes=(224, 448)) | {"positions": {"set": "none", "n_random": 16}}
+    assert comparison_rows({"h": {0: held_out}})[0]["paper_success"] is None  # the paper's number is for its 16
 
 
 def test_table_and_chart(tmp_path: Path) -> None:
@@ -119,7 +121,7 @@ def test_compare_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     rows = result["rows"]
     assert [r["encoder"] for r in rows] == ["micro_s2_random", "micro_random"]
     assert [r["img_sizes"] for r in rows] == [[32, 64], [32]]
-    assert all(r["weights_random"] and r["episodes"] == 16 and r["seeds"] == [0] for r in rows)
+    assert all(r["weights_random"] and r["episodes"] == 48 and r["seeds"] == [0] for r in rows)  # 16 × 3 repeats
     assert rows[0]["gflops_per_frame"] == pytest.approx(5 * rows[1]["gflops_per_frame"])  # 1 + 4 tiles
     saved = json.loads(Path(result["outputs"]["json"]).read_text())
     assert saved["rows"] == rows and [r["run"] for r in saved["runs"]] == ["t-micro_s2_random-s0", "t-micro_random-s0"]

@@ -1,4 +1,5 @@
-"""Evaluation: results file, fingerprint refusal, vectorized = sequential (sim.rollout), episodes."""
+"""Evaluation: results file, positions sets, failure modes, nearest demo, fingerprint refusal, vectorized =
+sequential (sim.rollout), episodes."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from helpers import make_demos, micro_encoder_config
 from s2robot.common.runlog import WandbConfig
 from s2robot.policy.configuration import PolicyConfig
 from s2robot.sim.env import EnvConfig
-from s2robot.sim.rollout import EpisodeResult, eval_episodes
+from s2robot.sim.rollout import FAILURE_MODES, EpisodeResult, eval_episodes
 from s2robot.workflows.evaluate import EvalConfig, evaluate
-from s2robot.workflows.report import summarize, wilson_interval
+from s2robot.workflows.report import format_table, plot_success_map, summarize, wilson_interval
 from s2robot.workflows.train import TrainConfig, train
 
 
@@ -25,7 +26,7 @@ from s2robot.workflows.train import TrainConfig, train
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny policy on a random micro encoder, trained for 4 steps on 32-px synthetic demos."""
     tmp = tmp_path_factory.mktemp("ckpt")
-    make_demos(tmp / "d.zarr", (12, 9, 14, 10, 11, 13))
+    make_demos(tmp / "d.zarr", (12, 9, 14, 10, 11, 13), cubes=True)
     cfg = TrainConfig(name="t", runs_dir=str(tmp / "runs"), encoder=micro_encoder_config(), demos=str(tmp / "d.zarr"),
                       policy=PolicyConfig(d_model=32, n_layers=1, n_heads=2, ff_mult=2),
                       env=EnvConfig(image_size=32, max_steps=5), steps=4, batch_size=8, progress=False,
@@ -39,10 +40,17 @@ def run(checkpoint: Path, out: Path, **kw: object) -> dict:
 
 
 def test_results_file_is_well_formed(checkpoint: Path, tmp_path: Path) -> None:
-    report = run(checkpoint, tmp_path, n_envs=4, videos=2)
+    report = run(checkpoint, tmp_path, n_envs=4, videos=2, repeats=1)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["per_position"]) == 16 and len(saved["episodes_detail"]) == 16
     assert saved["episodes"] == 16 and 0.0 <= saved["success_rate"] <= 1.0
+    assert saved["positions"] == {"set": "paper", "source": "envs.EVAL_POSITIONS", "fixed": 16, "n_random": 0,
+                                  "position_seed": None, "count": 16}
+    modes = [e["failure_mode"] for e in saved["episodes_detail"]]
+    assert all((m is None) == e["success"] and (m is None or m in FAILURE_MODES)
+               for m, e in zip(modes, saved["episodes_detail"], strict=True))
+    assert sum(saved["failure_modes"].values()) == 16 - saved["successes"]
+    assert "failures: missed_grasp" in (tmp_path / "table.md").read_text()
     lo, hi = saved["ci95"]
     assert lo <= saved["success_rate"] <= hi
     assert saved["weights_random"] is True and "RANDOM" in saved["label"] and " cls, " in saved["label"]
@@ -116,3 +124,129 @@ def test_videos_skipped_with_a_warning_without_ffmpeg(tmp_path, monkeypatch) -> 
     with pytest.warns(UserWarning, match="imageio-ffmpeg"):
         assert write_episode_videos(frames, [result], tmp_path / "videos") == []
     assert not (tmp_path / "videos").exists()
+
+
+def _keys(report: dict) -> tuple:
+    """The schema of a results.json: its keys, and those of an episode and of a position entry."""
+    return (sorted(report), sorted(report["episodes_detail"][0]), sorted(report["per_position"][0]),
+            sorted(report["positions"]))
+
+
+def test_positions_from_a_list_a_file_and_the_held_out_stream_round_trip(checkpoint: Path, tmp_path: Path) -> None:
+    """Inline list, .csv, .json and random held-out positions reach results.json in order, with one schema."""
+    xy = [[0.5, 0.0], [0.61, -0.12]]
+    (tmp_path / "p.csv").write_text("x,y\n0.5,0.0\n0.61,-0.12\n")
+    (tmp_path / "p.json").write_text(json.dumps({"positions": xy}))
+    fast = {"n_envs": 0, "videos": 0, "max_steps": 2, "repeats": 1}
+    reports = {name: run(checkpoint, tmp_path / name, positions=spec, **fast)
+               for name, spec in [("list", xy), ("csv", str(tmp_path / "p.csv")), ("json", str(tmp_path / "p.json"))]}
+    reports["random"] = run(checkpoint, tmp_path / "random", positions="none", n_random_positions=3, position_seed=5,
+                            **fast)
+    reports["both"] = run(checkpoint, tmp_path / "both", positions=xy, n_random_positions=3, position_seed=5, **fast)
+    schema = _keys(json.loads((tmp_path / "list" / "results.json").read_text()))
+    for name in reports:
+        saved = json.loads((tmp_path / name / "results.json").read_text())
+        assert _keys(saved) == schema, name
+        got = [p["cube_xy"] for p in saved["per_position"]]
+        assert saved["positions"]["count"] == len(got) == saved["episodes"], name
+        if name != "random":
+            assert got[:2] == xy, name
+    assert reports["csv"]["positions"]["set"] == "file" and reports["list"]["positions"]["set"] == "list"
+    held_out = [p["cube_xy"] for p in reports["random"]["per_position"]]
+    from envs import held_out_positions
+
+    assert held_out == held_out_positions(3, 5).tolist()
+    assert [p["cube_xy"] for p in reports["both"]["per_position"]] == xy + held_out
+    assert reports["random"]["positions"] == {"set": "none", "source": None, "fixed": 0, "n_random": 3,
+                                              "position_seed": 5, "count": 3}
+    # another evaluation's results.json names the same positions
+    again = run(checkpoint, tmp_path / "again", positions=str(tmp_path / "both" / "results.json"), **fast)
+    assert [p["cube_xy"] for p in again["per_position"]] == xy + held_out
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"positions": [[0.9, 0.0]]}, r"positions\[0\] = \[0.9, 0.0\] lies outside the workspace x 0.4–0.65"),
+    ({"positions": [[0.5, 0.0, 0.1]]}, "must be a list of \\[x, y\\] pairs"),
+    ({"positions": [0.5, 0.0]}, "must be a list of \\[x, y\\] pairs"),
+    ({"positions": [[0.5, float("nan")]]}, r"positions\[0\] = \[0.5, nan\] is not finite"),
+    ({"positions": "pos.txt"}, "must end in .json or .csv"),
+    ({"positions": "none"}, "leaves no position to evaluate"),
+    ({"n_random_positions": -1}, "n_random_positions and position_seed must be ≥ 0"),
+    ({"position_seed": -2}, "n_random_positions and position_seed must be ≥ 0"),
+    ({"repeats": 0}, "repeats must be ≥ 1"),
+    ({"max_steps": 0}, "max_steps must be ≥ 1"),
+    ({"joint_noise": -0.1}, "joint_noise must be a finite value ≥ 0"),
+    ({"joint_noise": float("inf")}, "joint_noise must be a finite value ≥ 0"),
+    ({"videos": -2}, "videos must be ≥ -1"),
+])
+def test_bad_evaluation_settings_are_refused(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EvalConfig(**overrides)
+
+
+def test_bad_position_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        EvalConfig(positions=str(tmp_path / "missing.csv"))
+    (tmp_path / "bad.csv").write_text("x,y\n0.5,zero\n")
+    with pytest.raises(ValueError, match="every line must be 'x,y'"):
+        EvalConfig(positions=str(tmp_path / "bad.csv"))
+    (tmp_path / "far.json").write_text("[[0.5, 0.0], [0.5, 0.3]]")
+    with pytest.raises(ValueError, match=r"positions file .*far.json\[1\] = \[0.5, 0.3\] lies outside"):
+        EvalConfig(positions=str(tmp_path / "far.json"))
+
+
+def test_repeats_differ_by_arm_noise_and_need_it(checkpoint: Path, tmp_path: Path) -> None:
+    """Three repeats of one position start from different arm postures; without noise they are refused."""
+    report = run(checkpoint, tmp_path, positions=[[0.5, 0.0]], n_envs=0, videos=0, max_steps=3)
+    tips = np.array([e["final_fingertip"] for e in report["episodes_detail"]])
+    assert len(tips) == 3 and len({tuple(t) for t in tips.round(6)}) == 3
+    with pytest.raises(ValueError, match="repeats=3 with joint_noise=0"):
+        run(checkpoint, tmp_path, positions=[[0.5, 0.0]], joint_noise=0.0)
+
+
+def test_distance_to_the_nearest_training_cube(checkpoint: Path, tmp_path: Path) -> None:
+    """The checkpoint records its training cubes; each episode reports the distance to the nearest one."""
+    cubes = np.array(json.loads((checkpoint / "config.json").read_text())["demo_cubes"])
+    assert len(cubes) == 5  # 6 demos, one held out for validation
+    xy = [[0.5, 0.0], [0.6, 0.1]]
+    report = run(checkpoint, tmp_path, positions=xy, n_envs=0, videos=0, max_steps=2, repeats=1)
+    want = [np.linalg.norm(cubes - p, axis=1).min() for p in xy]
+    assert [e["nearest_demo"] for e in report["episodes_detail"]] == pytest.approx(want)
+    assert [p["nearest_demo"] for p in report["per_position"]] == pytest.approx(want)
+    assert report["demo_cubes"] == {"source": "checkpoint", "count": 5}
+    assert f"| {100 * want[1]:.1f} |" in (tmp_path / "table.md").read_text()
+
+
+def test_failure_mode_summary_table_and_map(tmp_path: Path) -> None:
+    """Failure-mode counts overall and per position, in the table's rows and count line, and on the map."""
+    modes = [None, "missed_grasp", "dropped", "missed_grasp", "timeout", "lifted_too_little"]
+    res = [EpisodeResult(i // 3, (0.5, 0.1 * (i // 3)), i % 3, i, m is None, 10 if m is None else None, 10, 0.02,
+                         [0.0, 0.0, 0.0], m, 0.0, 0.031) for i, m in enumerate(modes)]
+    s = summarize(res)
+    assert s["failure_modes"] == {"missed_grasp": 2, "dropped": 1, "lifted_too_little": 1, "timeout": 1}
+    assert [p["failure_modes"] for p in s["per_position"]] == [
+        {"missed_grasp": 1, "dropped": 1}, {"missed_grasp": 1, "lifted_too_little": 1, "timeout": 1}]
+    table = format_table(res, s)
+    assert "| 0 | 0.500 | +0.000 | 3.1 | 1/3 | 1: missed_grasp, 2: dropped |" in table
+    assert "failures: missed_grasp 2, dropped 1, lifted_too_little 1, timeout 1 (5 of 6 episodes)" in table
+    assert plot_success_map(res, tmp_path / "map.png").stat().st_size > 1000
+
+
+def test_positions_from_the_command_line() -> None:
+    """Hydra overrides give positions as an inline list, a path or none (eval.py's structured config)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from s2robot.workflows.configs import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("eval", overrides=["positions=[[0.5,0.0],[0.6,-0.1]]"]))
+        assert cfg.positions == [[0.5, 0.0], [0.6, -0.1]] and cfg.repeats == 3
+        cfg = OmegaConf.to_object(compose("eval", overrides=["positions=none", "n_random_positions=4"]))
+        assert (cfg.positions, cfg.n_random_positions) == ("none", 4)
+        with pytest.raises(Exception, match="lies outside the workspace"):
+            OmegaConf.to_object(compose("eval", overrides=["positions=[[0.5,0.5]]"]))

@@ -91,3 +91,14 @@ def test_script_prints_and_writes(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, str(ROOT / "scripts/compare_evals.py"), str(tmp_path / "nope"),
                               str(tmp_path / "b")], capture_output=True, text=True)
     assert missing.returncode != 0 and "no results.json" in missing.stderr
+
+
+def test_evaluations_of_other_cube_positions_are_not_paired() -> None:
+    """Same (position, repeat, seed) but another held-out set: the cubes differ, so pairing is refused."""
+    a, b = results([True] * 16), results([False] * 16)
+    for i, (ea, eb) in enumerate(zip(a["episodes_detail"], b["episodes_detail"], strict=True)):
+        ea["cube_xy"], eb["cube_xy"] = [0.5, 0.01 * i], [0.5, 0.01 * i]
+    assert len(pair_outcomes(a, b)[0]) == 16
+    b["episodes_detail"][3]["cube_xy"] = [0.6, 0.0]
+    with pytest.raises(ValueError, match=r"different places.*\(3, 0, 1003\).*position_seed"):
+        pair_outcomes(a, b)

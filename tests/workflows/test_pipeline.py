@@ -21,7 +21,8 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "RANDOM" in run.stdout and "success" in run.stdout
     results = json.loads((tmp_path / "runs" / "smoke" / "eval" / "results.json").read_text())
-    assert results["episodes"] == 16 and results["checkpoint_step"] == 6
+    assert results["episodes"] == 48 and results["checkpoint_step"] == 6  # 16 paper positions × 3 repeats
+    assert results["positions"]["set"] == "paper" and "16 cube positions (paper) × 3" in run.stdout
     # re-running resumes every stage: nothing re-recorded or re-trained, the evaluation reruns
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
