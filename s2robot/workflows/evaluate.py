@@ -35,6 +35,7 @@ from s2robot.workflows.report import (
     format_table,
     nearest_distances,
     plot_success_map,
+    set_summaries,
     summarize,
     write_episode_videos,
 )
@@ -163,6 +164,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         for r, d in zip(results, nearest_distances([r.cube_xy for r in results], demo_cubes), strict=True):
             r.nearest_demo = d
     summary, desc, step = summarize(results), encoder.describe(), parts["config"]["step"]
+    summary["sets"] = set_summaries(results, positions_desc)
     report = {**summary, "label": _label(desc), "checkpoint": str(Path(cfg.checkpoint).resolve()),
               "checkpoint_step": step, "encoder": desc, "weights_random": desc["weights_random"],
               "env": asdict(env_cfg), "eval": asdict(cfg), "positions": positions_desc, "demo_cubes": demo_desc,

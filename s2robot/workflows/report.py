@@ -59,6 +59,28 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
             "failure_modes": failure_counts(results), "per_position": per_position}
 
 
+def set_summaries(results: Sequence[EpisodeResult], positions: dict[str, Any]) -> list[dict[str, Any]]:
+    """Success with its Wilson interval of each position set evaluated: the fixed set (``positions["set"]``, e.g.
+    ``paper``: positions 0 .. fixed-1) and the held-out random positions after it, when there are any."""
+    n_fixed = int(positions.get("fixed", 0))
+    parts = [(str(positions.get("set", "fixed")), [r for r in results if r.position < n_fixed]),
+             (f"held-out ({positions.get('n_random', 0)} random, seed {positions.get('position_seed')})",
+              [r for r in results if r.position >= n_fixed])]
+    out = []
+    for name, rs in parts:
+        if rs:
+            k = sum(r.success for r in rs)
+            out.append({"set": name, "positions": len({r.position for r in rs}), "successes": k, "episodes": len(rs),
+                        "success_rate": k / len(rs), "ci95": list(wilson_interval(k, len(rs)))})
+    return out
+
+
+def format_sets(sets: Sequence[dict[str, Any]]) -> str:
+    """One line per position set: ``paper: 45/48 = 93.8% (Wilson 95% CI 83.2–97.9%, 16 positions)``."""
+    return "\n".join(f"{s['set']}: {s['successes']}/{s['episodes']} = {100 * s['success_rate']:.1f}% (Wilson 95% CI "
+                     f"{100 * s['ci95'][0]:.1f}–{100 * s['ci95'][1]:.1f}%, {s['positions']} positions)" for s in sets)
+
+
 def format_table(results: Sequence[EpisodeResult], summary: dict[str, Any], label: str = "") -> str:
     """A markdown table: one row per position (failure mode per failed repeat, distance to the nearest training
     cube), then the overall rate with its interval and the failure-mode counts."""
@@ -77,6 +99,8 @@ def format_table(results: Sequence[EpisodeResult], summary: dict[str, Any], labe
     lo, hi = summary["ci95"]
     rows.append(f"\n**success {100 * summary['success_rate']:.1f}%** ({summary['successes']}/{summary['episodes']}"
                 f", Wilson 95% CI {100 * lo:.1f}–{100 * hi:.1f}%){' — ' + label if label else ''}")
+    if len(summary.get("sets", [])) > 1:
+        rows.append("\n" + format_sets(summary["sets"]))
     counts = summary["failure_modes"]
     rows.append(f"\nfailures: {', '.join(f'{m} {c}' for m, c in counts.items())} "
                 f"({sum(counts.values())} of {summary['episodes']} episodes)")

@@ -159,6 +159,14 @@ def test_positions_from_a_list_a_file_and_the_held_out_stream_round_trip(checkpo
     assert [p["cube_xy"] for p in reports["both"]["per_position"]] == xy + held_out
     assert reports["random"]["positions"] == {"set": "none", "source": None, "fixed": 0, "n_random": 3,
                                               "position_seed": 5, "count": 3}
+    # the fixed and the held-out set are summarized apart, each with its interval, and the table says both
+    sets = reports["both"]["sets"]
+    assert [(s["set"], s["positions"], s["episodes"]) for s in sets] == [("list", 2, 2),
+                                                                         ("held-out (3 random, seed 5)", 3, 3)]
+    assert sum(s["successes"] for s in sets) == reports["both"]["successes"]
+    assert all(s["ci95"][0] <= s["success_rate"] <= s["ci95"][1] for s in sets)
+    assert "held-out (3 random, seed 5): " in (tmp_path / "both" / "table.md").read_text()
+    assert len(reports["list"]["sets"]) == 1
     # another evaluation's results.json names the same positions
     again = run(checkpoint, tmp_path / "again", positions=str(tmp_path / "both" / "results.json"), **fast)
     assert [p["cube_xy"] for p in again["per_position"]] == xy + held_out
