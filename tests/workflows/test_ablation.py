@@ -1,0 +1,63 @@
+"""The ablation table: per-set rates with Wilson intervals and paired differences that give the known answer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from s2robot.workflows.ablation import ablation_rows, ablation_table, format_ablation
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def results(successes: list[bool]) -> dict:
+    """48 paper episodes (16 positions × 3) then 32 held-out ones, as results.json has them."""
+    eps = [{"position": i // 3, "repeat": i % 3, "seed": 1000 + i, "success": s, "cube_xy": [0.5, 0.01 * (i // 3)]}
+           for i, s in enumerate(successes)]
+    paper, held = eps[:48], eps[48:]
+    sets = [{"set": "paper", "successes": sum(e["success"] for e in paper), "episodes": len(paper)},
+            {"set": "held-out", "successes": sum(e["success"] for e in held), "episodes": len(held)}]
+    return {"episodes_detail": eps, "sets": sets, "successes": sum(successes), "episodes": len(successes),
+            "failure_modes": {"missed_grasp": len(successes) - sum(successes), "dropped": 0}}
+
+
+def test_rows_compare_with_the_previous_row_and_call_only_clear_differences() -> None:
+    base = results([i % 2 == 0 for i in range(80)])  # 40/80
+    better = results([True] * 80)  # fixes all 40 failures: clearly better
+    same = results([True] * 79 + [False])  # one episode worse than `better`: not distinguishable
+    rows = ablation_rows([("base", base), ("fix", better), ("fix2", same)])
+    assert rows[0]["paired"] is None and rows[1]["reference"] == "base" and rows[2]["reference"] == "fix"
+    assert rows[1]["paired"].difference == pytest.approx(0.5) and rows[1]["paired"].ci95[0] > 0
+    assert rows[2]["paired"].ci95[0] < 0 <= rows[2]["paired"].ci95[1]  # one discordant episode: no verdict
+    text = format_ablation(rows)
+    assert "| fix | 48/48 = 100.0% [93–100] | 32/32 = 100.0% [89–100] | +50.0 vs base" in text
+    assert text.count("**better**") == 1 and "**worse**" not in text
+    assert "missed_grasp 40" in text and "dropped 0" not in text
+    against_base = ablation_rows([("base", base), ("fix", better), ("fix2", same)], reference="base")
+    assert against_base[2]["reference"] == "base" and against_base[0]["paired"] is None
+
+
+def test_bad_rows_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        ablation_rows([("a", results([True] * 80)), ("a", results([True] * 80))])
+    with pytest.raises(ValueError, match="reference row 'z'"):
+        ablation_rows([("a", results([True] * 80))], reference="z")
+    with pytest.raises(ValueError, match="LABEL=PATH"):
+        ablation_table(["just/a/path"])
+
+
+def test_script_writes_the_table(tmp_path: Path) -> None:
+    for name, succ in (("a", [i % 2 == 0 for i in range(80)]), ("b", [True] * 80)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results(succ)))
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "ablation_table.py"), f"a={tmp_path / 'a'}",
+                          f"b={tmp_path / 'b' / 'results.json'}", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "**better**" in run.stdout and (tmp_path / "out" / "ablation.md").read_text().strip() == run.stdout.strip()
+    saved = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert saved[1]["paired"]["only_a"] == 40 and saved[0]["paired"] is None
