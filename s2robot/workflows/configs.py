@@ -23,6 +23,7 @@ ENTRY_POINTS: dict[str, type] = {
     "train_bc": TrainConfig,
     "eval": EvalConfig,
     "pipeline": PipelineConfig,
+    "paper": PipelineConfig,  # the paper's protocol, scripts/run_pipeline.py --config-name paper
     "compare_encoders": CompareConfig,
     "pretrain_mae": PretrainConfig,
     "probe_features": ProbeConfig,

@@ -106,3 +106,15 @@ def test_bad_values_are_refused_at_the_boundary(make: Any, match: str) -> None:
     """Hostile-testing finding 7: a bad value is refused where it enters, naming the field and the value."""
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_paper_setting_stays_the_papers() -> None:
+    """`--config-name paper` is the S² paper's protocol whatever the improved recipe's defaults become."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("paper"))
+    t, p = cfg.train, cfg.train.policy
+    assert (cfg.n_demos, cfg.noise_std, cfg.tail_steps, t.env.joint_noise) == (120, 0.0, 0, 0.0)
+    assert (p.t_obs, p.t_act, p.execute_steps, p.action_space, p.prev_action_tokens) == (16, 16, 8, "delta", True)
+    assert (t.encoder.variant, t.encoder.img_sizes, t.encoder.readout) == ("vitb-mae-egosoup", [224, 448], "cls")
