@@ -90,9 +90,15 @@ def classify_failure(lift: Sequence[float], grasped: Sequence[bool], success: bo
     return "timeout"
 
 
-def eval_episodes(positions: Sequence[Sequence[float]], repeats: int = 1, seed: int = 1000) -> list[Episode]:
-    """Every position × repeat, position-major; seeds ``seed + i`` in that order."""
-    eps = [(p, tuple(map(float, xy)), r) for p, xy in enumerate(positions) for r in range(repeats)]
+def eval_episodes(positions: Sequence[Sequence[float]], repeats: int | Sequence[int] = 1, seed: int = 1000
+                  ) -> list[Episode]:
+    """Every position × repeat, position-major; seeds ``seed + i`` in that order. ``repeats``: one count for every
+    position, or one per position."""
+    counts = [repeats] * len(positions) if isinstance(repeats, int) else list(repeats)
+    if len(counts) != len(positions):
+        raise ValueError(f"{len(counts)} repeat counts for {len(positions)} positions")
+    eps = [(p, tuple(map(float, xy)), r) for (p, xy), n in zip(enumerate(positions), counts, strict=True)
+           for r in range(n)]
     return [Episode(p, xy, r, seed + i) for i, (p, xy, r) in enumerate(eps)]
 
 

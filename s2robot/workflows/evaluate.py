@@ -58,6 +58,7 @@ class EvalConfig:
     joint_noise: arm start noise at reset [rad], the same for every checkpoint evaluated (demos start from home
         exactly; without noise the repeats of a position would be the same episode); None keeps the training
         env's value (then repeats > 1 needs that value > 0)
+    held_out_repeats: repeats of each held-out (random) position; None: ``repeats``
     seed: seed of the first episode; episode i (position-major, then repeat) uses seed + i
     max_steps: episode limit [steps]; None keeps the training env's value
     n_envs: parallel env worker processes (0 = sequential, in this process)
@@ -73,6 +74,7 @@ class EvalConfig:
     n_random_positions: int = 0
     position_seed: int = 0
     repeats: int = 3
+    held_out_repeats: int | None = None
     seed: int = 1000
     joint_noise: float | None = 0.02
     max_steps: int | None = None
@@ -88,6 +90,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.repeats < 1:
             raise ValueError(f"repeats must be ≥ 1 (episodes per position), got {self.repeats}")
+        if self.held_out_repeats is not None and self.held_out_repeats < 1:
+            raise ValueError(f"held_out_repeats must be ≥ 1 or null (= repeats), got {self.held_out_repeats}")
         if self.n_envs < 0:
             raise ValueError(f"n_envs must be ≥ 0 (0 = sequential, in this process), got {self.n_envs}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -108,6 +112,11 @@ class EvalConfig:
     def position_set(self) -> tuple[list[tuple[float, float]], dict[str, Any]]:
         """The cube positions in evaluation order and their description (``workflows.positions``)."""
         return position_set(self.positions, self.n_random_positions, self.position_seed)
+
+    def repeat_counts(self, positions: dict[str, Any]) -> list[int]:
+        """Repeats of every position of ``position_set``: ``repeats`` for the fixed set, ``held_out_repeats`` after."""
+        held = self.repeats if self.held_out_repeats is None else self.held_out_repeats
+        return [self.repeats] * positions["fixed"] + [held] * positions["n_random"]
 
 
 def _structured(cls: type, d: Mapping[str, Any]) -> Any:
@@ -150,12 +159,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         env_cfg.joint_noise = cfg.joint_noise
     if cfg.max_steps is not None:
         env_cfg.max_steps = cfg.max_steps
-    if cfg.repeats > 1 and env_cfg.joint_noise == 0:
+    if max(cfg.repeats, cfg.held_out_repeats or 1) > 1 and env_cfg.joint_noise == 0:
         raise ValueError(f"repeats={cfg.repeats} with joint_noise=0 runs each position's one episode {cfg.repeats} "
                          "times (nothing else is random): set joint_noise > 0 [rad] (default 0.02) or repeats=1")
     positions, positions_desc = cfg.position_set()
     demo_cubes, demo_desc = training_cubes(parts)
-    episodes = eval_episodes(positions, cfg.repeats, cfg.seed)
+    episodes = eval_episodes(positions, cfg.repeat_counts(positions_desc), cfg.seed)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).resolve().parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -167,6 +167,10 @@ def test_positions_from_a_list_a_file_and_the_held_out_stream_round_trip(checkpo
     assert all(s["ci95"][0] <= s["success_rate"] <= s["ci95"][1] for s in sets)
     assert "held-out (3 random, seed 5): " in (tmp_path / "both" / "table.md").read_text()
     assert len(reports["list"]["sets"]) == 1
+    fewer = run(checkpoint, tmp_path / "fewer", positions=xy, n_random_positions=3, position_seed=5,
+                **{**fast, "repeats": 2, "held_out_repeats": 1})  # make run's budget: held-out positions once
+    assert [(s["positions"], s["episodes"]) for s in fewer["sets"]] == [(2, 4), (3, 3)]
+    assert len(set(fewer["seeds"])) == 7
     # another evaluation's results.json names the same positions
     again = run(checkpoint, tmp_path / "again", positions=str(tmp_path / "both" / "results.json"), **fast)
     assert [p["cube_xy"] for p in again["per_position"]] == xy + held_out
