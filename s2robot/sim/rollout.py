@@ -59,6 +59,7 @@ class EpisodeResult:
     failure_mode: str | None = None  # one of FAILURE_MODES (see classify_failure); None for a success
     final_lift: float = 0.0  # cube lift above rest at the last step [m]
     nearest_demo: float | None = None  # distance to the nearest training-demo cube [m]; None when not known
+    clipped_steps: int = 0  # steps whose action the env clipped to its bounds (a policy pushing past them)
 
 
 def classify_failure(lift: Sequence[float], grasped: Sequence[bool], success: bool, success_height: float
@@ -153,7 +154,7 @@ def _dead_worker(envs: Any, wave: list[Episode], error: BaseException) -> Runtim
     for p in procs:  # the others go too: the vector env cannot continue, and closing it would wait on the dead
         p.kill()
     for p in procs:
-        p.join(timeout=2)
+        p.join(timeout=10)  # returns as soon as it is reaped; a loaded machine can take seconds
     envs.closed = True  # so close() does not wait for the step the dead worker never answers
     eps = ", ".join(f"position {e.position} repeat {e.repeat}" for e in wave)
     return RuntimeError(f"{who} died while running {eps} ({type(error).__name__}); this evaluation wrote nothing: "
@@ -176,6 +177,7 @@ class _Wave:
         self.film = [start + i < videos for i in range(width)]
         self.frames = {start + i: [info["video_frame"][i]] for i in range(width) if self.film[i]}
         self.tip = np.zeros((width, 3))
+        self.clipped = np.zeros(width, int)
 
     def update(self, t: int, term: np.ndarray, trunc: np.ndarray, info: dict) -> list[int]:
         """Record step t's outcome; returns the slots (of real episodes) that ended at this step."""
@@ -188,7 +190,8 @@ class _Wave:
         for i in np.flatnonzero(running):
             if self.film[i]:
                 self.frames[self.start + i].append(info["video_frame"][i])
-        self.tip = np.asarray(info["fingertip_pos"], float)
+        self.tip[running] = np.asarray(info["fingertip_pos"], float)[running]  # an ended slot's env keeps stepping
+        self.clipped[running] = np.asarray(info["clipped_steps"], int)[running]
         ended = np.flatnonzero(running & (term | trunc))
         self.done |= term | trunc
         return [int(i) for i in ended]
@@ -199,7 +202,8 @@ class _Wave:
         grasped = np.array([step[i] for step in self.grasped[: t + 1]])
         return EpisodeResult(e.position, e.cube_xy, e.repeat, e.seed, ok, int(self.success_step[i]) if ok else None,
                              t, float(lift.max()), [float(v) for v in self.tip[i]],
-                             classify_failure(lift, grasped, ok, self.success_height), float(lift[-1]))
+                             classify_failure(lift, grasped, ok, self.success_height), float(lift[-1]),
+                             clipped_steps=int(self.clipped[i]))
 
 
 def _features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: list[Episode],

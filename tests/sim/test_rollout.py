@@ -76,6 +76,21 @@ def test_the_env_runs_in_the_policy_action_space() -> None:
     results, _ = R.run_episodes(HoldPolicy(), lambda x: torch.zeros(len(x), 4), EnvConfig(image_size=32, max_steps=1),
                                 episodes, n_envs=0, progress=False)
     assert max(abs(a - b) for a, b in zip(home, results[0].final_fingertip, strict=True)) < 0.01  # held still
+    assert results[0].clipped_steps == 0
+
+
+class ZeroTargetPolicy(HoldPolicy):
+    """Absolute targets of 0 rad for every joint: far from home, so the env clips every step."""
+
+    def act(self, obs: dict) -> torch.Tensor:
+        return torch.zeros(len(obs["proprio"]), 8)
+
+
+def test_clipped_actions_are_counted_per_episode() -> None:
+    results, _ = R.run_episodes(ZeroTargetPolicy(), lambda x: torch.zeros(len(x), 4),
+                                EnvConfig(image_size=32, max_steps=5), R.eval_episodes([(0.5, 0.0)]), n_envs=0,
+                                progress=False)
+    assert results[0].steps == 5 and results[0].clipped_steps == 5
 
 
 H = 0.05  # the success height the classifier is given
