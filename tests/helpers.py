@@ -19,15 +19,17 @@ def micro_encoder_config(**overrides: object) -> EncoderConfig:
 
 def make_demos(path: Path, lengths: tuple[int, ...] = (5, 7, 4), seed: int = 0, size: int = 32,
                cubes: bool = False) -> Path:
-    """A demo store of random frames (``rgb_front``), proprio and actions with the given episode lengths; with
-    ``cubes``, episode i's info records the cube at (0.45 + 0.01 i, 0.0) as the recorder does."""
+    """A demo store of random frames (``rgb_front``), proprio, actions as deltas (``action``) and as absolute targets
+    (``target``, what policies learn by default) with the given episode lengths; with ``cubes``, episode i's info
+    records the cube at (0.45 + 0.01 i, 0.0) as the recorder does."""
     rng = np.random.default_rng(seed)
     store = EpisodeStore.create(path, attrs={"env_id": "test"})
     for i, n in enumerate(lengths):
         store.add_episode(
             {"rgb_front": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
              "proprio": rng.normal(size=(n, 8)).astype(np.float32),
-             "action": rng.normal(size=(n, 8)).astype(np.float32)},
+             "action": rng.normal(size=(n, 8)).astype(np.float32),
+             "target": rng.normal(size=(n, 8)).astype(np.float32)},
             info={"seed": i, "success": True, **({"cube_xy": [0.45 + 0.01 * i, 0.0]} if cubes else {})},
         )
     return path

@@ -16,7 +16,8 @@ class PolicyConfig:
     """The chunk transformer and how it executes. Presets: ``POLICY_PRESETS`` (hydra group ``policy``).
 
     t_obs / t_act: observation history To and action chunk Ta [steps]
-    action_space: ``delta`` (joint-position deltas, the env's default) or ``absolute`` (joint-position targets)
+    action_space: ``absolute`` (joint-position targets: measured best, README "The recipe") or ``delta``
+        (joint-position deltas, the env's default action and the paper's)
     prev_action_tokens: feed the previous (executed) action as a token per past step (ACT does not)
     feature_noise: std of Gaussian noise added to the normalized visual features while training (augmentation)
     d_model, n_layers, n_heads, ff_mult, dropout: the transformer (pre-norm, GELU)
@@ -28,7 +29,7 @@ class PolicyConfig:
 
     t_obs: int = 16
     t_act: int = 16
-    action_space: str = "delta"
+    action_space: str = "absolute"
     prev_action_tokens: bool = True
     feature_noise: float = 0.0
     d_model: int = 128

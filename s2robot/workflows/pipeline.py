@@ -31,8 +31,8 @@ class PipelineConfig:
     n_demos: int = 120
     record_workers: int = 2
     record_seed: int = 0
-    noise_std: float = 0.0
-    tail_steps: int = 0
+    noise_std: float = RecordConfig.noise_std  # the recorder's defaults: one place
+    tail_steps: int = RecordConfig.tail_steps
     evaluate_checkpoint: str = "last"
 
     def __post_init__(self) -> None:

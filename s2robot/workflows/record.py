@@ -39,7 +39,8 @@ class RecordConfig:
     resume: append to an existing store until it holds n_episodes
     overwrite: replace an existing store (otherwise refuse)
     noise_std: expert noise injection on executed joint deltas [rad] (DART: labels stay clean; both are stored)
-    tail_steps: steps recorded after the first success, the expert lifting on and holding (0: stop at success)
+    tail_steps: steps recorded after the first success, the expert lifting on and holding (0: stop at success, as
+        the paper's demos did; the tail is what trains the chunk a policy executes past that step: README, "The recipe")
     max_attempts: give up after this many episodes without reaching n_episodes (None: 3 × n_episodes + 10)
     """
 
@@ -52,7 +53,7 @@ class RecordConfig:
     resume: bool = False
     overwrite: bool = False
     noise_std: float = 0.0
-    tail_steps: int = 0
+    tail_steps: int = 10
     max_attempts: int | None = None
 
     def __post_init__(self) -> None:

@@ -28,7 +28,8 @@ def append_episode(path: Path, n: int = 3) -> None:
     rng = np.random.default_rng(99)
     EpisodeStore.open(path, mode="a").add_episode(
         {"rgb_front": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-         "proprio": np.zeros((n, 8), np.float32), "action": np.zeros((n, 8), np.float32)})
+         "proprio": np.zeros((n, 8), np.float32), "action": np.zeros((n, 8), np.float32),
+         "target": np.zeros((n, 8), np.float32)})
 
 
 class Counting(FrozenS2Encoder):
@@ -55,7 +56,7 @@ def test_cache_holds_encoder_features_and_copies_the_rest(tmp_path: Path) -> Non
     assert path == tmp_path / "features" / f"d-{enc.fingerprint}.zarr"
     cache, src = open_feature_cache(path, enc.fingerprint), EpisodeStore.open(demos)
     assert np.array_equal(cache.episode_ends, src.episode_ends)
-    assert set(cache.keys) == {"feat_front", "proprio", "action"}
+    assert set(cache.keys) == {"feat_front", "proprio", "action", "target"}
     for i in range(src.n_episodes):
         got, ep = cache.get_episode(i), src.get_episode(i)
         assert got["feat_front"].dtype == np.float16 and got["feat_front"].shape == (len(ep["action"]), 64)

@@ -176,7 +176,7 @@ def test_noise_injection_stores_label_and_executed_actions_in_both_spaces(tmp_pa
 
 def test_post_success_tail_keeps_lifting_and_holding(tmp_path: Path) -> None:
     """With tail_steps=k the episode goes on k steps past its first success, the cube still held and higher."""
-    plain = EpisodeStore.open(record_demos(cfg(tmp_path, n_episodes=1), progress=False))
+    plain = EpisodeStore.open(record_demos(cfg(tmp_path, n_episodes=1, tail_steps=0), progress=False))
     tail = EpisodeStore.open(record_demos(cfg(tmp_path, out=str(tmp_path / "t.zarr"), n_episodes=1, tail_steps=6),
                                           progress=False))
     assert tail.episode_lengths[0] == plain.episode_lengths[0] + 1 + 6
@@ -185,5 +185,5 @@ def test_post_success_tail_keeps_lifting_and_holding(tmp_path: Path) -> None:
     assert np.array_equal(a["action"], b["action"][:n])  # the same episode up to the success
     lift = b["cube_pos"][:, 2] - b["cube_pos"][0, 2]
     assert lift[n:].min() >= 0.05 and lift[-1] > lift[n]  # held above the success height, still rising
-    with pytest.raises(ValueError, match=r"recorder.tail_steps \(6 → 0\)"):
+    with pytest.raises(ValueError, match=r"recorder.tail_steps \(6 → 10\)"):
         record_demos(cfg(tmp_path, out=str(tmp_path / "t.zarr"), n_episodes=2, resume=True), progress=False)
