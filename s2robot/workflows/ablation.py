@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from s2robot.workflows.paired import compare_evaluations, load_results
-from s2robot.workflows.report import wilson_interval
+from s2robot.workflows.report import set_summaries, wilson_interval
 
 
 def _rate(k: int, n: int) -> str:
@@ -24,8 +25,13 @@ def _rate(k: int, n: int) -> str:
 
 
 def _sets(results: Mapping[str, Any]) -> list[tuple[str, int, int]]:
-    """(set name, successes, episodes) per position set, from ``results.json`` (older files: one set)."""
-    sets = results.get("sets") or [{"set": "all", "successes": results["successes"], "episodes": results["episodes"]}]
+    """(set name, successes, episodes) per position set, from ``results.json`` (files written before it summarized
+    sets: recomputed from its episodes and positions description, else one set of everything)."""
+    sets = results.get("sets")
+    if not sets and "positions" in results:
+        episodes = [SimpleNamespace(**e) for e in results["episodes_detail"]]
+        sets = set_summaries(episodes, results["positions"])
+    sets = sets or [{"set": "all", "successes": results["successes"], "episodes": results["episodes"]}]
     return [(s["set"], int(s["successes"]), int(s["episodes"])) for s in sets]
 
 

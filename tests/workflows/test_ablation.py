@@ -61,3 +61,13 @@ def test_script_writes_the_table(tmp_path: Path) -> None:
     assert "**better**" in run.stdout and (tmp_path / "out" / "ablation.md").read_text().strip() == run.stdout.strip()
     saved = json.loads((tmp_path / "out" / "ablation.json").read_text())
     assert saved[1]["paired"]["only_a"] == 40 and saved[0]["paired"] is None
+
+
+def test_sets_are_recomputed_for_results_written_before_they_were_summarized() -> None:
+    old = results([True] * 48 + [False] * 32)
+    del old["sets"]
+    old["positions"] = {"set": "paper", "fixed": 16, "n_random": 32, "position_seed": 0}
+    old["episodes_detail"] = [{**e, "position": e["position"] if i < 48 else 16 + i - 48}
+                              for i, e in enumerate(old["episodes_detail"])]
+    row, = ablation_rows([("old", old)])
+    assert row["sets"] == [("paper", 48, 48), ("held-out (32 random, seed 0)", 0, 32)]
