@@ -12,7 +12,8 @@ So a kill leaves one of three signatures, and only these:
 
 - **info entries past the last end** (killed after 2): their data was written before them; when it hashes to
   the info's digest the episode is complete and is **rolled forward** (its end written), so nothing is lost;
-- **trailing 0 entries in episode_ends** (killed inside 3): the same, and rolled forward the same way;
+- **trailing entries in episode_ends that are 0 or the end their info implies** (killed inside 3, which zarr may
+  write chunk by chunk in any order): the same, and rolled forward the same way;
 - **data steps past the last end with no info entry** (killed inside 1): a torn data write, dropped.
 
 Anything else — an entry that does not increase, runs past the data, disagrees with its info's length, or is
@@ -59,17 +60,24 @@ def commit_state(path: Path, ends: np.ndarray, episodes: Sequence[Mapping[str, A
     """Decide what is committed; see the module docstring. ``ends`` (E',) as stored, ``episodes`` the info entries
     as stored, ``n_data`` every data key's length, ``read`` reads steps of all keys. Raises on damage."""
     n_min = min(n_data.values(), default=0)
+    for i, e in enumerate(episodes):
+        if not (isinstance(e, Mapping) and isinstance(e.get("length"), int) and isinstance(e.get("digest"), str)):
+            raise _damaged(path, f"episode info entry {i} is {e!r}, not a {{'length': int, 'digest': str, ...}} entry")
     prev, n_valid = 0, 0
     for i, end in enumerate(int(e) for e in ends):
         info_len = episodes[i]["length"] if i < len(episodes) else None
         if end - prev < 1 or end > n_min or (info_len is not None and info_len != end - prev):
             break
         prev, n_valid = end, n_valid + 1
-    if (np.asarray(ends[n_valid:]) != 0).any():
-        i = n_valid + int(np.argmax(np.asarray(ends[n_valid:]) != 0))
-        info_len = episodes[i]["length"] if i < len(episodes) else "no info entry"
-        raise _damaged(path, f"meta/episode_ends[{i}] = {int(ends[i])} after a committed end of {prev} (episode "
-                             f"info length: {info_len}; {n_min} data steps)")
+    # Past the committed ends, an interrupted commit leaves each new entry either unwritten (0) or written with the
+    # end its info implies: zarr may write the chunks of a multi-chunk commit in any order.
+    implied = prev + np.cumsum([e["length"] for e in episodes[n_valid:len(ends)]], dtype=np.int64)
+    for i in range(n_valid, len(ends)):
+        end = int(ends[i])
+        if end != 0 and (i >= len(episodes) or end != int(implied[i - n_valid])):
+            info_len = episodes[i]["length"] if i < len(episodes) else "no info entry"
+            raise _damaged(path, f"meta/episode_ends[{i}] = {end} after a committed end of {prev} (episode info "
+                                 f"length: {info_len}; {n_min} data steps)")
     state = CommitState(np.asarray(ends[:n_valid], dtype=np.int64), [dict(e) for e in episodes[:n_valid]],
                         torn_ends=len(ends) - n_valid)
     for i in range(len(state.episodes), n_valid):  # info missing (a store written by another tool): rebuild it
@@ -86,8 +94,10 @@ def commit_state(path: Path, ends: np.ndarray, episodes: Sequence[Mapping[str, A
         state.episodes.append(dict(episodes[i]))
         state.rolled_forward += 1
     if state.rolled_forward:
-        state.notes.append(f"{state.rolled_forward} episode(s) whose append was interrupted at its commit point are "
-                           "complete (their data matches their digests) and are kept")
+        first = len(state.ends) - state.rolled_forward
+        state.notes.append(f"{state.rolled_forward} episode(s) ({first}–{len(state.ends) - 1}) whose append was "
+                           "interrupted at its commit point (episode_ends unwritten) are complete (their data matches "
+                           "their digests) and are kept")
     elif state.torn_ends:
         state.notes.append(f"{state.torn_ends} unwritten episode_ends entr(y/ies) of an interrupted commit")
     state.torn_steps = {k: n - prev for k, n in sorted(n_data.items()) if n > prev}

@@ -144,6 +144,10 @@ class EpisodeStore:
         self.integrity = [] if checksum in (None, attrs_checksum(self._root.attrs.get("user", {}), stored)) else [
             "attrs: the user attrs or episode infos were edited around the EpisodeStore API (their checksum no "
             "longer matches)"]
+        if self.mode == "a" and self.integrity:  # appending would re-sign (and maybe rebuild) what was edited
+            raise ValueError(f"{self.path}: {self.integrity[0]}. Opening it to append would sign the edit as ours, "
+                             "so nothing was changed: restore its zarr.json, or copy the episodes you trust into a new "
+                             f"store (python -m s2robot.workflows.store verify {self.path} lists what else is wrong)")
         if self.mode == "a":
             if state.torn_ends or state.rolled_forward:
                 if ends_arr.shape[0] > len(state.ends):  # zero before shrinking: a later resize cannot resurrect

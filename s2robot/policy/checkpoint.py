@@ -142,7 +142,8 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", u
     state = load_tensors(directory / WEIGHTS)
     if config.get("ema") and not use_ema:
         state = _weights_only(load_training_state(directory)["model"])
-    policy = build_policy(PolicyConfig(**config["policy"]), config["shape"], normalizer_from_json(parts["normalizer"]))
+    saved = {"action_space": "delta", **config["policy"]}  # checkpoints from before action_space learned deltas
+    policy = build_policy(PolicyConfig(**saved), config["shape"], normalizer_from_json(parts["normalizer"]))
     missing, unexpected = policy.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("normalizer.")]
     if missing or unexpected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,8 @@ class PolicyConfig:
     action_space: ``absolute`` (joint-position targets: measured best, README "The recipe") or ``delta``
         (joint-position deltas, the env's default action and the paper's)
     prev_action_tokens: feed the previous (executed) action as a token per past step (ACT does not)
-    feature_noise: std of Gaussian noise added to the normalized visual features while training (augmentation)
+    feature_noise: std of Gaussian noise added to the visual features while training (augmentation), in normalized
+        units (raw units with ``normalize_features: false``)
     d_model, n_layers, n_heads, ff_mult, dropout: the transformer (pre-norm, GELU)
     loss: ``l1`` (ACT's choice) or ``mse``, over non-padded action steps of normalized actions
     normalize_features: also standardize the visual features (proprio and actions always are)
@@ -50,7 +52,7 @@ class PolicyConfig:
             raise ValueError(f"d_model {self.d_model} must be a multiple of n_heads {self.n_heads}")
         if self.action_space not in ACTION_SPACES:
             raise ValueError(f"action_space must be one of {list(ACTION_SPACES)}, got {self.action_space!r}")
-        if not self.feature_noise >= 0:
+        if not (self.feature_noise >= 0 and math.isfinite(self.feature_noise)):
             raise ValueError(f"feature_noise must be ≥ 0 (a std in normalized units), got {self.feature_noise}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")

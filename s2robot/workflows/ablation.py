@@ -59,7 +59,7 @@ def ablation_rows(rows: Sequence[tuple[str, Mapping[str, Any]]], reference: str 
 def format_ablation(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: one row per run — success per set [Wilson 95%], the paired difference from its reference with its
     95% interval and McNemar p, and the failure modes."""
-    names = [name for name, _, _ in rows[0]["sets"]]
+    names = list(dict.fromkeys(name for row in rows for name, _, _ in row["sets"]))  # every row's sets, in order
     head = ["| row | " + " | ".join(f"{n} success [95% CI]" for n in names) + " | Δ vs reference (paired 95% CI; "
             "McNemar p) | failures |", "|---|" + "---|" * len(names) + "---|---|"]
     lines = []

@@ -37,8 +37,8 @@ PAPER_SUCCESS: dict[tuple[str, tuple[int, ...]], float] = {
     ("vitl-256-mae-egosoup", (256,)): 0.500,
 }
 # Evaluation settings that change the outcome: a saved results.json is reused only if they match.
-EVAL_KEYS = ("use_ema", "positions", "n_random_positions", "position_seed", "repeats", "seed", "joint_noise",
-             "max_steps")
+EVAL_KEYS = ("use_ema", "positions", "n_random_positions", "position_seed", "repeats", "held_out_repeats", "seed",
+             "joint_noise", "max_steps")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from s2robot.common.lock import writer_lock
+from s2robot.data.keys import ACTION_SPACES
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import EnvConfig
 from s2robot.sim.episode import PolicyFactory, RecordJob, expert_policy
@@ -67,6 +68,10 @@ class RecordConfig:
             raise ValueError(f"tail_steps must be ≥ 0 (steps recorded after the first success), got {self.tail_steps}")
         if self.max_attempts is not None and self.max_attempts < self.n_episodes:
             raise ValueError(f"max_attempts ({self.max_attempts}) must be ≥ n_episodes ({self.n_episodes}) or null")
+        if self.env.action_mode != "delta":
+            raise ValueError(f"env.action_mode={self.env.action_mode!r}: the scripted expert steps the env with joint "
+                             "deltas, and demos store both spaces anyway (policy.action_space picks one for "
+                             "training); leave env.action_mode=delta for recording")
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other: pick one")
 
@@ -86,6 +91,10 @@ def _open_store(cfg: RecordConfig) -> tuple[EpisodeStore, int]:
         raise FileExistsError(f"{path} already exists: pass resume=true to append to it until it holds "
                               f"{cfg.n_episodes} episodes, overwrite=true to replace it, or another out=")
     store = EpisodeStore.open(path, mode="a")
+    if store.n_episodes and ACTION_SPACES["absolute"][0] not in store.keys:
+        raise ValueError(f"cannot resume {path}: it was recorded before s2robot stored absolute targets, executed "
+                         f"actions and the cube position (its keys: {list(store.keys)}), so new episodes would not fit "
+                         "it. Record into another out= (or overwrite=true to replace it)")
     changed = _changed_settings(store.attrs, attrs)
     if changed:
         raise ValueError(f"cannot resume {path}: this run changes {'; '.join(changed)}. A store holds one setting; "
@@ -98,12 +107,19 @@ def _open_store(cfg: RecordConfig) -> tuple[EpisodeStore, int]:
 
 def _changed_settings(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """What a resume would change about how the store's episodes are made (hostile-testing finding 5)."""
-    changed = [f"{k} ({recorded.get(k)} → {wanted[k]})" for k in ("env", "cameras", "image_size")
-               if recorded.get(k) != wanted[k]]
-    old, new = recorded.get("recorder", {}), wanted["recorder"]
+    env = {**asdict(EnvConfig()), **recorded.get("env", {})}  # fields added since: their defaults
+    changed = [f"env.{k} ({env.get(k)} → {v})" for k, v in wanted["env"].items() if env.get(k) != v]
+    changed += [f"{k} ({recorded.get(k)} → {wanted[k]})" for k in ("cameras", "image_size")
+                if recorded.get(k) != wanted[k]]
+    old = {**_RECORDER_BEFORE, **recorded.get("recorder", {})}
+    new = wanted["recorder"]
     keys = ("policy", "noise_std", "tail_steps", "keep_failures", "first_seed")
     changed += [f"recorder.{k} ({old.get(k)} → {new[k]})" for k in keys if k in old and old[k] != new[k]]
     return changed
+
+
+# What a store recorded before a recorder setting existed was made with: no post-success tail.
+_RECORDER_BEFORE = {"tail_steps": 0}
 
 
 def record_demos(cfg: RecordConfig, factory: PolicyFactory | None = None, progress: bool = True) -> Path:

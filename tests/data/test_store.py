@@ -174,6 +174,17 @@ def test_damaged_episode_ends_delete_nothing(tmp_path, ends, mode):
     assert sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob("*") if p.is_file()) == before
 
 
+def test_ends_written_out_of_order_across_chunks_are_rolled_forward(tmp_path):
+    """A commit of several episodes may write episode_ends' chunks in any order: a kill can leave a later end written
+    and an earlier one 0. Both are completed from their infos, not refused."""
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2, 3, 4))
+    zarr.open_group(path, mode="r+")["meta/episode_ends"][1] = 0  # [2, 0, 9]
+    with pytest.warns(UserWarning, match="2 episode.*complete"):
+        assert EpisodeStore.open(path, mode="a").episode_ends.tolist() == [2, 5, 9]
+    assert zarr.open_group(path, mode="r")["meta/episode_ends"][:].tolist() == [2, 5, 9]
+
+
 def test_zeroed_last_end_is_restored_from_its_info(tmp_path):
     """A last end read as 0 (the fill value an interrupted commit leaves) with a complete episode behind it (data
     matching its info's digest) is restored, not dropped; the data lost one step is refused as damage instead."""
@@ -227,11 +238,15 @@ def test_fingerprint_and_update_attrs(tmp_path):
     tweaked["rgb_front"][3, 0, 0, 0] ^= 1
     other.add_episode(tweaked)
     assert other.fingerprint != fp3
-    # an info list shorter than episode_ends (episode_ends is the truth): digest rebuilt from the data
+    # an info list shorter than episode_ends (episode_ends is the truth): digest rebuilt from the data for reading;
+    # appending is refused, since it would sign the edit (and lose the dropped info for good)
     root = zarr.open_group(path, mode="r+")
     root.update_attributes({"episodes": root.attrs["episodes"][:-1]})
     assert EpisodeStore.open(path).fingerprint == fp3
     assert EpisodeStore.open(path).episode_info(2) == {"length": 4}
+    with pytest.raises(ValueError, match=r"edited around the EpisodeStore API.*nothing was changed"):
+        EpisodeStore.open(path, mode="a")
+    assert len(zarr.open_group(path, mode="r").attrs["episodes"]) == 2
 
 
 CRASH_SCRIPT = """

@@ -114,7 +114,7 @@ def edit_metadata(path: Path, how: str, rng: np.random.Generator) -> tuple[str, 
     if how == "end_zero_mid":
         i = min(i, len(LENGTHS) - 2)
         ends[i] = 0
-        return f"episode_ends[{i}] → 0", rf"episode_ends\[{i}\] = |episode_ends\[{i + 1}\]"
+        return f"episode_ends[{i}] → 0", rf"interrupted append: \d episode\(s\) \({i}–2\)"  # rolled forward
     if how == "length":
         episodes[i]["length"] += int(rng.choice([-1, 1]))
         pattern = rf"episode_ends\[{i}\]"

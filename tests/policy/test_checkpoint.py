@@ -114,3 +114,16 @@ def test_old_single_file_checkpoint_is_refused_then_converted(tmp_path: Path) ->
     loaded, got = from_pretrained(folder)
     assert got["config"]["step"] == 7 and got["encoder"]["config"] == {"variant": "vit-micro"}
     torch.testing.assert_close(loaded.predict_chunk(batch()), policy.predict_chunk(batch()), rtol=0, atol=0)
+
+
+def test_a_checkpoint_from_before_action_spaces_is_a_delta_policy(tmp_path: Path) -> None:
+    """Policies trained before ``action_space`` existed learned joint deltas: loading one must not run it as absolute
+    targets (the new default), which would send the arm towards 0 rad."""
+    policy = make_policy()
+    ckpt = save_pretrained(tmp_path / "ckpt", policy.state_dict(), policy.normalizer, parts())
+    config = json.loads((ckpt / "config.json").read_text())
+    del config["policy"]["action_space"]
+    (ckpt / "config.json").write_text(json.dumps(config))
+    assert from_pretrained(ckpt)[0].action_space == "delta"
+    assert from_pretrained(save_pretrained(tmp_path / "new", policy.state_dict(), policy.normalizer, parts())
+                           )[0].action_space == "absolute"

@@ -187,3 +187,24 @@ def test_post_success_tail_keeps_lifting_and_holding(tmp_path: Path) -> None:
     assert lift[n:].min() >= 0.05 and lift[-1] > lift[n]  # held above the success height, still rising
     with pytest.raises(ValueError, match=r"recorder.tail_steps \(6 → 10\)"):
         record_demos(cfg(tmp_path, out=str(tmp_path / "t.zarr"), n_episodes=2, resume=True), progress=False)
+
+
+def test_old_stores_and_absolute_recording_are_refused_clearly(tmp_path: Path) -> None:
+    """A store recorded before targets were stored cannot take new episodes; an env in absolute mode cannot be
+    driven by the (delta) scripted expert; an old store's missing tail_steps means no tail."""
+    from s2robot.workflows.record import _changed_settings
+
+    old = tmp_path / "old.zarr"
+    EpisodeStore.create(old).add_episode({"proprio": np.zeros((2, 8), np.float32),
+                                          "action": np.zeros((2, 8), np.float32)})
+    with pytest.raises(ValueError, match="recorded before s2robot stored absolute targets"):
+        record_demos(cfg(tmp_path, out=str(old), resume=True), progress=False)
+    with pytest.raises(ValueError, match=r"leave env\.action_mode=delta for recording"):
+        RecordConfig(env=EnvConfig(action_mode="absolute"))
+    recorded = {"env": {"image_size": 32, "max_steps": 40}, "cameras": ["front"], "image_size": 32,
+                "recorder": {"policy": "scripted expert", "noise_std": 0.0}}  # older: no tail_steps, no action_mode
+    wanted = {"env": vars(EnvConfig(image_size=32, max_steps=40)),
+              "cameras": ["front"], "image_size": 32,
+              "recorder": {"policy": "scripted expert", "noise_std": 0.0, "tail_steps": 10, "keep_failures": False,
+                           "first_seed": 0}}
+    assert _changed_settings(recorded, wanted) == ["recorder.tail_steps (0 → 10)"]
