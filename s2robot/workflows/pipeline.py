@@ -55,7 +55,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     last = train(t)
     ckpt = last if cfg.evaluate_checkpoint == "last" else Path(last).with_name("best")
     positions = cfg.eval.position_set()[1]
-    print(f"[4/4] evaluation of {ckpt} at {positions['count']} cube positions ({positions['set']}"
-          f"{', +' + str(positions['n_random']) + ' held-out' if positions['n_random'] else ''}) × {cfg.eval.repeats}")
+    e = cfg.eval
+    held = f" + {positions['n_random']} held-out × {e.held_out_repeats or e.repeats}" if positions["n_random"] else ""
+    print(f"[4/4] evaluation of {ckpt}: {positions['fixed']} cube positions ({positions['set']}) × {e.repeats}{held}")
     cfg.eval.checkpoint = str(ckpt)
     return evaluate(cfg.eval)

@@ -15,14 +15,17 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
             f"train.demos={tmp_path / 'demos.zarr'}", f"train.runs_dir={tmp_path / 'runs'}", "train.name=smoke",
             "train.env.image_size=32", "train.steps=6", "train.batch_size=16", "train.warmup_steps=2",
             "train.val_fraction=0", "train.wandb.mode=disabled", "train.encoder.dtype=float32", "eval.n_envs=4",
-            "eval.max_steps=4", "eval.videos=1", "eval.wandb.mode=disabled", "train.progress=false"]
+            "eval.max_steps=4", "eval.videos=1", "eval.wandb.mode=disabled", "train.progress=false",
+            "eval.n_random_positions=4"]
     cmd = [sys.executable, str(ROOT / "scripts" / "run_pipeline.py"), *args]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "RANDOM" in run.stdout and "success" in run.stdout
     results = json.loads((tmp_path / "runs" / "smoke" / "eval" / "results.json").read_text())
-    assert results["episodes"] == 48 and results["checkpoint_step"] == 6  # 16 paper positions × 3 repeats
-    assert results["positions"]["set"] == "paper" and "16 cube positions (paper) × 3" in run.stdout
+    # 16 paper positions × 3 repeats, then held-out positions once each (make run's held_out_repeats)
+    assert results["episodes"] == 48 + 4 and results["checkpoint_step"] == 6
+    assert [(s["positions"], s["episodes"]) for s in results["sets"]] == [(16, 48), (4, 4)]
+    assert results["positions"]["set"] == "paper" and "16 cube positions (paper) × 3 + 4 held-out × 1" in run.stdout
     # re-running resumes every stage: nothing re-recorded or re-trained, the evaluation reruns
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
