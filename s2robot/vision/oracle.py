@@ -66,7 +66,8 @@ class OracleEncoder:
         if cube_pos.shape[-1] != 3 or proprio.shape[-1] < 1 or not len(cube_pos) == len(proprio) == len(episode_seeds):
             raise ValueError(f"oracle features need cube_pos (N, 3), proprio (N, P) and N episode seeds; got "
                              f"{cube_pos.shape}, {proprio.shape}, {len(episode_seeds)}")
-        offsets = np.stack([self.offset(s) for s in episode_seeds]) if len(cube_pos) else np.zeros((0, 3))
+        seeds, rows = np.unique(np.asarray(episode_seeds, dtype=np.int64), return_inverse=True)
+        offsets = np.stack([self.offset(s) for s in seeds] or [np.zeros(3)])[rows.reshape(-1)]  # one draw per episode
         return np.concatenate([cube_pos + offsets, proprio[:, -1:]], axis=1).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
