@@ -143,8 +143,8 @@ def _draw_sheet(ax, xy: np.ndarray, names: list[str], b: Bounds, cube_size: floa
     ax.text(base[0] - 15 * _MM, base[1] + 1 * _MM, "+y", fontsize=7, ha="right", va="center")
     ax.text(base[0], base[1] + 16 * _MM, "+x", fontsize=7, ha="center", va="bottom")
     _draw_origin(ax, b)
-    for seg in seams:  # tile alignment lines, mid-overlap: the same line on both neighbouring tiles
-        ax.plot(*zip(*seg, strict=True), color="tab:red", lw=0.5, ls=(0, (4, 3)))
+    for seg in seams:  # mid-overlap alignment lines, identical on both neighbouring tiles (solid: dashes would not be)
+        ax.plot(*zip(*seg, strict=True), color="tab:red", lw=0.8)
 
 
 def _draw_origin(ax, b: Bounds) -> None:
@@ -220,7 +220,7 @@ def placement_sheet(positions: Sequence[tuple[float, float]] | np.ndarray, out: 
             _draw_sheet(ax, xy, names, b, cube_size, seams)
             if rows * cols > 1:
                 fig.text(0.5, 1 - 8 / page_mm[1], f"tile {r + 1},{c + 1} of {rows}×{cols} (overlap {o / 10:.1f} cm, "
-                         "align the red dashed lines and the grid)", fontsize=6, color="tab:red", ha="center",
+                         "align the red lines and the grid)", fontsize=6, color="tab:red", ha="center",
                          va="top")
             figs.append(((r, c), fig))
     out.parent.mkdir(parents=True, exist_ok=True)

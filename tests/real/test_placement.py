@@ -87,13 +87,18 @@ def test_marks_are_drawn_where_the_mapping_says(tmp_path: Path) -> None:
 def test_a_sheet_larger_than_a4_is_tiled_into_a4_pngs(tmp_path: Path) -> None:
     """The workspace sheet (480 × 330 mm) on A4 portrait gives 2 × 3 PNGs, each exactly A4, overlapping by 1 cm."""
     assert tile_grid((480.0, 330.0), (210.0, 297.0), 10.0) == (2, 3)
-    paths = placement_sheet(WORKSPACE_CORNERS, tmp_path / "ws.png", page="A4", dpi=25.4)  # 1 px per mm
+    assert tile_grid((410.0, 297.0), (210.0, 297.0), 10.0) == (1, 2)  # 2 pages span 2 × 210 − 10 mm
+    assert tile_grid((411.0, 297.0), (210.0, 297.0), 10.0) == (1, 3)
+    paths = placement_sheet(WORKSPACE_CORNERS, tmp_path / "ws.png", page="A4", dpi=50.8)  # 2 px per mm
     assert [p.name for p in paths] == [f"ws_r{r}c{c}.png" for r in (1, 2) for c in (1, 2, 3)]
     tiles = [_rgb(p) for p in paths]
-    assert all(t.shape == (297, 210, 3) for t in tiles)
-    # The right 10 mm of tile (1, 1) is the left 10 mm of tile (1, 2), away from the tile labels at the top.
-    np.testing.assert_allclose(tiles[0][20:, 200:210], tiles[1][20:, 0:10], atol=0.02)
-    np.testing.assert_allclose(tiles[0][287:295, :], tiles[3][0:8, :], atol=0.02)
+    assert all(t.shape == (594, 420, 3) for t in tiles)
+    # The right 10 mm of tile (1, 1) is the left 10 mm of tile (1, 2); its bottom 10 mm the top of tile (2, 1)
+    # (above the tile label, 8 mm from the top).
+    np.testing.assert_allclose(tiles[0][:, 400:420], tiles[1][:, 0:20], atol=0.02)
+    np.testing.assert_allclose(tiles[0][574:590], tiles[3][0:16], atol=0.02)
+    red = tiles[0][..., 0] - tiles[0][..., 1] > 0.1  # the red alignment lines, in the middle of each overlap
+    assert red[100:500, 409:411].any(axis=1).all() and red[583:585, 100:300].any(axis=0).all()
 
 
 def test_pdf_has_one_a4_page_per_tile(tmp_path: Path) -> None:
