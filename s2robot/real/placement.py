@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
@@ -25,6 +26,7 @@ MIN_SIZE = (0.12, 0.20)  # smallest sheet (along x, along y) [m]: room for the t
 _MM = 1e-3  # [m]
 
 Bounds = tuple[float, float, float, float]  # (x_min, x_max, y_min, y_max) [m]
+Segment = list[tuple[float, float]]  # a polyline in drawing coordinates (X, Y) = (−y, x) [m]
 
 
 def _as_positions(positions: Sequence[tuple[float, float]] | np.ndarray) -> np.ndarray:
@@ -101,7 +103,7 @@ def _cm(v: float) -> str:
     return f"{v:.0f}".replace("-", "−")
 
 
-def _draw_sheet(ax, xy: np.ndarray, names: list[str], b: Bounds, cube_size: float, seams: list) -> None:
+def _draw_sheet(ax: Axes, xy: np.ndarray, names: list[str], b: Bounds, cube_size: float, seams: list[Segment]) -> None:
     """Everything on the sheet, in (X, Y) = (−y, x) [m]: grid, marks, axes, origin, scale bar, notes, seams."""
     x_min, x_max, y_min, y_max = b
     kx = range(round(x_min * 100), round(x_max * 100) + 1)  # grid lines [cm]
@@ -147,7 +149,7 @@ def _draw_sheet(ax, xy: np.ndarray, names: list[str], b: Bounds, cube_size: floa
         ax.plot(*zip(*seg, strict=True), color="tab:red", lw=0.8)
 
 
-def _draw_origin(ax, b: Bounds) -> None:
+def _draw_origin(ax: Axes, b: Bounds) -> None:
     """The robot base origin: a marker if it lies on the sheet, else an arrow at the nearest edge pointing at it."""
     x_min, x_max, y_min, y_max = b
     ex, ey = min(max(0.0, x_min), x_max), min(max(0.0, y_min), y_max)  # nearest sheet point [m]
