@@ -100,6 +100,47 @@ def limit_norm_inf(vector: np.ndarray, max_abs: float) -> np.ndarray:
     return vector if peak <= max_abs else vector * (max_abs / peak)
 
 
+class PickPlanner:
+    """The expert's phase machine: approach above the cube → descend → close → lift (and start again if the cube is
+    lost). Pure: it sees the cube and fingertip positions, so any arm with a fingertip Jacobian can follow it."""
+
+    def __init__(self, config: ExpertConfig) -> None:
+        self.config = config
+        self.phase = Phase.APPROACH
+        self._phase_steps = 0
+        self._grasp_point: np.ndarray | None = None
+
+    def _set_phase(self, phase: Phase) -> None:
+        self.phase, self._phase_steps = phase, 0
+
+    def plan(self, cube: np.ndarray, tip: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """Advance the phase machine; returns fingertip target (3,) [m], speed [m/step], gripper command."""
+        cfg = self.config
+        self._phase_steps += 1
+        pregrasp = cube + np.array([0.0, 0.0, cfg.pregrasp_height])
+        grasp = cube + np.array([0.0, 0.0, cfg.grasp_height])
+        if self.phase is Phase.APPROACH and np.linalg.norm(pregrasp - tip) < cfg.approach_tolerance:
+            self._set_phase(Phase.DESCEND)
+        aligned = np.linalg.norm((grasp - tip)[:2]) < cfg.align_tolerance
+        if self.phase is Phase.DESCEND and aligned and abs(tip[2] - grasp[2]) < cfg.grasp_tolerance:
+            self._set_phase(Phase.CLOSE)
+            self._grasp_point = grasp
+        if self.phase is Phase.CLOSE and self._phase_steps > cfg.close_steps:
+            self._set_phase(Phase.LIFT)
+        if self.phase is Phase.LIFT and np.linalg.norm(cube - tip) > cfg.lost_distance:
+            self._set_phase(Phase.APPROACH)  # dropped or missed: open and try again
+
+        if self.phase is Phase.APPROACH:
+            return pregrasp, cfg.approach_speed, 0.0
+        if self.phase is Phase.DESCEND:  # re-centre above the cube before the fingers reach its top
+            height = grasp[2] if aligned else max(tip[2], grasp[2] + cfg.safe_height)
+            return np.r_[grasp[:2], height], cfg.descend_speed, 0.0
+        assert self._grasp_point is not None
+        if self.phase is Phase.CLOSE:
+            return self._grasp_point, cfg.descend_speed, 1.0
+        return self._grasp_point + np.array([0.0, 0.0, cfg.lift_height]), cfg.lift_speed, 1.0
+
+
 class ScriptedExpert:
     """Picks the cube using privileged state: ``info`` from the env plus the env's MuJoCo model/data.
 
@@ -142,9 +183,11 @@ class ScriptedExpert:
 
     def reset(self) -> None:
         """Forget the previous episode; call after every env.reset()."""
-        self.phase = Phase.APPROACH
-        self._phase_steps = 0
-        self._grasp_point: np.ndarray | None = None
+        self.planner = PickPlanner(self.config)
+
+    @property
+    def phase(self) -> Phase:
+        return self.planner.phase
 
     def __call__(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         """The clean expert action (8,) float32 for this step."""
@@ -154,7 +197,7 @@ class ScriptedExpert:
         """The clean label and the (possibly noise-perturbed) action to execute, both (8,) float32."""
         cube = np.asarray(info["cube_pos"], dtype=np.float64)
         tip = np.asarray(info["fingertip_pos"], dtype=np.float64)
-        target, speed, gripper = self._plan(cube, tip)
+        target, speed, gripper = self.planner.plan(cube, tip)
         rotation = hand_rotation(grasp_yaw(np.asarray(info["cube_quat"])))
         label = np.empty(8, dtype=np.float32)
         label[:7] = self._joint_delta(tip, target, speed, rotation)
@@ -167,53 +210,31 @@ class ScriptedExpert:
         return ExpertStep(label, executed)
 
     # ------------------------------------------------------------------------------------- helpers
-    def _set_phase(self, phase: Phase) -> None:
-        self.phase, self._phase_steps = phase, 0
-
-    def _plan(self, cube: np.ndarray, tip: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """Advance the phase machine; returns fingertip target (3,) [m], speed [m/step], gripper command."""
-        cfg = self.config
-        self._phase_steps += 1
-        pregrasp = cube + np.array([0.0, 0.0, cfg.pregrasp_height])
-        grasp = cube + np.array([0.0, 0.0, cfg.grasp_height])
-        if self.phase is Phase.APPROACH and np.linalg.norm(pregrasp - tip) < cfg.approach_tolerance:
-            self._set_phase(Phase.DESCEND)
-        aligned = np.linalg.norm((grasp - tip)[:2]) < cfg.align_tolerance
-        if self.phase is Phase.DESCEND and aligned and abs(tip[2] - grasp[2]) < cfg.grasp_tolerance:
-            self._set_phase(Phase.CLOSE)
-            self._grasp_point = grasp
-        if self.phase is Phase.CLOSE and self._phase_steps > cfg.close_steps:
-            self._set_phase(Phase.LIFT)
-        if self.phase is Phase.LIFT and np.linalg.norm(cube - tip) > cfg.lost_distance:
-            self._set_phase(Phase.APPROACH)  # dropped or missed: open and try again
-
-        if self.phase is Phase.APPROACH:
-            return pregrasp, cfg.approach_speed, 0.0
-        if self.phase is Phase.DESCEND:  # re-centre above the cube before the fingers reach its top
-            height = grasp[2] if aligned else max(tip[2], grasp[2] + cfg.safe_height)
-            return np.r_[grasp[:2], height], cfg.descend_speed, 0.0
-        assert self._grasp_point is not None
-        if self.phase is Phase.CLOSE:
-            return self._grasp_point, cfg.descend_speed, 1.0
-        return self._grasp_point + np.array([0.0, 0.0, cfg.lift_height]), cfg.lift_speed, 1.0
-
     def _joint_delta(self, tip: np.ndarray, target: np.ndarray, speed: float, rot: np.ndarray) -> np.ndarray:
-        """Joint deltas (7,) [rad] from the env's commanded target that move the fingertip one step.
-
-        tip, target: fingertip position now and goal (3,) [m]; speed: max travel this step [m];
-        rot: goal hand orientation (3, 3).
-        """
-        cfg, env = self.config, self.env
+        """Joint deltas (7,) [rad] from the env's commanded target that move the fingertip one step (``ik_delta``)."""
+        env = self.env
         m, d = env.model, env.data
         mujoco.mj_jacSite(m, d, self._jacp, self._jacr, env.fingertip_site)
         jac = np.vstack([self._jacp[:, env.arm_dof_adr], self._jacr[:, env.arm_dof_adr]])  # (6, 7)
         current = d.site_xmat[env.fingertip_site].reshape(3, 3)
-        error = np.r_[  # (6,) bounded task-space step: translation [m], rotation [rad]
-            limit_norm(target - tip, speed),
-            limit_norm(rotation_error(current, rot), cfg.rotation_speed),
-        ]
-        dq, pinv = dls_step(jac, error, cfg.damping)  # (7,), (7, 6)
-        q = d.qpos[env.arm_qpos_adr]
-        dq += (np.eye(7) - pinv @ jac) @ (cfg.nullspace_gain * (env.home_qpos - q))
-        delta = q + dq - env.arm_target
-        return limit_norm_inf(delta, cfg.delta_margin * MAX_JOINT_DELTA)
+        return ik_delta(self.config, jac, current, tip, target, speed, rot, d.qpos[env.arm_qpos_adr],
+                        env.home_qpos, env.arm_target)
+
+
+def ik_delta(cfg: ExpertConfig, jac: np.ndarray, rot_now: np.ndarray, tip: np.ndarray, target: np.ndarray,
+             speed: float, rot_goal: np.ndarray, q: np.ndarray, home_q: np.ndarray, commanded: np.ndarray,
+             max_delta: float = MAX_JOINT_DELTA) -> np.ndarray:
+    """Joint deltas (7,) [rad] from the ``commanded`` joint target that move the fingertip one step towards ``target``.
+
+    jac: fingertip Jacobian (6, 7) at the measured joints ``q`` (7,); rot_now, rot_goal: hand orientations (3, 3);
+    tip, target: fingertip position now and goal (3,) [m]; speed: max travel this step [m]; home_q: posture the
+    null space is pulled towards (7,). The step is bounded to ``cfg.delta_margin * max_delta`` per joint.
+    """
+    error = np.r_[  # (6,) bounded task-space step: translation [m], rotation [rad]
+        limit_norm(target - tip, speed),
+        limit_norm(rotation_error(rot_now, rot_goal), cfg.rotation_speed),
+    ]
+    dq, pinv = dls_step(jac, error, cfg.damping)  # (7,), (7, 6)
+    dq += (np.eye(7) - pinv @ jac) @ (cfg.nullspace_gain * (home_q - q))
+    delta = q + dq - commanded
+    return limit_norm_inf(delta, cfg.delta_margin * max_delta)

@@ -21,6 +21,8 @@ class EnvConfig:
     joint_noise: half-width of the uniform noise on the home joint positions at reset [rad]
     action_mode: ``delta`` (joint-position deltas) or ``absolute`` (joint-position targets); demos record both,
         and evaluation sets the one its policy was trained on
+    options: further keyword arguments of that env's constructor (``s2robot/FrankaReal-v0``: host, camera_sources,
+        safety, home_q; see ``s2robot.real.env.FrankaEnv``); empty for the simulated env
     """
 
     id: str = "s2robot/CubePick-v0"
@@ -30,6 +32,7 @@ class EnvConfig:
     terminate_on_success: bool = True
     joint_noise: float = 0.0
     action_mode: str = "delta"
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.max_steps < 1:
@@ -40,7 +43,7 @@ class EnvConfig:
 
 def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
     """Build the environment of ``cfg`` (registering s2robot's own environments first)."""
-    import envs  # noqa: F401  (registers s2robot/CubePick-v0)
+    import envs  # noqa: F401  (registers s2robot/CubePick-v0 and s2robot/FrankaReal-v0)
 
     return gym.make(
         cfg.id,
@@ -52,6 +55,7 @@ def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
         action_mode=cfg.action_mode,
         render_mode=render_mode,
         disable_env_checker=True,
+        **cfg.options,
     )
 
 

@@ -38,8 +38,11 @@ class _ExpertFactory:
     def __call__(self, env: Any, seed: int) -> Policy:
         from envs.expert import ScriptedExpert
 
-        rng = np.random.default_rng(seed)
-        return ScriptedExpert(env, noise_std=self.noise_std, rng=rng if self.noise_std > 0 else None).act
+        rng = np.random.default_rng(seed) if self.noise_std > 0 else None
+        make_expert = getattr(env.unwrapped, "make_expert", None)  # an env with its own expert (the Franka arm's)
+        if make_expert is not None:
+            return make_expert(self.noise_std, rng).act
+        return ScriptedExpert(env, noise_std=self.noise_std, rng=rng).act
 
 
 # (obs, info, label action, executed action) -> that step's arrays
@@ -87,6 +90,9 @@ def run_episode(env: Any, seed: int, start: Callable[[dict, dict], Policy], obse
             break
     meta = {"seed": seed, "cube_xy": [float(cube[0]), float(cube[1])], "success": success, "length": t + 1,
             "max_lift": max_lift}
+    timer = getattr(env.unwrapped, "timer", None)  # a real arm's control-loop deadlines (s2robot.real.timing)
+    if timer is not None:
+        meta["timing"] = timer.summary()
     return {k: np.stack(v) for k, v in steps.items()}, meta
 
 

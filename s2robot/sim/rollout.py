@@ -60,6 +60,7 @@ class EpisodeResult:
     final_lift: float = 0.0  # cube lift above rest at the last step [m]
     nearest_demo: float | None = None  # distance to the nearest training-demo cube [m]; None when not known
     clipped_steps: int = 0  # steps whose action the env clipped to its bounds (a policy pushing past them)
+    timing: dict | None = None  # a real arm's control-loop deadlines (s2robot.real.timing.LoopTimer.summary)
 
 
 def classify_failure(lift: Sequence[float], grasped: Sequence[bool], success: bool, success_height: float
@@ -178,6 +179,7 @@ class _Wave:
         self.frames = {start + i: [info["video_frame"][i]] for i in range(width) if self.film[i]}
         self.tip = np.zeros((width, 3))
         self.clipped = np.zeros(width, int)
+        self.timing: dict[int, dict] = {}
 
     def update(self, t: int, term: np.ndarray, trunc: np.ndarray, info: dict) -> list[int]:
         """Record step t's outcome; returns the slots (of real episodes) that ended at this step."""
@@ -193,6 +195,8 @@ class _Wave:
         self.tip[running] = np.asarray(info["fingertip_pos"], float)[running]  # an ended slot's env keeps stepping
         self.clipped[running] = np.asarray(info["clipped_steps"], int)[running]
         ended = np.flatnonzero(running & (term | trunc))
+        for i in ended if "timing" in info else ():  # the arm env reports its loop timing when an episode ends
+            self.timing[int(i)] = info["timing"][i]
         self.done |= term | trunc
         return [int(i) for i in ended]
 
@@ -203,7 +207,7 @@ class _Wave:
         return EpisodeResult(e.position, e.cube_xy, e.repeat, e.seed, ok, int(self.success_step[i]) if ok else None,
                              t, float(lift.max()), [float(v) for v in self.tip[i]],
                              classify_failure(lift, grasped, ok, self.success_height), float(lift[-1]),
-                             clipped_steps=int(self.clipped[i]))
+                             clipped_steps=int(self.clipped[i]), timing=self.timing.get(i))
 
 
 def _features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: list[Episode],

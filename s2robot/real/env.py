@@ -1,0 +1,251 @@
+"""The Franka arm as a gymnasium env (``s2robot/FrankaReal-v0``), with CubePickEnv's spaces and ``info`` conventions.
+
+Recording, the feature cache, training and evaluation then run on the arm unchanged. ``host="franky-sim"`` starts the
+franky-sim rehearsal in this process (``real.rehearsal``): the arm is driven through franky over loopback exactly as a
+real one, and the scene places the cube and judges success from its privileged state. Any other host is a real arm:
+cameras come from ``camera_sources``, an operator places the cube at each episode's mark and answers whether it was
+lifted (``real.judge``).
+
+Each step: check the action (NaN or a wrong shape stops the arm and raises), clip it to the action bounds, turn it
+into a joint target, pass the target through the ``SafetyFilter`` (counted), send it as an asynchronous franky
+``JointMotion``, switch the gripper if its command changed, then wait for the step's deadline on the robot's clock
+and observe. Any exception or Ctrl-C inside a step stops the arm first; the gripper keeps its state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from s2robot.real.arm import FINGER_MAX_WIDTH, FrankyArm
+from s2robot.real.camera import open_camera
+from s2robot.real.judge import Judge, OperatorJudge, SceneJudge
+from s2robot.real.kinematics import fingertip_pose
+from s2robot.real.safety import SafetyConfig, SafetyFilter, check_action
+from s2robot.real.timing import LoopTimer
+
+SIM_HOST = "franky-sim"
+CONTROL_DT = 0.1  # [s], 10 Hz as in the simulated env
+HOME_Q = (0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4)  # the simulated env's home pose [rad]
+CUBE_REST_Z = 0.02  # cube centre resting on the table [m]
+LIFT_SUCCESS_HEIGHT = 0.05  # [m], as in the simulated env
+ACTION_MODES = ("delta", "absolute")
+
+
+class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+    """Pick up a 4 cm cube with a Franka. Spaces and ``info`` keys as ``envs.CubePickEnv``:
+
+    Action (8,) float32: ``[0:7]`` joint deltas (``action_mode="delta"``) or targets (``"absolute"``) [rad], bounded
+        to ``safety.max_joint_step`` per step; ``[7]`` gripper command in [0, 1] (≥ 0.5 closes).
+    Observation: ``proprio`` (8,) float32 (7 measured joints [rad] + finger distance [m]); ``<camera>`` (S, S, 3)
+        uint8 per camera.
+    Info: ``cube_pos`` (3,), ``cube_quat`` (4,) (NaN on a real arm: nothing measures them), ``fingertip_pos`` (3,)
+        (forward kinematics of the measured joints), ``is_grasped``, ``lift_height``, ``is_success``,
+        ``arm_target`` (7,), ``clipped_steps`` (steps whose action was clipped or changed by the safety filter),
+        ``safety`` (intervention counts), and on the last step ``timing`` (``LoopTimer.summary``).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, host: str = SIM_HOST, cameras: tuple[str, ...] | list[str] = ("front",), image_size: int = 224,
+                 max_steps: int = 100, render_mode: str | None = None, terminate_on_success: bool = False,
+                 joint_noise: float = 0.0, action_mode: str = "delta", camera_sources: dict[str, str] | None = None,
+                 safety: dict[str, Any] | SafetyConfig | None = None, home_q: list[float] | None = None,
+                 render_size: tuple[int, int] = (480, 640), connect_timeout: float = 3.0,
+                 stall_timeout_s: float = 1.0) -> None:
+        """host: the robot's address, or "franky-sim" for the in-process rehearsal. camera_sources: camera name →
+        source (``opencv:0``, ``realsense:<serial>``, ``mujoco:<camera>``; the rehearsal defaults to its own scene
+        cameras). safety: ``SafetyConfig`` fields. home_q: start pose (7,) [rad] (the simulated env's by default)."""
+        if isinstance(cameras, str):
+            cameras = (cameras,)
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
+        if max_steps < 1 or joint_noise < 0:
+            raise ValueError(f"need max_steps ≥ 1 and joint_noise ≥ 0, got {max_steps}, {joint_noise}")
+        self.safety_cfg = safety if isinstance(safety, SafetyConfig) else SafetyConfig(**(safety or {}))
+        self.cameras, self.image_size, self.max_steps = tuple(cameras), int(image_size), int(max_steps)
+        self.render_mode, self.render_size = render_mode, (int(render_size[0]), int(render_size[1]))
+        self.terminate_on_success, self.joint_noise, self.action_mode = terminate_on_success, joint_noise, action_mode
+        self.home_qpos = np.asarray(home_q if home_q is not None else HOME_Q, dtype=np.float64)
+        self.filter = SafetyFilter(self.safety_cfg)
+        limits = self.filter.limits
+        q = self.home_qpos
+        if q.shape != (7,) or not np.all((limits[:, 0] <= q) & (q <= limits[:, 1])):
+            raise ValueError(f"home_q must be 7 joint positions inside the safety limits {limits.tolist()}, got "
+                             f"{self.home_qpos.tolist()}")
+        self.host, self.scene, self.arm, self._cameras = host, None, None, {}
+        try:
+            self._connect(host, camera_sources or {}, connect_timeout, stall_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+        step = self.safety_cfg.max_joint_step
+        if action_mode == "delta":
+            low, high = np.r_[np.full(7, -step), 0.0], np.r_[np.full(7, step), 1.0]
+        else:
+            low, high = np.r_[limits[:, 0], 0.0], np.r_[limits[:, 1], 1.0]
+        self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        self._act_low, self._act_high = low, high
+        spaces: dict[str, gym.spaces.Space] = {"proprio": gym.spaces.Box(
+            np.r_[limits[:, 0] - 0.1, 0.0].astype(np.float32), np.r_[limits[:, 1] + 0.1, 0.09].astype(np.float32))}
+        for cam in self.cameras:
+            spaces[cam] = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
+        self._arm_target = self.home_qpos.copy()
+        self._gripper_cmd, self._steps, self._clipped = 0.0, 0, 0
+        self.timer = LoopTimer(CONTROL_DT)
+
+    # ------------------------------------------------------------------------------------------- setup
+    def _connect(self, host: str, sources: dict[str, str], connect_timeout: float, stall_timeout_s: float) -> None:
+        render = None
+        if host == SIM_HOST:
+            from s2robot.real.rehearsal import SimulatedFranka
+
+            self.scene = SimulatedFranka(self.cameras, initial_q=self.home_qpos).start()
+            render, host = self.scene.render, self.scene.host
+            sources = {cam: sources.get(cam, f"mujoco:{cam}") for cam in self.cameras}
+            self.judge: Judge = SceneJudge(self.scene)
+        else:
+            missing = [cam for cam in self.cameras if cam not in sources]
+            if missing:
+                raise ValueError(f"camera(s) {missing} have no source: set camera_sources, e.g. "
+                                 "{front: 'realsense:<serial>'} or {front: 'opencv:0'}")
+            self.judge = OperatorJudge()
+        for cam in self.cameras:
+            self._cameras[cam] = open_camera(cam, sources[cam], self.image_size, stall_timeout_s=stall_timeout_s,
+                                             render=render)
+        self.arm = FrankyArm(host, self.safety_cfg, connect_timeout)
+
+    # ------------------------------------------------------------------------------------------- API
+    @property
+    def arm_target(self) -> np.ndarray:
+        return self._arm_target.copy()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Open the hand, move to the home pose (+ ``joint_noise``) at ``safety.home_speed``, then place the cube:
+        ``options={"cube_xy": (x, y)}``, else the demo stream's cube of ``seed`` (as ``CubePickEnv``)."""
+        from envs.positions import demo_cube_xy
+
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"cube_xy", "label"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; supported: ['cube_xy', 'label']")
+        if options.get("cube_xy") is None:
+            cube_xy = demo_cube_xy(seed if seed is not None else int(self.np_random.integers(2**63)))
+        else:
+            cube_xy = np.asarray(options["cube_xy"], dtype=np.float64)
+        noise = self.np_random.uniform(-self.joint_noise, self.joint_noise, size=7)
+        q0 = np.clip(self.home_qpos + noise, self.filter.limits[:, 0], self.filter.limits[:, 1])
+        try:
+            self.arm.stop()
+            self.arm.open_gripper_blocking()
+            self.arm.move_to(q0, asynchronous=False, speed=self.safety_cfg.home_speed)
+            self.judge.place(cube_xy, options.get("label"))
+        except BaseException:
+            self.arm.stop()
+            raise
+        self._arm_target, self._gripper_cmd, self._steps, self._clipped = q0.copy(), 0.0, 0, 0
+        self.filter.reset_counts()
+        self.timer = LoopTimer(CONTROL_DT)
+        self._deadline = self.arm.time()
+        obs = self._observation()
+        return obs, self._info(obs)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        acted = time.perf_counter()
+        try:
+            obs, info = self._step(action, acted)
+        except BaseException:  # NaN, a reflex, a stalled camera, Ctrl-C: the arm stops, the gripper stays
+            self.arm.stop()
+            raise
+        success = bool(info["is_success"])
+        terminated = self.terminate_on_success and success
+        truncated = self._steps >= self.max_steps
+        if terminated or truncated:
+            self.arm.stop()
+            info["is_success"] = success = self.judge.final(success)
+            info["timing"] = self.timer.summary()
+        return obs, float(success), terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            return None
+        return self._render("video", self.render_size)
+
+    def close(self) -> None:
+        """Stop the arm (the hand keeps its state), close the cameras and the rehearsal. Safe to call twice."""
+        if self.arm is not None:
+            self.arm.stop()
+        for cam in self._cameras.values():
+            cam.close()
+        self._cameras = {}
+        if self.scene is not None:
+            self.scene.close()
+            self.scene = None
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _step(self, action: np.ndarray, acted: float) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        a = check_action(action)
+        clipped = np.clip(a, self._act_low, self._act_high)
+        target = self._arm_target + clipped[:7] if self.action_mode == "delta" else clipped[:7]
+        counts_before = sum(self.filter.counts.values())
+        safe = self.filter.apply(target, self._arm_target)
+        self._clipped += int(not np.array_equal(clipped, a) or sum(self.filter.counts.values()) > counts_before)
+        self.arm.move_to(safe)
+        self.arm.set_gripper(clipped[7] >= 0.5)
+        sent, robot_now = time.perf_counter(), self.arm.time()
+        self.timer.add(self._observed, acted, sent, robot_now)
+        self._arm_target, self._gripper_cmd = safe, float(clipped[7])
+        self._steps += 1
+        self._deadline += CONTROL_DT
+        if robot_now > self._deadline:  # late: start a new schedule from now rather than rushing to catch up
+            self._deadline = robot_now + CONTROL_DT
+        while self.arm.time() < self._deadline:
+            time.sleep(0.001)
+        obs = self._observation()
+        return obs, self._info(obs)
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        proprio = np.empty(8, dtype=np.float32)
+        proprio[:7] = self.arm.joint_positions()
+        proprio[7] = self.arm.gripper_width()
+        obs = {"proprio": proprio}
+        for cam, camera in self._cameras.items():
+            obs[cam] = camera.read().rgb
+        self._observed = time.perf_counter()
+        return obs
+
+    def _info(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
+        cube_pos, cube_quat, grasped = self.judge.state()
+        lift = float(cube_pos[2] - CUBE_REST_Z)
+        success = bool(lift >= LIFT_SUCCESS_HEIGHT and grasped and self._gripper_cmd >= 0.5)
+        return {"cube_pos": cube_pos, "cube_quat": cube_quat,
+                "fingertip_pos": fingertip_pose(obs["proprio"][:7].astype(np.float64))[:3, 3],
+                "is_grasped": grasped, "lift_height": lift if np.isfinite(lift) else 0.0, "is_success": success,
+                "arm_target": self._arm_target.copy(), "clipped_steps": self._clipped,
+                "safety": dict(self.filter.counts)}
+
+    def _render(self, camera: str, size: tuple[int, int]) -> np.ndarray:
+        """A frame (H, W, 3) uint8 for videos: the rehearsal's scene camera, or a policy camera's latest frame."""
+        if self.scene is not None:
+            return self.scene.render(camera, size[0], size[1])
+        cam = self._cameras.get(camera) or next(iter(self._cameras.values()))
+        return cam.read().rgb
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What a demo store records about this arm (its attrs): robot, host, cameras, safety limits."""
+        return {"robot": self.safety_cfg.robot, "host": self.host, "safety": asdict(self.safety_cfg),
+                "cameras": {cam: c.source for cam, c in self._cameras.items()}, "finger_max_width": FINGER_MAX_WIDTH}
+
+    def make_expert(self, noise_std: float = 0.0, rng: np.random.Generator | None = None) -> Any:
+        """The scripted expert for this env (``real.expert.ArmExpert``; franky-sim only: it needs the cube's pose)."""
+        from s2robot.real.expert import ArmExpert
+
+        return ArmExpert(self, noise_std, rng)

@@ -1,0 +1,66 @@
+"""Who places the cube and says whether it was picked: the rehearsal scene (privileged state) or an operator.
+
+``SceneJudge`` reads franky-sim's cube and contacts, so placement and success are automatic. ``OperatorJudge`` asks a
+person at the cell: before an episode "place the cube at mark k (x, y)", after it "was the cube lifted? [y/n]"; the
+cube's pose stays unknown (NaN) in between. Its prompts take an ``ask`` function so tests script the answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+_UNKNOWN3 = np.full(3, np.nan)
+_UNKNOWN4 = np.full(4, np.nan)
+
+
+class Judge(Protocol):
+    def place(self, cube_xy: Sequence[float], label: str | None) -> None: ...
+
+    def state(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Cube centre (3,) [m], cube orientation (4,) (w, x, y, z), and whether both fingers touch it."""
+        ...
+
+    def final(self, success: bool) -> bool:
+        """The episode's outcome, given what the per-step check saw."""
+        ...
+
+
+class SceneJudge:
+    """The franky-sim rehearsal places the cube and reports its pose and the finger contacts."""
+
+    def __init__(self, scene: Any) -> None:
+        self.scene = scene
+
+    def place(self, cube_xy: Sequence[float], label: str | None) -> None:
+        self.scene.place_cube(cube_xy)
+
+    def state(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        pos, quat = self.scene.cube_pose()
+        return pos, quat, self.scene.fingers_touch_cube()
+
+    def final(self, success: bool) -> bool:
+        return success
+
+
+class OperatorJudge:
+    """A person places the cube at the printed mark and judges the lift (``scripts/real_arm.py sheet`` prints it)."""
+
+    def __init__(self, ask: Callable[[str], str] = input) -> None:
+        self.ask = ask
+
+    def place(self, cube_xy: Sequence[float], label: str | None) -> None:
+        mark = f"mark {label} " if label else ""
+        self.ask(f"place the cube at {mark}(x {100 * cube_xy[0]:.1f} cm, y {100 * cube_xy[1]:.1f} cm), clear the "
+                 "workspace, then press Enter to run ")
+
+    def state(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        return _UNKNOWN3.copy(), _UNKNOWN4.copy(), False
+
+    def final(self, success: bool) -> bool:
+        while True:
+            answer = self.ask("was the cube lifted ≥ 5 cm and held at the end? [y/n] ").strip().lower()
+            if answer in ("y", "yes", "n", "no"):
+                return answer.startswith("y")

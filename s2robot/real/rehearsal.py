@@ -1,0 +1,189 @@
+"""The franky-sim rehearsal: a simulated FR3 that speaks the libfranka protocol on loopback, with a cube and cameras.
+
+``SimulatedFranka`` builds franky-sim's MuJoCo FR3 scene, adds the 4 cm cube and the cameras, and serves the robot
+and its gripper on a free 127.x.y.z address. Everything the arm does then goes through the real client path
+(s2robot → franky → libfranka protocol → a robot server); only the robot is simulated. The scene also gives what a
+real cell cannot: the cube's pose (to place it and to judge success automatically) and rendered camera frames.
+
+The physics runs in a thread, one 1 ms tick at a time under a lock (so a render or a cube placement never sees a
+half-stepped state), paced to real time at most. On 2 cores it runs slower than real time; the env paces its 10 Hz loop
+by the robot's own clock (``RobotState.time``), so control is correct at any speed and the wall-clock slowdown is
+measured and reported instead of hidden.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+CUBE_HALF_SIZE = 0.02  # [m], as in the simulated cube-pick scene (envs.CUBE_HALF_SIZE)
+# Cameras of the rehearsal scene: the policy camera placed as in envs/assets/cube_pick_scene.xml, and a video view.
+SCENE_CAMERAS = {
+    "front": {"pos": "1.0 0 0.5", "xyaxes": "0 1 0 -0.5684 0 0.8227", "fovy": "55"},
+    "video": {"pos": "1.2 -0.9 0.8", "xyaxes": "0.7474 0.6644 0 -0.2963 0.3333 0.8950", "fovy": "45"},
+}
+SHADOW_SIZE = 1024  # franky-sim's 4096 shadow map made one render ~4× dearer on 2 cores (issue 15's measurement)
+
+
+def _free_loopback(port: int = 1337) -> Iterator[str]:
+    """Loopback addresses 127.0.0.2… whose libfranka port is free (another rehearsal may hold 127.0.0.1)."""
+    for last in range(2, 255):
+        host = f"127.0.0.{last}"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        yield host
+
+
+class SimulatedFranka:
+    """franky-sim's FR3 with a cube and cameras, served on loopback. Use as a context manager or start()/close().
+
+    After ``start()``: ``host`` is the address to give ``franky.Robot``/``franky.Gripper``; ``place_cube``,
+    ``cube_pose``, ``fingers_touch_cube`` and ``render`` read or set the scene under the physics lock.
+    """
+
+    def __init__(self, cameras: Sequence[str] = ("front",), initial_q: Sequence[float] | None = None) -> None:
+        unknown = [c for c in cameras if c not in SCENE_CAMERAS]
+        if unknown:
+            raise ValueError(f"unknown rehearsal camera(s) {unknown}; the scene has {list(SCENE_CAMERAS)}")
+        self.cameras = tuple(cameras)
+        self.initial_q = tuple(initial_q) if initial_q is not None else None
+        self.host = ""
+        self._lock = threading.Lock()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._renderers: dict[tuple[int, int], object] = {}
+        self._sim = self._server = None
+        self.ticks = 0  # physics steps so far (1 ms each)
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> SimulatedFranka:
+        """Build the scene, bind the robot and gripper servers and start the physics thread."""
+        if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+            os.environ["MUJOCO_GL"] = "egl"
+        try:
+            import franky_sim
+            from franky_sim.mujoco_simulator import MujocoSimulator
+        except ImportError as err:
+            raise ImportError("the franky-sim rehearsal needs franky-sim: pip install -e '.[dev]' (or pip install "
+                              "franky-sim)") from err
+        sim = MujocoSimulator()
+        sim.add_robot(**({"initial_q": self.initial_q} if self.initial_q else {}))
+        self._build_scene(sim)
+        sim.init()
+        self._sim = sim
+        self._server = franky_sim.SimulationServer(sim, hostname_candidates=_free_loopback())
+        self._server.init()
+        self.host = self._server.robot_servers[0].hostname
+        model = sim.model
+        self._cube_qpos = int(model.jnt_qposadr[model.joint("cube_joint").id])
+        self._cube_dof = int(model.jnt_dofadr[model.joint("cube_joint").id])
+        self._cube_body = model.body("cube").id
+        self._finger_bodies = (model.body("robot0_left_finger").id, model.body("robot0_right_finger").id)
+        self._running = True
+        self._thread = threading.Thread(target=self._physics, name="franky-sim physics", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the physics thread and the servers; free the renderers."""
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+        if self._sim is not None:
+            self._sim.cleanup()
+            self._sim = None
+
+    def __enter__(self) -> SimulatedFranka:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------- scene API
+    @property
+    def sim_time(self) -> float:
+        """Simulated time since start [s]."""
+        return self.ticks * 1e-3
+
+    def place_cube(self, xy: Sequence[float], yaw: float = 0.0) -> None:
+        """Put the cube at rest on the table with its centre at (x, y) [m] and the given yaw [rad]."""
+        import mujoco
+
+        with self._lock:
+            d = self._sim.data
+            a = self._cube_qpos
+            d.qpos[a:a + 3] = (float(xy[0]), float(xy[1]), CUBE_HALF_SIZE)
+            d.qpos[a + 3:a + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+            d.qvel[self._cube_dof:self._cube_dof + 6] = 0.0
+            mujoco.mj_forward(self._sim.model, d)
+
+    def cube_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cube centre (3,) [m] and orientation (4,) (w, x, y, z), in the robot base frame (= world)."""
+        with self._lock:
+            q = self._sim.data.qpos[self._cube_qpos:self._cube_qpos + 7].copy()
+        return q[:3], q[3:]
+
+    def fingers_touch_cube(self) -> bool:
+        """Whether both fingers are in contact with the cube (the grasp check of the simulated scene)."""
+        with self._lock:
+            geoms = self._sim.data.contact.geom.copy()  # (ncon, 2)
+        if geoms.shape[0] == 0:
+            return False
+        bodies = self._sim.model.geom_bodyid[geoms]
+        on_cube = (bodies == self._cube_body).any(axis=1)
+        touching = (bodies.sum(axis=1) - self._cube_body)[on_cube]
+        return all(np.isin(b, touching) for b in self._finger_bodies)
+
+    def render(self, camera: str, height: int, width: int) -> np.ndarray:
+        """Frame (height, width, 3) uint8 of a scene camera, rendered from a consistent physics state."""
+        import mujoco
+
+        renderer = self._renderers.get((height, width))
+        if renderer is None:
+            renderer = self._renderers[(height, width)] = mujoco.Renderer(self._sim.model, height, width)
+        with self._lock:
+            renderer.update_scene(self._sim.data, camera=camera)
+        return renderer.render()
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _build_scene(self, sim: object) -> None:
+        scene, world = sim.scene, sim.worldbody
+        for quality in scene.iter("quality"):
+            quality.set("shadowsize", str(SHADOW_SIZE))
+        asset = scene.find("asset")
+        ET.SubElement(asset, "material", name="cube", rgba="0.85 0.15 0.12 1", specular="0.2")
+        cube = ET.SubElement(world, "body", name="cube", pos=f"0.5 0 {CUBE_HALF_SIZE}")
+        ET.SubElement(cube, "freejoint", name="cube_joint")
+        s = CUBE_HALF_SIZE
+        ET.SubElement(cube, "geom", name="cube", type="box", size=f"{s} {s} {s}", mass="0.05", material="cube",
+                      condim="4", friction="1.0 0.005 0.0001")
+        for name in self.cameras + tuple(c for c in ("video",) if c not in self.cameras):
+            ET.SubElement(world, "camera", name=name, **SCENE_CAMERAS[name])
+
+    def _physics(self) -> None:
+        """Step at most as fast as real time (1 kHz), slower when the CPU cannot keep up: the robot then behaves as
+        a real one would for any client that keeps up, and its clock (``sim_time``) shows by how much it lags."""
+        server, start = self._server, time.perf_counter()
+        while self._running:
+            with self._lock:
+                server.run_once(realtime=False)
+            self.ticks += 1
+            if self.ticks % 10 == 0:  # sleep outside the lock, so renders and cube placements get in
+                time.sleep(max(0.0, start + self.sim_time - time.perf_counter()))

@@ -1,0 +1,67 @@
+"""Deadline accounting of a 10 Hz control loop: when each observation was taken, when its action came back and was
+sent, and which steps missed their deadline.
+
+The loop is paced by the robot's own clock (``RobotState.time``): on a real arm that is real time, in franky-sim it
+is simulated time, so control is right at any simulation speed and the wall-clock ratio is reported, not hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class StepTimes:
+    """One control step. Wall times on ``time.perf_counter()`` [s]; ``robot`` on the robot's clock [s]."""
+
+    observed: float  # the observation (state + frames) of this step was complete
+    acted: float  # the policy's action for it arrived at the env (encode + policy done)
+    sent: float  # the safe joint target went out to the arm
+    robot: float  # the robot clock when the target was sent
+
+
+@dataclass
+class LoopTimer:
+    """Per-step times of one episode and its summary. ``period`` is the control period [s] (0.1 at 10 Hz)."""
+
+    period: float = 0.1
+    steps: list[StepTimes] = field(default_factory=list)
+
+    def add(self, observed: float, acted: float, sent: float, robot: float) -> None:
+        self.steps.append(StepTimes(observed, acted, sent, robot))
+
+    def summary(self) -> dict[str, float | int]:
+        """p50/p99 of the wall and robot-clock periods between sends [ms], the observation-to-send latency [ms],
+        missed deadlines (a robot-clock period over 1.5 × ``period``, or an action that came after its step's
+        deadline) and the wall-over-robot time ratio (1 in real time; >1 when a simulation runs slower)."""
+        if len(self.steps) < 2:
+            return {"steps": len(self.steps)}
+        sent = np.array([s.sent for s in self.steps])
+        robot = np.array([s.robot for s in self.steps])
+        latency = np.array([s.sent - s.observed for s in self.steps])
+        wall_period, robot_period = np.diff(sent), np.diff(robot)
+        late = (robot_period > 1.5 * self.period).sum()
+        robot_span = robot[-1] - robot[0]
+        return {
+            "steps": len(self.steps),
+            "period_p50_ms": 1e3 * float(np.median(wall_period)),
+            "period_p99_ms": 1e3 * float(np.quantile(wall_period, 0.99)),
+            "robot_period_p50_ms": 1e3 * float(np.median(robot_period)),
+            "robot_period_p99_ms": 1e3 * float(np.quantile(robot_period, 0.99)),
+            "latency_p50_ms": 1e3 * float(np.median(latency)),
+            "latency_p99_ms": 1e3 * float(np.quantile(latency, 0.99)),
+            "missed_deadlines": int(late),
+            "wall_per_robot_s": float((sent[-1] - sent[0]) / robot_span) if robot_span > 0 else float("nan"),
+        }
+
+
+def format_timing(summary: dict[str, float | int]) -> str:
+    """One line for the console: loop period p50/p99, latency, missed deadlines, slowdown."""
+    if "period_p50_ms" not in summary:
+        return f"{summary.get('steps', 0)} steps (too few to time)"
+    return (f"loop period p50 {summary['period_p50_ms']:.0f} ms / p99 {summary['period_p99_ms']:.0f} ms wall "
+            f"(robot clock p50 {summary['robot_period_p50_ms']:.0f} ms), obs→send p50 "
+            f"{summary['latency_p50_ms']:.0f} ms, {summary['missed_deadlines']} missed deadlines, "
+            f"{summary['wall_per_robot_s']:.2f} s wall per robot s")
