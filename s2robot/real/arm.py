@@ -89,20 +89,29 @@ class FrankyArm:
         return text if self.robot.has_errors else ""
 
     # ------------------------------------------------------------------------------------------- commands
-    def move_to(self, q: Sequence[float], asynchronous: bool = True, speed: float | None = None) -> None:
+    def move_to(self, q: Sequence[float], asynchronous: bool = True, speed: float | None = None,
+                timeout: float = 30.0) -> None:
         """Send a joint target (7,) [rad] (already through the SafetyFilter). Asynchronous targets replace the
-        running motion; ``speed`` scales this motion's dynamics on top of the global factor."""
+        running motion; a blocking move waits at most ``timeout`` seconds of wall time, then stops the arm and raises.
+        ``speed`` scales this motion's dynamics on top of the global factor."""
         franky = self._franky
         motion = franky.JointMotion([float(v) for v in q], relative_dynamics_factor=speed or 1.0)
         try:
-            self.robot.move(motion, asynchronous=asynchronous)
+            self.robot.move(motion, asynchronous=True)
+            if not asynchronous and not self.robot.join_motion(timeout):
+                self.stop()
+                raise ArmError(f"the arm at {self.host} did not reach its target within {timeout:.0f} s; it is "
+                               "stopped. Is something in the way, or the robot (or franky-sim) not running?")
         except franky.Exception as err:
             self.stop()
             raise ArmError(f"the arm at {self.host} stopped: {err}. {RECOVER_HINT.format(host=self.host)}") from err
 
     def set_gripper(self, closed: bool) -> None:
-        """Close (grasp with ``safety.grasp_force``) or open the hand, asynchronously; nothing when unchanged."""
-        if closed == self._gripper_closed:
+        """Ask for the hand closed (a grasp with ``safety.grasp_force``) or open, without waiting. A hand command runs
+        to its end before the next is sent (the hand takes one at a time: a second one sent mid-move blocks), so a
+        command that flips back and forth faster than the hand moves is followed at the hand's own pace."""
+        busy = self._gripper_future is not None and not self._gripper_future.wait(0.0)
+        if busy or closed == self._gripper_closed:
             return
         s = self.safety
         if closed:  # a grasp of any width: the force holds whatever is between the fingers
@@ -114,8 +123,10 @@ class FrankyArm:
 
     def open_gripper_blocking(self) -> None:
         """Open the hand fully and wait (used at reset, never mid-episode)."""
+        if self._gripper_future is not None:
+            self._gripper_future.wait(5.0)
         self.gripper.move(FINGER_MAX_WIDTH, self.safety.gripper_speed)
-        self._gripper_closed = False
+        self._gripper_closed, self._gripper_future = False, None
 
     def stop(self) -> None:
         """End every arm motion now (the hand keeps its state: a held cube stays held). Never raises."""
@@ -124,6 +135,16 @@ class FrankyArm:
             self.robot.join_motion()  # the stopped motion reports its preemption here, not at the next move
         except Exception:
             pass
+
+    def close(self) -> None:
+        """Stop the arm and end franky's sessions (before the robot server goes away: franky's destructors talk to
+        it, and a server that is already gone crashed the process). Safe to call twice."""
+        if getattr(self, "robot", None) is None:
+            return
+        self.stop()
+        if self._gripper_future is not None:
+            self._gripper_future.wait(5.0)
+        self.robot = self.gripper = self._gripper_future = None
 
     def recover(self) -> bool:
         """libfranka's automatic error recovery; whether it succeeded."""

@@ -181,7 +181,8 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def close(self) -> None:
         """Stop the arm (the hand keeps its state), close the cameras and the rehearsal. Safe to call twice."""
         if self.arm is not None:
-            self.arm.stop()
+            self.arm.close()
+            self.arm = None
         for cam in self._cameras.values():
             cam.close()
         self._cameras = {}
@@ -198,7 +199,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         safe = self.filter.apply(target, self._arm_target)
         self._clipped += int(not np.array_equal(clipped, a) or sum(self.filter.counts.values()) > counts_before)
         self.arm.move_to(safe)
-        self.arm.set_gripper(clipped[7] >= 0.5)
+        self.arm.set_gripper(clipped[7] >= 0.5)  # the hand follows at its own pace (FrankyArm.set_gripper)
         sent, robot_now = time.perf_counter(), self.arm.time()
         self.timer.add(self._observed, acted, sent, robot_now)
         self._arm_target, self._gripper_cmd = safe, float(clipped[7])

@@ -13,8 +13,8 @@ measured and reported instead of hidden.
 
 from __future__ import annotations
 
+import logging
 import os
-import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -31,17 +31,13 @@ SCENE_CAMERAS = {
 SHADOW_SIZE = 1024  # franky-sim's 4096 shadow map made one render ~4× dearer on 2 cores (issue 15's measurement)
 
 
-def _free_loopback(port: int = 1337) -> Iterator[str]:
-    """Loopback addresses 127.0.0.2… whose libfranka port is free (another rehearsal may hold 127.0.0.1)."""
-    for last in range(2, 255):
-        host = f"127.0.0.{last}"
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-        yield host
+def _loopback_candidates() -> Iterator[str]:
+    """Loopback addresses for franky-sim's servers to try, from a place set by this process's id: rehearsals in
+    parallel processes (evaluation workers) then rarely try the same address at once (franky-sim skips taken ones)."""
+    start = os.getpid() % 60_000
+    for k in range(60_000):
+        n = 2 + (start + k) % 60_000  # 127.0.0.2 … 127.0.234.97; 127.0.0.1 stays for other tools
+        yield f"127.0.{n // 256}.{n % 256}"
 
 
 class SimulatedFranka:
@@ -76,12 +72,13 @@ class SimulatedFranka:
         except ImportError as err:
             raise ImportError("the franky-sim rehearsal needs franky-sim: pip install -e '.[dev]' (or pip install "
                               "franky-sim)") from err
+        logging.getLogger("franky_sim").setLevel(logging.WARNING)  # it logs every command at INFO
         sim = MujocoSimulator()
         sim.add_robot(**({"initial_q": self.initial_q} if self.initial_q else {}))
         self._build_scene(sim)
         sim.init()
         self._sim = sim
-        self._server = franky_sim.SimulationServer(sim, hostname_candidates=_free_loopback())
+        self._server = franky_sim.SimulationServer(sim, hostname_candidates=_loopback_candidates())
         self._server.init()
         self.host = self._server.robot_servers[0].hostname
         model = sim.model

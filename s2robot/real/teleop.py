@@ -279,6 +279,7 @@ class CartesianTeleop:
 class _TeleopFactory:
     source_factory: Callable[[], KeySource]
     options: dict[str, Any]
+    name: str = "cartesian teleop"  # what the demo store's attrs say recorded it
     _live: list[CartesianTeleop] = field(default_factory=list, repr=False, compare=False)
 
     def __call__(self, env: Any, seed: int) -> CartesianTeleop:

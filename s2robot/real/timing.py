@@ -65,3 +65,25 @@ def format_timing(summary: dict[str, float | int]) -> str:
             f"(robot clock p50 {summary['robot_period_p50_ms']:.0f} ms), obs→send p50 "
             f"{summary['latency_p50_ms']:.0f} ms, {summary['missed_deadlines']} missed deadlines, "
             f"{summary['wall_per_robot_s']:.2f} s wall per robot s")
+
+
+def combine_timing(summaries: list[dict[str, float | int]]) -> dict[str, float | int]:
+    """Episodes' summaries as one: step-weighted median of the p50s, the worst p99s, missed deadlines summed."""
+    timed = [s for s in summaries if "period_p50_ms" in s]
+    if not timed:
+        return {"steps": sum(int(s.get("steps", 0)) for s in summaries)}
+    weights = np.array([s["steps"] for s in timed], dtype=np.float64)
+
+    def weighted_median(key: str) -> float:
+        values = np.array([s[key] for s in timed])
+        order = np.argsort(values)
+        cum = np.cumsum(weights[order])
+        return float(values[order][np.searchsorted(cum, cum[-1] / 2)])
+
+    out: dict[str, float | int] = {"episodes": len(timed), "steps": int(weights.sum())}
+    for key in ("period_p50_ms", "robot_period_p50_ms", "latency_p50_ms", "wall_per_robot_s"):
+        out[key] = weighted_median(key)
+    for key in ("period_p99_ms", "robot_period_p99_ms", "latency_p99_ms"):
+        out[key] = max(float(s[key]) for s in timed)
+    out["missed_deadlines"] = sum(int(s["missed_deadlines"]) for s in timed)
+    return out

@@ -8,6 +8,9 @@ from typing import Any
 
 import gymnasium as gym
 
+ARM_ENV_ID = "s2robot/FrankaReal-v0"  # the Franka arm through franky (s2robot.real; registered by envs)
+REHEARSAL_HOST = "franky-sim"  # the arm env's host that rehearses in franky-sim, in-process
+
 
 @dataclass
 class EnvConfig:
@@ -33,6 +36,11 @@ class EnvConfig:
     joint_noise: float = 0.0
     action_mode: str = "delta"
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def one_robot(self) -> bool:
+        """Whether this env drives one physical robot, so episodes must run one at a time in one process."""
+        return self.id == ARM_ENV_ID and self.options.get("host", REHEARSAL_HOST) != REHEARSAL_HOST
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.max_steps < 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from s2robot.policy.configuration import POLICY_PRESETS
+from s2robot.sim.env import ARM_ENV_ID
 from s2robot.vision.presets import ENCODER_PRESETS
 from s2robot.workflows.cache import FeatureCacheConfig
 from s2robot.workflows.compare import CompareConfig
@@ -28,7 +29,14 @@ ENTRY_POINTS: dict[str, type] = {
     "pretrain_mae": PretrainConfig,
     "probe_features": ProbeConfig,
 }
-ENV_PRESETS: dict[str, dict[str, Any]] = {"cube_pick": {}}  # EnvConfig's defaults: the cube-pick task
+ENV_PRESETS: dict[str, dict[str, Any]] = {
+    "cube_pick": {},  # EnvConfig's defaults: the simulated cube-pick task
+    # The Franka arm through franky (README, "Real robot"): the franky-sim rehearsal, and a real arm (set its host and
+    # cameras: env.options.host=<FCI address> env.options.camera_sources.front=realsense:<serial>).
+    "franka_sim": {"id": ARM_ENV_ID, "max_steps": 100, "options": {"host": "franky-sim"}},
+    "franka": {"id": ARM_ENV_ID, "max_steps": 100,
+               "options": {"host": "172.16.0.2", "camera_sources": {"front": "realsense"}}},
+}
 GROUPS: dict[str, dict[str, dict[str, Any]]] = {"encoder": ENCODER_PRESETS, "policy": POLICY_PRESETS,
                                                 "env": ENV_PRESETS}
 

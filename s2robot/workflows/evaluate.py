@@ -26,6 +26,7 @@ from s2robot.common.runlog import WandbConfig, wandb_run
 from s2robot.data.store import EpisodeStore
 from s2robot.policy.checkpoint import from_pretrained
 from s2robot.policy.modeling import ChunkTransformerPolicy
+from s2robot.real.timing import combine_timing, format_timing
 from s2robot.sim.env import EnvConfig
 from s2robot.sim.rollout import eval_episodes, run_episodes
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, build_encoder, encoder_fingerprint, weights_digest
@@ -168,7 +169,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).resolve().parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results, frames = run_episodes(policy, encoder, env_cfg, episodes, cfg.n_envs, cfg.videos, cfg.progress)
+    n_envs = 0 if env_cfg.one_robot else cfg.n_envs
+    if n_envs != cfg.n_envs:
+        print(f"evaluating on the robot at {env_cfg.options['host']}: one episode at a time, in this process")
+    results, frames = run_episodes(policy, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress)
     if demo_cubes is not None:
         for r, d in zip(results, nearest_distances([r.cube_xy for r in results], demo_cubes), strict=True):
             r.nearest_demo = d
@@ -179,6 +183,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
               "env": asdict(env_cfg), "eval": asdict(cfg), "positions": positions_desc, "demo_cubes": demo_desc,
               "seeds": [e.seed for e in episodes], "time_s": time.perf_counter() - t0,
               "episodes_detail": [asdict(r) for r in results]}
+    if any(r.timing for r in results):  # the arm's control loop (s2robot.real.timing), over all episodes
+        report["timing"] = combine_timing([r.timing for r in results if r.timing])
+        print(f"control loop over {len(results)} episodes: {format_timing(report['timing'])}")
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "table.md").write_text(format_table(results, summary, report["label"]) + "\n")
     name = parts["config"].get("run", {}).get("name", Path(cfg.checkpoint).resolve().parent.parent.name)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from s2robot.common.lock import writer_lock
 from s2robot.data.keys import ACTION_SPACES
 from s2robot.data.store import EpisodeStore
+from s2robot.real.timing import combine_timing, format_timing
 from s2robot.sim.env import EnvConfig
 from s2robot.sim.episode import PolicyFactory, RecordJob, expert_policy
 from s2robot.sim.pool import seed_ordered
@@ -76,10 +77,10 @@ class RecordConfig:
             raise ValueError("resume=true and overwrite=true contradict each other: pick one")
 
 
-def _open_store(cfg: RecordConfig) -> tuple[EpisodeStore, int]:
-    """The store to append to and the next seed to try."""
+def _open_store(cfg: RecordConfig, policy: str = "scripted expert") -> tuple[EpisodeStore, int]:
+    """The store to append to and the next seed to try; ``policy`` names what records (kept in the attrs)."""
     attrs = {"env": asdict(cfg.env), "cameras": list(cfg.env.cameras), "image_size": cfg.env.image_size,
-             "control_hz": 10, "recorder": {"policy": "scripted expert", "noise_std": cfg.noise_std,
+             "control_hz": 10, "recorder": {"policy": policy, "noise_std": cfg.noise_std,
                                             "tail_steps": cfg.tail_steps, "keep_failures": cfg.keep_failures,
                                             "first_seed": cfg.seed},
              "attempts": []}
@@ -130,8 +131,9 @@ def record_demos(cfg: RecordConfig, factory: PolicyFactory | None = None, progre
 
 
 def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) -> Path:
+    policy = "scripted expert" if factory is None else getattr(factory, "name", type(factory).__name__)
     factory = factory or expert_policy(cfg.noise_std)
-    store, next_seed = _open_store(cfg)
+    store, next_seed = _open_store(cfg, policy)
     attempts = list(store.attrs.get("attempts", []))
     max_attempts = cfg.max_attempts or 3 * cfg.n_episodes + 10
     need = cfg.n_episodes - store.n_episodes
@@ -139,7 +141,10 @@ def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) ->
                desc=f"recording {Path(cfg.out).name}", file=sys.stdout)
     steps, t0, new_attempts = 0, time.perf_counter(), 0
     job = RecordJob(cfg.env, factory, cfg.tail_steps)
-    results = seed_ordered(job, next_seed, cfg.workers) if need > 0 else iter(())
+    workers = 1 if cfg.env.one_robot else cfg.workers
+    if workers != cfg.workers:
+        print(f"recording on the robot at {cfg.env.options['host']}: one episode at a time, in this process")
+    results = seed_ordered(job, next_seed, workers) if need > 0 else iter(())
     for _, (data, meta) in results:
         if store.n_episodes >= cfg.n_episodes:
             break
@@ -165,6 +170,9 @@ def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) ->
     bar.close()
     if hasattr(results, "close"):
         results.close()  # stops the workers
+    timings = [store.episode_info(i)["timing"] for i in range(store.n_episodes) if "timing" in store.episode_info(i)]
+    if timings:  # recorded on the arm: how its control loop kept time
+        print(f"control loop over {len(timings)} episodes: {format_timing(combine_timing(timings))}")
     return Path(cfg.out)
 
 

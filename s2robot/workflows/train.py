@@ -111,6 +111,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be finite and {want}, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.eval_every < 0:
             raise ValueError(f"need warmup_steps ≥ 0 and eval_every ≥ 0, got {self.warmup_steps}, {self.eval_every}")
+        if self.eval_every and self.env.one_robot:
+            raise ValueError(f"eval_every={self.eval_every} would move the robot at {self.env.options['host']} while "
+                             "training runs unattended: set eval_every=0 and evaluate on the arm with scripts/eval.py")
         if self.amp not in (*DTYPE_CHOICES, "none"):
             raise ValueError(f"amp must be one of {[*DTYPE_CHOICES, 'none']}, got {self.amp!r}")
 
