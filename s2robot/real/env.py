@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from s2robot.real.arm import FINGER_MAX_WIDTH, FrankyArm
-from s2robot.real.camera import open_camera
+from s2robot.real.camera import Camera, open_camera
 from s2robot.real.judge import Judge, OperatorJudge, SceneJudge
 from s2robot.real.kinematics import fingertip_pose
 from s2robot.real.safety import SafetyConfig, SafetyFilter, check_action
@@ -124,6 +124,11 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     @property
     def arm_target(self) -> np.ndarray:
         return self._arm_target.copy()
+
+    @property
+    def camera_devices(self) -> dict[str, Camera]:
+        """The open cameras by observation name."""
+        return dict(self._cameras)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

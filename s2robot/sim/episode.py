@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -34,6 +34,7 @@ def expert_policy(noise_std: float) -> PolicyFactory:
 @dataclass(frozen=True)
 class _ExpertFactory:
     noise_std: float
+    name: ClassVar[str] = "scripted expert"
 
     def __call__(self, env: Any, seed: int) -> Policy:
         from envs.expert import ScriptedExpert

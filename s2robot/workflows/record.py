@@ -27,6 +27,17 @@ from s2robot.sim.env import EnvConfig
 from s2robot.sim.episode import PolicyFactory, RecordJob, expert_policy
 from s2robot.sim.pool import seed_ordered
 
+CONTROLLERS = ("expert", "keyboard", "spacemouse")
+
+
+def controller_factory(name: str, noise_std: float) -> PolicyFactory:
+    """The ``PolicyFactory`` of a ``RecordConfig.controller``."""
+    if name == "expert":
+        return expert_policy(noise_std)
+    from s2robot.real.teleop import SpaceMouseSource, TerminalKeys, teleop_policy
+
+    return teleop_policy(TerminalKeys if name == "keyboard" else SpaceMouseSource)
+
 
 @dataclass
 class RecordConfig:
@@ -44,6 +55,8 @@ class RecordConfig:
     tail_steps: steps recorded after the first success, the expert lifting on and holding (0: stop at success, as
         the paper's demos did; the tail is what trains the chunk a policy executes past that step: README, "The recipe")
     max_attempts: give up after this many episodes without reaching n_episodes (None: 3 × n_episodes + 10)
+    controller: who acts: ``expert`` (the scripted expert: the simulated env, or the arm in franky-sim), ``keyboard``
+        or ``spacemouse`` (Cartesian teleoperation of the arm, ``s2robot.real.teleop``: one process, an operator)
     """
 
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -57,8 +70,11 @@ class RecordConfig:
     noise_std: float = 0.0
     tail_steps: int = 10
     max_attempts: int | None = None
+    controller: str = "expert"
 
     def __post_init__(self) -> None:
+        if self.controller not in CONTROLLERS:
+            raise ValueError(f"controller must be one of {CONTROLLERS}, got {self.controller!r}")
         if self.n_episodes < 1:
             raise ValueError(f"n_episodes must be ≥ 1 (episodes to keep), got {self.n_episodes}")
         if self.workers < 1:
@@ -131,8 +147,8 @@ def record_demos(cfg: RecordConfig, factory: PolicyFactory | None = None, progre
 
 
 def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) -> Path:
-    policy = "scripted expert" if factory is None else getattr(factory, "name", type(factory).__name__)
-    factory = factory or expert_policy(cfg.noise_std)
+    factory = factory or controller_factory(cfg.controller, cfg.noise_std)
+    policy = getattr(factory, "name", type(factory).__name__)  # what the store's attrs say recorded it
     store, next_seed = _open_store(cfg, policy)
     attempts = list(store.attrs.get("attempts", []))
     max_attempts = cfg.max_attempts or 3 * cfg.n_episodes + 10
@@ -141,7 +157,7 @@ def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) ->
                desc=f"recording {Path(cfg.out).name}", file=sys.stdout)
     steps, t0, new_attempts = 0, time.perf_counter(), 0
     job = RecordJob(cfg.env, factory, cfg.tail_steps)
-    workers = 1 if cfg.env.one_robot else cfg.workers
+    workers = 1 if cfg.env.one_robot or cfg.controller != "expert" else cfg.workers
     if workers != cfg.workers:
         print(f"recording on the robot at {cfg.env.options['host']}: one episode at a time, in this process")
     results = seed_ordered(job, next_seed, workers) if need > 0 else iter(())

@@ -1,0 +1,68 @@
+"""Franka cell utilities (README, "Real robot"): the placement sheet, a connection check, error recovery.
+
+    python scripts/real_arm.py sheet --out placement.pdf              # the 16 paper positions at 1:1, to print
+    python scripts/real_arm.py check --host 172.16.0.2 --camera front=realsense:123456789012
+    python scripts/real_arm.py check --host franky-sim                # the rehearsal
+    python scripts/real_arm.py recover --host 172.16.0.2              # after a reflex (collision, limit)
+
+Recording, training and evaluation on the arm use the usual scripts with ``env=franka`` (or ``env=franka_sim``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sheet = sub.add_parser("sheet", help="print the cube placement sheet (PDF/PNG at 1:1 in the robot base frame)")
+    sheet.add_argument("--out", default="placement.pdf")
+    sheet.add_argument("--positions", default="paper", help="paper, a .json/.csv file, or an inline [[x, y], ...]")
+    sheet.add_argument("--page", default="A4", help="A4, A3, letter or none (one page of the drawing's size)")
+    check = sub.add_parser("check", help="connect, print the arm's state, save one frame per camera")
+    recover = sub.add_parser("recover", help="clear a reflex error (libfranka's automatic error recovery)")
+    for p in (check, recover):
+        p.add_argument("--host", required=True, help="the robot's FCI address, or franky-sim")
+    check.add_argument("--camera", action="append", default=[], help="name=source, e.g. front=realsense:<serial>")
+    args = parser.parse_args()
+
+    if args.command == "sheet":
+        from s2robot.real.placement import placement_sheet, positions_table
+        from s2robot.workflows.evaluate import EvalConfig
+
+        positions, _ = EvalConfig(positions=args.positions).position_set()
+        for path in placement_sheet(positions, args.out, page=args.page):
+            print(f"wrote {path} (print at 100% / actual size; its 10 cm bar must measure 10.0 cm)")
+        print(positions_table(positions))
+        return
+
+    from s2robot.real.arm import ArmError
+    from s2robot.real.env import FrankaEnv
+
+    sources = dict(item.split("=", 1) for item in args.camera)
+    try:
+        env = FrankaEnv(host=args.host, cameras=list(sources) or ([] if args.host != "franky-sim" else ["front"]),
+                        camera_sources=sources)
+    except ArmError as err:
+        raise SystemExit(f"error: {err}") from None
+    try:
+        if args.command == "recover":
+            print("recovered" if env.arm.recover() else f"recovery failed: {env.arm.errors()}")
+            return
+        print(f"connected to {env.arm.host}: joints {env.arm.joint_positions().round(3).tolist()} rad, hand "
+              f"{env.arm.gripper_width() * 100:.1f} cm open, errors: {env.arm.errors() or 'none'}")
+        import imageio.v3 as iio
+
+        for name, camera in env.camera_devices.items():
+            frame = camera.read()
+            out = Path(f"check_{name}.png")
+            iio.imwrite(out, frame.rgb)
+            print(f"camera {name} ({camera.source}): frame {frame.rgb.shape} → {out}")
+    finally:
+        env.close()
+
+
+if __name__ == "__main__":
+    main()
