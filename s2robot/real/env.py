@@ -182,6 +182,9 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         """Stop the arm (the hand keeps its state), close the cameras and the rehearsal. Safe to call twice."""
         if self.arm is not None:
             self.arm.stop()
+            # Drop the franky session now, while its server still runs: after the rehearsal below is closed, a second
+            # close()'s robot.stop() would wait for that server forever.
+            self.arm = None
         for cam in self._cameras.values():
             cam.close()
         self._cameras = {}
