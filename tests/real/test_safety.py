@@ -154,3 +154,12 @@ def test_random_requests_always_safe() -> None:
         commanded = out
     assert f.counts["step"] == 100  # every request was larger than one step
     assert f.counts["workspace"] > 0
+
+
+def test_float32_step_at_bound_is_not_an_intervention() -> None:
+    """A float32 request of exactly max_joint_step (0.1 → 0.10000000149) is sent at the bound and not counted."""
+    f = SafetyFilter(SafetyConfig(max_joint_step=0.1))
+    delta = np.r_[0.0, 0.1, 0.0, -0.1, 0.0, 0.0, 0.0].astype(np.float32).astype(np.float64)
+    out = f.apply(HOME + delta, HOME)
+    np.testing.assert_allclose(out - HOME, delta, atol=1e-8)
+    assert f.counts == {"step": 0, "joint_limit": 0, "workspace": 0}
