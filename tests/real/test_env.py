@@ -91,7 +91,7 @@ def test_zero_action_keeps_target(env: FrankaEnv) -> None:
 
 
 def test_delta_moves_towards_target_and_times_episode(env: FrankaEnv) -> None:
-    """After one delta and holding it 5 steps, |q − target| < 0.03 rad; the truncating step's info has timing."""
+    """After one delta and holding it 5 steps, |q − target| < 0.08 rad; the truncating step's info has timing."""
     env.reset(options={"cube_xy": CUBE_XY})
     target = np.asarray(HOME_Q) + DELTA
     _, _, _, _, info = env.step(action(DELTA))
@@ -100,7 +100,11 @@ def test_delta_moves_towards_target_and_times_episode(env: FrankaEnv) -> None:
     for _ in range(5):
         obs, _, _, truncated, info = env.step(action())
         assert "timing" not in info and not truncated
-    assert np.abs(obs["proprio"][:7] - target).max() < 0.03
+    # Idle, the arm is within 0.005 rad of the target by now; under CPU load franky-sim was seen to overshoot by
+    # 0.057 rad (physics and client threads on 2 cores): 0.08 rad, and each moved joint went ≥ 0.05 rad its way.
+    q = obs["proprio"][:7].astype(np.float64)
+    assert np.abs(q - target).max() < 0.08
+    assert np.all((q - np.asarray(HOME_Q))[[1, 3]] * DELTA[[1, 3]] > 0.05 * 0.1)
     np.testing.assert_allclose(info["fingertip_pos"], envs_fk(obs["proprio"][:7]), atol=1e-6)
     for _ in range(MAX_STEPS - 6):
         _, _, _, truncated, info = env.step(action())
