@@ -89,7 +89,9 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         else:
             low, high = np.r_[limits[:, 0], 0.0], np.r_[limits[:, 1], 1.0]
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
-        self._act_low, self._act_high = low, high
+        # Clip to the float32 bounds the space advertises: an action at action_space.high (0.1 as float32 is
+        # 0.10000000149) is not clipped, as in CubePickEnv.
+        self._act_low, self._act_high = (v.astype(np.float32).astype(np.float64) for v in (low, high))
         spaces: dict[str, gym.spaces.Space] = {"proprio": gym.spaces.Box(
             np.r_[limits[:, 0] - 0.1, 0.0].astype(np.float32), np.r_[limits[:, 1] + 0.1, 0.09].astype(np.float32))}
         for cam in self.cameras:
@@ -186,7 +188,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def close(self) -> None:
         """Stop the arm (the hand keeps its state), close the cameras and the rehearsal. Safe to call twice."""
         if self.arm is not None:
-            self.arm.close()
+            self.arm.close()  # ends franky's sessions while the rehearsal's server still runs (arm.close)
             self.arm = None
         for cam in self._cameras.values():
             cam.close()

@@ -95,6 +95,11 @@ def check_action(action: np.ndarray) -> np.ndarray:
     return a
 
 
+# Differences below this are not interventions [rad]: a float32 action at the step bound (0.1 → 0.10000000149) is not
+# a clipped one.
+_TOL = 1e-6
+
+
 def box_violation(point: np.ndarray, box: np.ndarray) -> float:
     """How far (3,) ``point`` lies outside the box (6,) [m]; 0 inside."""
     low, high = box[0::2], box[1::2]
@@ -121,9 +126,9 @@ class SafetyFilter:
         longest fraction that stays inside (or no further out).
         """
         step = np.clip(target - commanded, -self.cfg.max_joint_step, self.cfg.max_joint_step)
-        self.counts["step"] += int(not np.allclose(step, target - commanded, rtol=0, atol=1e-9))
+        self.counts["step"] += int(not np.allclose(step, target - commanded, rtol=0, atol=_TOL))
         safe = np.clip(commanded + step, self.limits[:, 0], self.limits[:, 1])
-        self.counts["joint_limit"] += int(not np.allclose(safe, commanded + step, rtol=0, atol=1e-9))
+        self.counts["joint_limit"] += int(not np.allclose(safe, commanded + step, rtol=0, atol=_TOL))
         allowed = max(box_violation(fingertip_pose(commanded)[:3, 3], self.box), 0.0)
         if box_violation(fingertip_pose(safe)[:3, 3], self.box) <= allowed:
             return safe

@@ -1,0 +1,75 @@
+"""Loop timing: periods, missed deadlines, latency and the wall-over-robot ratio from synthetic step times."""
+
+from __future__ import annotations
+
+import pytest
+
+from s2robot.real.timing import LoopTimer, format_timing
+
+
+def schedule(robot: list[float], wall_per_robot: float = 1.0, latency: float = 0.02) -> LoopTimer:
+    """A timer whose steps were sent at ``robot`` times [s] (wall = ratio × robot), observed ``latency`` before."""
+    timer = LoopTimer(period=0.1)
+    for t in robot:
+        sent = 100.0 + wall_per_robot * t
+        timer.add(observed=sent - latency, acted=sent - latency / 2, sent=sent, robot=t)
+    return timer
+
+
+def test_constant_schedule() -> None:
+    """A constant 0.1 s schedule: period p50/p99 of 100 ms (wall and robot), latency = sent − observed, none missed."""
+    s = schedule([0.1 * k for k in range(20)]).summary()
+    assert s["steps"] == 20
+    for key in ("period_p50_ms", "period_p99_ms", "robot_period_p50_ms", "robot_period_p99_ms"):
+        assert s[key] == pytest.approx(100.0, abs=1e-6)
+    assert s["latency_p50_ms"] == pytest.approx(20.0, abs=1e-6)
+    assert s["latency_p99_ms"] == pytest.approx(20.0, abs=1e-6)
+    assert s["missed_deadlines"] == 0
+    assert s["wall_per_robot_s"] == pytest.approx(1.0)
+
+
+def test_gap_is_one_missed_deadline() -> None:
+    """One 0.3 s gap in an otherwise 0.1 s schedule is one missed deadline; the p50 stays 100 ms."""
+    robot = [0.1 * k for k in range(10)] + [0.9 + 0.3 + 0.1 * k for k in range(10)]
+    s = schedule(robot).summary()
+    assert s["missed_deadlines"] == 1
+    assert s["robot_period_p50_ms"] == pytest.approx(100.0, abs=1e-6)
+    assert s["robot_period_p99_ms"] > 250.0
+
+
+def test_latency_is_sent_minus_observed() -> None:
+    """Latency per step is sent − observed (not acted − observed): p50 and p99 over varying latencies."""
+    timer = LoopTimer(period=0.1)
+    latencies = [0.01 * (k + 1) for k in range(11)]  # 10 … 110 ms, median 60 ms
+    for k, lat in enumerate(latencies):
+        sent = 0.1 * k
+        timer.add(observed=sent - lat, acted=sent - 0.001, sent=sent, robot=sent)
+    s = timer.summary()
+    assert s["latency_p50_ms"] == pytest.approx(60.0, abs=1e-6)
+    assert 100.0 < s["latency_p99_ms"] <= 110.0
+
+
+def test_wall_twice_as_slow_as_robot() -> None:
+    """Wall time running twice as slow as the robot clock gives wall_per_robot_s = 2 and 200 ms wall periods."""
+    s = schedule([0.1 * k for k in range(10)], wall_per_robot=2.0).summary()
+    assert s["wall_per_robot_s"] == pytest.approx(2.0)
+    assert s["period_p50_ms"] == pytest.approx(200.0, abs=1e-6)
+    assert s["robot_period_p50_ms"] == pytest.approx(100.0, abs=1e-6)
+    assert s["missed_deadlines"] == 0  # deadlines are on the robot's clock
+
+
+def test_format_mentions_missed_deadlines() -> None:
+    """The console line gives the period, the number of missed deadlines and the slowdown."""
+    robot = [0.0, 0.1, 0.2, 0.6, 0.7]
+    line = format_timing(schedule(robot, wall_per_robot=3.0).summary())
+    assert "1 missed deadlines" in line
+    assert "3.00 s wall per robot s" in line
+    assert "loop period p50" in line
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_too_few_steps(n: int) -> None:
+    """With fewer than 2 steps the summary is just the step count, and the line says so."""
+    s = schedule([0.1 * k for k in range(n)]).summary()
+    assert s == {"steps": n}
+    assert format_timing(s) == f"{n} steps (too few to time)"
