@@ -11,6 +11,7 @@ recovery command.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -66,6 +67,7 @@ class FrankyArm:
             raise ArmError(f"connected to {host} but franky could not start a session: {err}") from err
         self.robot.relative_dynamics_factor = safety.relative_dynamics_factor
         self.robot.set_collision_behavior(safety.torque_threshold, safety.force_threshold)
+        self.planner_restarts = 0  # targets franky's planner refused mid-motion, sent again from rest
         self._gripper_closed: bool | None = None
         self._gripper_future = None
 
@@ -92,17 +94,29 @@ class FrankyArm:
     def move_to(self, q: Sequence[float], asynchronous: bool = True, speed: float | None = None,
                 timeout: float = 30.0) -> None:
         """Send a joint target (7,) [rad] (already through the SafetyFilter). Asynchronous targets replace the
-        running motion; a blocking move waits at most ``timeout`` seconds of wall time, then stops the arm and raises.
-        ``speed`` scales this motion's dynamics on top of the global factor."""
+        running motion; a blocking move waits at most ``timeout`` seconds on the robot's clock (a rehearsal on a busy
+        CPU runs slower than real time, so wall time would misjudge it; 10 × ``timeout`` of wall time if the clock
+        stops), then stops the arm and raises. ``speed`` scales this motion's dynamics on top of the global factor."""
         franky = self._franky
         motion = franky.JointMotion([float(v) for v in q], relative_dynamics_factor=speed or 1.0)
         try:
-            self.robot.move(motion, asynchronous=True)
-            if not asynchronous and not self.robot.join_motion(timeout):
+            try:
+                self.robot.move(motion, asynchronous=True)
+            except RuntimeError as err:  # franky's planner (Ruckig) refused the switch from the current motion
+                if "planner" not in str(err):
+                    raise
+                self.planner_restarts += 1  # stop, then start the same target from rest: a pause, not an abort
                 self.stop()
-                raise ArmError(f"the arm at {self.host} did not reach its target within {timeout:.0f} s; it is "
-                               "stopped. Is something in the way, or the robot (or franky-sim) not running?")
-        except franky.Exception as err:
+                self.robot.move(motion, asynchronous=True)
+            if asynchronous:
+                return
+            robot_start, wall_start = self.time(), time.perf_counter()
+            while not self.robot.join_motion(0.2):
+                if self.time() - robot_start > timeout or time.perf_counter() - wall_start > 10 * timeout:
+                    self.stop()
+                    raise ArmError(f"the arm at {self.host} did not reach its target within {timeout:.0f} s; it is "
+                                   "stopped. Is something in the way, or the robot (or franky-sim) not running?")
+        except (franky.Exception, RuntimeError) as err:
             self.stop()
             raise ArmError(f"the arm at {self.host} stopped: {err}. {RECOVER_HINT.format(host=self.host)}") from err
 
@@ -125,7 +139,8 @@ class FrankyArm:
         """Open the hand fully and wait (used at reset, never mid-episode)."""
         if self._gripper_future is not None:
             self._gripper_future.wait(5.0)
-        self.gripper.move(FINGER_MAX_WIDTH, self.safety.gripper_speed)
+        if not self.gripper.move_async(FINGER_MAX_WIDTH, self.safety.gripper_speed).wait(60.0):
+            raise ArmError(f"the hand at {self.host} did not open within 60 s: check it in Desk (homing may help)")
         self._gripper_closed, self._gripper_future = False, None
 
     def stop(self) -> None:

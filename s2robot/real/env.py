@@ -159,6 +159,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise
         self._arm_target, self._gripper_cmd, self._steps, self._clipped = q0.copy(), 0.0, 0, 0
         self.filter.reset_counts()
+        self.arm.planner_restarts = 0
         self.timer = LoopTimer(CONTROL_DT)
         self._deadline = self.arm.time()
         obs = self._observation()
@@ -237,7 +238,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 "fingertip_pos": fingertip_pose(obs["proprio"][:7].astype(np.float64))[:3, 3],
                 "is_grasped": grasped, "lift_height": lift if np.isfinite(lift) else 0.0, "is_success": success,
                 "arm_target": self._arm_target.copy(), "clipped_steps": self._clipped,
-                "safety": dict(self.filter.counts)}
+                "safety": {**self.filter.counts, "planner_restarts": self.arm.planner_restarts}}
 
     def _render(self, camera: str, size: tuple[int, int]) -> np.ndarray:
         """A frame (H, W, 3) uint8 for videos: the rehearsal's scene camera, or a policy camera's latest frame."""

@@ -91,3 +91,48 @@ def test_env_real_host_needs_camera_sources() -> None:
     """A real host with cameras but no camera_sources is a ValueError naming the camera, before any connect."""
     with pytest.raises(ValueError, match=r"front.*camera_sources"):
         FrankaEnv(host="192.0.2.1", cameras=["front"], connect_timeout=1.0)
+
+
+class _FakeRobot:
+    """franky.Robot's move/stop/join_motion, whose planner refuses the first ``refusals`` targets."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals, self.moves, self.stops = refusals, [], 0
+
+    def move(self, motion: object, asynchronous: bool = False) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("Motion planner failed with error code -101")
+        self.moves.append(motion)
+
+    def stop(self) -> None:
+        self.stops += 1
+
+    def join_motion(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def _arm_with(robot: _FakeRobot) -> FrankyArm:
+    import franky
+
+    arm = FrankyArm.__new__(FrankyArm)  # no connection: the fake stands in for franky's Robot
+    arm.host, arm.safety, arm._franky, arm.robot, arm.planner_restarts = "fake", SafetyConfig(), franky, robot, 0
+    return arm
+
+
+def test_a_refused_target_is_sent_again_from_rest_and_counted() -> None:
+    """franky's planner refusing a mid-motion switch stops the arm and sends the target once more, counted."""
+    pytest.importorskip("franky")
+    robot = _FakeRobot(refusals=1)
+    arm = _arm_with(robot)
+    arm.move_to([0.0] * 7)
+    assert len(robot.moves) == 1 and robot.stops == 1 and arm.planner_restarts == 1
+
+
+def test_a_target_refused_twice_stops_the_arm_and_names_the_recovery() -> None:
+    """A second refusal is an ArmError (the arm stopped, the recovery command named), never a silent skip."""
+    pytest.importorskip("franky")
+    robot = _FakeRobot(refusals=2)
+    with pytest.raises(ArmError, match=r"planner failed.*recover"):
+        _arm_with(robot).move_to([0.0] * 7)
+    assert robot.moves == [] and robot.stops == 2

@@ -77,7 +77,8 @@ def test_reset_places_cube_and_arm(env: FrankaEnv) -> None:
     assert obs["proprio"][7] > 0.07  # fingers open [m]
     np.testing.assert_array_equal(info["arm_target"], HOME_Q)
     assert obs["front"].shape == (32, 32, 3) and obs["front"].dtype == np.uint8 and obs["front"].std() > 0
-    assert info["clipped_steps"] == 0 and info["safety"] == {"step": 0, "joint_limit": 0, "workspace": 0}
+    assert info["clipped_steps"] == 0 and info["safety"] == {"step": 0, "joint_limit": 0, "workspace": 0,
+                                                        "planner_restarts": 0}
 
 
 def test_zero_action_keeps_target(env: FrankaEnv) -> None:
