@@ -191,9 +191,9 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         """
         super().reset(seed=seed)
         options = dict(options or {})
-        unknown = set(options) - {"cube_xy"}
+        unknown = set(options) - {"cube_xy", "label"}  # label: the position's name, for an operator (unused here)
         if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; supported: ['cube_xy']")
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; supported: ['cube_xy', 'label']")
         if options.get("cube_xy") is None:
             cube_seed = seed if seed is not None else int(self.np_random.integers(2**63))
             cube_xy = demo_cube_xy(cube_seed)

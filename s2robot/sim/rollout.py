@@ -226,8 +226,8 @@ def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], wid
     device = next(policy.parameters()).device
     slots = wave + [wave[0]] * (width - len(wave))  # pad the last wave; extra slots are ignored
     try:
-        obs, info = envs.reset(seed=[e.seed for e in slots],
-                               options={"per_env": [{"cube_xy": e.cube_xy} for e in slots]})
+        per_env = [{"cube_xy": e.cube_xy, "label": str(e.position + 1)} for e in slots]  # label: the sheet's mark
+        obs, info = envs.reset(seed=[e.seed for e in slots], options={"per_env": per_env})
     except (EOFError, BrokenPipeError, ConnectionResetError) as e:
         raise _dead_worker(envs, wave, e) from e
     policy.reset(batch_size=width)

@@ -26,6 +26,7 @@ from s2robot.common.runlog import WandbConfig, wandb_run
 from s2robot.data.store import EpisodeStore
 from s2robot.policy.checkpoint import from_pretrained
 from s2robot.policy.modeling import ChunkTransformerPolicy
+from s2robot.policy.prefetch import PrefetchingPolicy
 from s2robot.real.timing import combine_timing, format_timing
 from s2robot.sim.env import EnvConfig
 from s2robot.sim.rollout import eval_episodes, run_episodes
@@ -64,6 +65,9 @@ class EvalConfig:
     max_steps: episode limit [steps]; None keeps the training env's value
     n_envs: parallel env worker processes (0 = sequential, in this process)
     videos: how many episodes to film (-1 all, 0 none), in episode order
+    prefetch: background inference (``policy.prefetch``): predict the next chunk in a thread once this many queued
+        actions are left, dropping the ones that went stale meanwhile (0: off, predict when the queue runs out; for a
+        real arm whose 10 Hz deadline the prediction would miss)
     encoder_device / encoder_dtype: override where and in what precision the encoder runs (the features'
         meaning, and so the fingerprint, stay the same)
     out: output folder; default ``<run dir>/eval``
@@ -81,6 +85,7 @@ class EvalConfig:
     max_steps: int | None = None
     n_envs: int = 16
     videos: int = 4
+    prefetch: int = 0
     encoder_device: str | None = None
     encoder_dtype: str | None = None
     device: str = "auto"
@@ -100,6 +105,8 @@ class EvalConfig:
         if self.joint_noise is not None and not (math.isfinite(self.joint_noise) and self.joint_noise >= 0):
             raise ValueError(f"joint_noise must be a finite value ≥ 0 [rad] or null (the training env's), got "
                              f"{self.joint_noise}")
+        if self.prefetch < 0:
+            raise ValueError(f"prefetch must be ≥ 0 (0: off), got {self.prefetch}")
         if self.videos < -1:
             raise ValueError(f"videos must be ≥ -1 (-1 all, 0 none, else how many), got {self.videos}")
         if self.n_random_positions < 0 or self.position_seed < 0:
@@ -172,7 +179,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     n_envs = 0 if env_cfg.one_robot else cfg.n_envs
     if n_envs != cfg.n_envs:
         print(f"evaluating on the robot at {env_cfg.options['host']}: one episode at a time, in this process")
-    results, frames = run_episodes(policy, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress)
+    runner = PrefetchingPolicy(policy, cfg.prefetch) if cfg.prefetch else policy
+    results, frames = run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress)
     if demo_cubes is not None:
         for r, d in zip(results, nearest_distances([r.cube_xy for r in results], demo_cubes), strict=True):
             r.nearest_demo = d
@@ -183,6 +191,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
               "env": asdict(env_cfg), "eval": asdict(cfg), "positions": positions_desc, "demo_cubes": demo_desc,
               "seeds": [e.seed for e in episodes], "time_s": time.perf_counter() - t0,
               "episodes_detail": [asdict(r) for r in results]}
+    if cfg.prefetch:
+        report["prefetch"] = dict(runner.stats)
+        print(f"background inference: {runner.stats}")
     if any(r.timing for r in results):  # the arm's control loop (s2robot.real.timing), over all episodes
         report["timing"] = combine_timing([r.timing for r in results if r.timing])
         print(f"control loop over {len(results)} episodes: {format_timing(report['timing'])}")

@@ -74,6 +74,15 @@ def test_vectorized_and_sequential_agree(checkpoint: Path, tmp_path: Path) -> No
     assert np.ptp(tips, axis=0).max() > 0  # the episodes did differ (different cube positions, live policy)
 
 
+def test_background_inference_runs_and_reports(checkpoint: Path, tmp_path: Path) -> None:
+    """prefetch=1: the evaluation predicts chunks in a thread and says how many it dropped or waited for."""
+    report = run(checkpoint, tmp_path, n_envs=2, videos=0, max_steps=5, repeats=1, positions=[[0.5, 0.0]] * 2,
+                 prefetch=1)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["episodes"] == 2 and set(saved["prefetch"]) == {"chunks", "waits", "dropped"}
+    assert report["prefetch"]["chunks"] >= 1
+
+
 def test_fingerprint_mismatch_is_refused(checkpoint: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(checkpoint, bad)
