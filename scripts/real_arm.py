@@ -38,9 +38,24 @@ def main() -> None:
         print(positions_table(positions))
         return
 
-    from s2robot.real.arm import ArmError
+    from s2robot.real.arm import ArmError, FrankyArm
     from s2robot.real.env import FrankaEnv
 
+    if args.command == "recover":  # a bare session: a robot in a reflex may refuse the configuration commands
+        from s2robot.real.rehearsal import SimulatedFranka
+        from s2robot.real.safety import SafetyConfig
+
+        scene = SimulatedFranka(()).start() if args.host == "franky-sim" else None
+        try:
+            arm = FrankyArm(scene.host if scene else args.host, SafetyConfig(), configure=False)
+            print("recovered" if arm.recover() else f"recovery failed: {arm.errors()}")
+            arm.close()
+        except ArmError as err:
+            raise SystemExit(f"error: {err}") from None
+        finally:
+            if scene:
+                scene.close()
+        return
     sources = dict(item.split("=", 1) for item in args.camera)
     try:
         env = FrankaEnv(host=args.host, cameras=list(sources) or ([] if args.host != "franky-sim" else ["front"]),
@@ -48,9 +63,6 @@ def main() -> None:
     except ArmError as err:
         raise SystemExit(f"error: {err}") from None
     try:
-        if args.command == "recover":
-            print("recovered" if env.arm.recover() else f"recovery failed: {env.arm.errors()}")
-            return
         print(f"connected to {env.arm.host}: joints {env.arm.joint_positions().round(3).tolist()} rad, hand "
               f"{env.arm.gripper_width() * 100:.1f} cm open, errors: {env.arm.errors() or 'none'}")
         import imageio.v3 as iio

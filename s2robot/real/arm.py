@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,9 +54,11 @@ def _franky():
 class FrankyArm:
     """A connected Franka arm (Panda or FR3) and its hand. Joint values in [rad], widths in [m], times in [s]."""
 
-    def __init__(self, host: str, safety: SafetyConfig, connect_timeout: float = 3.0, realtime: bool = False) -> None:
+    def __init__(self, host: str, safety: SafetyConfig, connect_timeout: float = 3.0, realtime: bool = False,
+                 configure: bool = True) -> None:
         """host: the robot's FCI address. realtime: enforce a real-time kernel (libfranka's default); off here,
-        where kernels are not real-time (franky.RealtimeConfig.Ignore)."""
+        where kernels are not real-time (franky.RealtimeConfig.Ignore). configure: apply the safety config's dynamics
+        and collision settings (off only to recover from a reflex, when the robot may refuse them)."""
         check_reachable(host, connect_timeout)
         franky = _franky()
         self.host, self.safety, self._franky = host, safety, franky
@@ -63,10 +66,12 @@ class FrankyArm:
         try:
             self.robot = franky.Robot(host, realtime_config=config)
             self.gripper = franky.Gripper(host)
+            if configure:
+                self.robot.relative_dynamics_factor = safety.relative_dynamics_factor
+                self.robot.set_collision_behavior(list(safety.torque_threshold), list(safety.force_threshold))
         except franky.Exception as err:
-            raise ArmError(f"connected to {host} but franky could not start a session: {err}") from err
-        self.robot.relative_dynamics_factor = safety.relative_dynamics_factor
-        self.robot.set_collision_behavior(safety.torque_threshold, safety.force_threshold)
+            raise ArmError(f"connected to {host} but franky could not start or configure a session: {err}. If the "
+                           f"robot is in a reflex: {RECOVER_HINT.format(host=host)}") from err
         self.planner_restarts = 0  # targets franky's planner refused mid-motion, sent again from rest
         self._gripper_closed: bool | None = None
         self._gripper_future = None
@@ -147,9 +152,12 @@ class FrankyArm:
         """End every arm motion now (the hand keeps its state: a held cube stays held). Never raises."""
         try:
             self.robot.stop()
-            self.robot.join_motion()  # the stopped motion reports its preemption here, not at the next move
-        except Exception:
-            pass
+            if not self.robot.join_motion(2.0):  # the stopped motion reports its preemption here, not at the next move
+                warnings.warn(f"the arm at {self.host} did not confirm its stop within 2 s", RuntimeWarning,
+                              stacklevel=2)
+        except Exception as err:  # stopping must not fail on top of the error that caused it
+            if "preempted" not in str(err):  # the normal end of a stopped motion
+                warnings.warn(f"stopping the arm at {self.host}: {err}", RuntimeWarning, stacklevel=2)
 
     def close(self) -> None:
         """Stop the arm and end franky's sessions (before the robot server goes away: franky's destructors talk to

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from s2robot.real.arm import FINGER_MAX_WIDTH, FrankyArm
+from s2robot.real.arm import FINGER_MAX_WIDTH, ArmError, FrankyArm
 from s2robot.real.camera import Camera, open_camera
 from s2robot.real.judge import Judge, OperatorJudge, SceneJudge
 from s2robot.real.kinematics import fingertip_pose
@@ -77,7 +77,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if q.shape != (7,) or not np.all((limits[:, 0] <= q) & (q <= limits[:, 1])):
             raise ValueError(f"home_q must be 7 joint positions inside the safety limits {limits.tolist()}, got "
                              f"{self.home_qpos.tolist()}")
-        self.host, self.scene, self.arm, self._cameras = host, None, None, {}
+        self.host, self.scene, self.arm, self._cameras, self._frames = host, None, None, {}, {}
         try:
             self._connect(host, camera_sources or {}, connect_timeout, stall_timeout_s)
         except BaseException:
@@ -181,6 +181,12 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             info["timing"] = self.timer.summary()
         return obs, float(success), terminated, truncated, info
 
+    def end_episode(self) -> bool:
+        """End the episode before its last step (an operator pressed Enter): stop the arm (the hand stays as it
+        is) and return the judge's verdict; ``timer`` keeps the episode's loop timing."""
+        self.arm.stop()
+        return self.judge.final(bool(self._info(self._last_obs)["is_success"]))
+
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             return None
@@ -209,16 +215,28 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.arm.move_to(safe)
         self.arm.set_gripper(clipped[7] >= 0.5)  # the hand follows at its own pace (FrankyArm.set_gripper)
         sent, robot_now = time.perf_counter(), self.arm.time()
-        self.timer.add(self._observed, acted, sent, robot_now)
+        self._deadline += CONTROL_DT
+        skipped = 0
+        if robot_now > self._deadline:  # late: wait for the next tick of the 10 Hz grid instead of rushing
+            skipped = int((robot_now - self._deadline) // CONTROL_DT) + 1
+            self._deadline += skipped * CONTROL_DT
+        self.timer.add(self._observed, acted, sent, robot_now, skipped)
         self._arm_target, self._gripper_cmd = safe, float(clipped[7])
         self._steps += 1
-        self._deadline += CONTROL_DT
-        if robot_now > self._deadline:  # late: start a new schedule from now rather than rushing to catch up
-            self._deadline = robot_now + CONTROL_DT
-        while self.arm.time() < self._deadline:
-            time.sleep(0.001)
+        self._wait_until(self._deadline)
         obs = self._observation()
         return obs, self._info(obs)
+
+    def _wait_until(self, deadline: float) -> None:
+        """Sleep until the robot clock reaches ``deadline`` [s]; ArmError (the step then stops the arm) if the clock
+        stops (a dead connection, or a rehearsal whose physics stopped)."""
+        patience = 10 * CONTROL_DT + 5.0  # [s] of wall time
+        give_up = time.perf_counter() + patience
+        while (left := deadline - self.arm.time()) > 0:
+            if time.perf_counter() > give_up:
+                raise ArmError(f"the robot clock at {self.arm.host} stopped advancing ({patience:.0f} s of wall time "
+                               "without reaching the step's deadline): is the connection, or franky-sim, alive?")
+            time.sleep(min(left, 0.005))
 
     def _observation(self) -> dict[str, np.ndarray]:
         proprio = np.empty(8, dtype=np.float32)
@@ -227,6 +245,8 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         obs = {"proprio": proprio}
         for cam, camera in self._cameras.items():
             obs[cam] = camera.read().rgb
+        self._frames = {cam: obs[cam] for cam in self._cameras}  # for videos: the frames the policy saw
+        self._last_obs = obs
         self._observed = time.perf_counter()
         return obs
 
@@ -241,17 +261,22 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 "safety": {**self.filter.counts, "planner_restarts": self.arm.planner_restarts}}
 
     def _render(self, camera: str, size: tuple[int, int]) -> np.ndarray:
-        """A frame (H, W, 3) uint8 for videos: the rehearsal's scene camera, or a policy camera's latest frame."""
+        """A frame (H, W, 3) uint8 for videos: the rehearsal's scene camera, or (on a real arm, at the policy's image
+        size) the frame the policy saw last, never a second read of a camera."""
         if self.scene is not None:
             return self.scene.render(camera, size[0], size[1])
-        cam = self._cameras.get(camera) or next(iter(self._cameras.values()))
-        return cam.read().rgb
+        if not self._frames:
+            return np.zeros((*size, 3), np.uint8)
+        return self._frames.get(camera, next(iter(self._frames.values())))
 
     @property
-    def config(self) -> dict[str, Any]:
-        """What a demo store records about this arm (its attrs): robot, host, cameras, safety limits."""
+    def cell(self) -> dict[str, Any]:
+        """What a demo store records about this cell (attrs ``cell``): robot, host, camera sources and serials, the
+        home pose and the safety limits."""
         return {"robot": self.safety_cfg.robot, "host": self.host, "safety": asdict(self.safety_cfg),
-                "cameras": {cam: c.source for cam, c in self._cameras.items()}, "finger_max_width": FINGER_MAX_WIDTH}
+                "home_q": self.home_qpos.tolist(),
+                "cameras": {cam: {"source": c.source, "serial": getattr(c, "serial", None)}
+                            for cam, c in self._cameras.items()}, "finger_max_width": FINGER_MAX_WIDTH}
 
     def make_expert(self, noise_std: float = 0.0, rng: np.random.Generator | None = None) -> Any:
         """The scripted expert for this env (``real.expert.ArmExpert``; franky-sim only: it needs the cube's pose)."""

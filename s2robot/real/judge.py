@@ -1,8 +1,9 @@
 """Who places the cube and says whether it was picked: the rehearsal scene (privileged state) or an operator.
 
 ``SceneJudge`` reads franky-sim's cube and contacts, so placement and success are automatic. ``OperatorJudge`` asks a
-person at the cell: before an episode "place the cube at mark k (x, y)", after it "was the cube lifted? [y/n]"; the
-cube's pose stays unknown (NaN) in between. Its prompts take an ``ask`` function so tests script the answers.
+person at the cell: before an episode "place the cube at mark k (x, y)", after it "was the cube lifted? [y/n]"; in
+between nothing measures the cube, so its position is reported as where it was placed (resting) and its orientation
+as unknown (NaN). Its prompts take an ``ask`` function so tests script the answers.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-_UNKNOWN3 = np.full(3, np.nan)
 _UNKNOWN4 = np.full(4, np.nan)
+CUBE_REST_Z = 0.02  # the cube's centre resting on the table [m] (envs.CUBE_REST_Z)
 
 
 class Judge(Protocol):
@@ -50,14 +51,16 @@ class OperatorJudge:
 
     def __init__(self, ask: Callable[[str], str] = input) -> None:
         self.ask = ask
+        self.placed = np.full(3, np.nan)  # where the operator put the cube (x, y, resting z) [m]
 
     def place(self, cube_xy: Sequence[float], label: str | None) -> None:
         mark = f"mark {label} " if label else ""
         self.ask(f"place the cube at {mark}(x {100 * cube_xy[0]:.1f} cm, y {100 * cube_xy[1]:.1f} cm), clear the "
                  "workspace, then press Enter to run ")
+        self.placed = np.array([cube_xy[0], cube_xy[1], CUBE_REST_Z], dtype=np.float64)
 
     def state(self) -> tuple[np.ndarray, np.ndarray, bool]:
-        return _UNKNOWN3.copy(), _UNKNOWN4.copy(), False
+        return self.placed.copy(), _UNKNOWN4.copy(), False
 
     def final(self, success: bool) -> bool:
         while True:

@@ -38,8 +38,9 @@ class SafetyConfig:
     relative_dynamics_factor: scales the arm's velocity, acceleration and jerk limits for every motion (0, 1]; at
         0.5 the arm follows 10 Hz targets about one step behind (0.25: two steps, and the scripted pick takes ~60
         steps instead of ~45; measured in franky-sim)
-    torque_threshold: joint torque above which libfranka's collision reflex stops the arm [N m]
-    force_threshold: end-effector force above which the reflex stops the arm [N]
+    torque_threshold: per joint (7,), the torque above which libfranka's collision reflex stops the arm [N m]
+        (libfranka's defaults; the wrist joints 5-7 are rated 12 N m, so one value for all would never trip them)
+    force_threshold: per axis (6,: x y z, then torque about x y z), the end-effector wrench that trips it [N, N m]
     gripper_speed: finger speed when opening or closing [m/s]
     grasp_force: force the closed gripper holds with [N]
     home_speed: relative dynamics factor of the (blocking) move to the start pose at reset
@@ -50,8 +51,8 @@ class SafetyConfig:
     max_joint_step: float = 0.1
     workspace: list[float] = field(default_factory=lambda: [0.25, 0.80, -0.40, 0.40, 0.01, 0.65])
     relative_dynamics_factor: float = 0.5
-    torque_threshold: float = 20.0
-    force_threshold: float = 30.0
+    torque_threshold: list[float] = field(default_factory=lambda: [20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0])
+    force_threshold: list[float] = field(default_factory=lambda: [20.0, 20.0, 20.0, 25.0, 25.0, 25.0])
     gripper_speed: float = 0.05
     grasp_force: float = 20.0
     home_speed: float = 0.15
@@ -71,7 +72,11 @@ class SafetyConfig:
         for name in ("relative_dynamics_factor", "home_speed"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"safety.{name} must be in (0, 1], got {getattr(self, name)}")
-        for name in ("torque_threshold", "force_threshold", "gripper_speed", "grasp_force"):
+        for name, n in (("torque_threshold", 7), ("force_threshold", 6)):
+            values = list(getattr(self, name))
+            if len(values) != n or not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(f"safety.{name} must be {n} finite values > 0, got {getattr(self, name)}")
+        for name in ("gripper_speed", "grasp_force"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"safety.{name} must be > 0, got {getattr(self, name)}")
 

@@ -7,10 +7,10 @@ with ``real.kinematics``) towards the target, and the gripper command. Commands 
 ``ScriptedKeys`` (tests), ``TerminalKeys`` (keyboard, ``KEYMAP``) or ``SpaceMouseSource`` (``pyspacemouse``).
 
 Ending an episode: the recorder (``sim.episode.run_episode``) ends an episode only when the env terminates or
-truncates. The operator presses Enter when the task is done: the teleop sets ``done``, closes its source (the
-terminal is restored for the judge's "was the cube lifted?" prompt) and from then on returns the hold action (zero
-joint deltas, gripper kept) until the env truncates at its ``max_steps``. So set ``env.max_steps`` a little above the
-longest demo; success is what the env's judge says at the end (the operator's answer on a real arm). Esc or x raises
+truncates, or when the policy reports ``done``. The operator presses Enter when the task is done: the teleop sets
+``done``, closes its source (the terminal is restored for the judge's "was the cube lifted?" prompt) and returns the
+hold action (zero joint deltas, gripper kept); the recording loop then ends the episode through the env's
+``end_episode`` (the arm stops, the judge answers: the operator on a real arm). Esc or x raises
 ``TeleopAbort``, which stops recording (episodes already stored stay).
 """
 

@@ -89,11 +89,18 @@ def run_episode(env: Any, seed: int, start: Callable[[dict, dict], Policy], obse
         max_lift = max(max_lift, float(info["lift_height"]))
         if terminated or truncated:
             break
+        if getattr(policy, "done", False):  # a teleoperator ended the episode (Enter): the env's judge decides
+            end = getattr(env.unwrapped, "end_episode", None)
+            success = end() if end is not None else success
+            break
     meta = {"seed": seed, "cube_xy": [float(cube[0]), float(cube[1])], "success": success, "length": t + 1,
             "max_lift": max_lift}
     timer = getattr(env.unwrapped, "timer", None)  # a real arm's control-loop deadlines (s2robot.real.timing)
     if timer is not None:
         meta["timing"] = timer.summary()
+    cell = getattr(env.unwrapped, "cell", None)  # a real arm's robot, host, cameras and limits (the recorder's attrs)
+    if cell is not None:
+        meta["cell"] = cell
     return {k: np.stack(v) for k, v in steps.items()}, meta
 
 

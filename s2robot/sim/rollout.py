@@ -124,6 +124,18 @@ class _SequentialEnvs:
             e.close()
 
 
+def slot_info(info: dict, key: str, i: int) -> Any:
+    """Slot ``i``'s ``info[key]`` from a vector env's info: an array (``_SequentialEnvs``), or, for a dict-valued
+    key, gymnasium's dict of per-key arrays with a ``_<key>`` mask (``AsyncVectorEnv``); None where a slot has none."""
+    value = info[key]
+    if isinstance(value, dict):
+        if not info.get(f"_{key}", np.ones(i + 1, bool))[i]:
+            return None
+        return {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in value.items()
+                if not k.startswith("_")}
+    return value[i]
+
+
 def _stack(dicts: Sequence[dict]) -> dict:
     keys = set.intersection(*(set(d) for d in dicts))
     return {k: np.stack([np.asarray(d[k]) for d in dicts]) for k in keys}
@@ -196,7 +208,8 @@ class _Wave:
         self.clipped[running] = np.asarray(info["clipped_steps"], int)[running]
         ended = np.flatnonzero(running & (term | trunc))
         for i in ended if "timing" in info else ():  # the arm env reports its loop timing when an episode ends
-            self.timing[int(i)] = info["timing"][i]
+            if (timing := slot_info(info, "timing", int(i))) is not None:
+                self.timing[int(i)] = timing
         self.done |= term | trunc
         return [int(i) for i in ended]
 

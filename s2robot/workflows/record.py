@@ -23,7 +23,7 @@ from s2robot.common.lock import writer_lock
 from s2robot.data.keys import ACTION_SPACES
 from s2robot.data.store import EpisodeStore
 from s2robot.real.timing import combine_timing, format_timing
-from s2robot.sim.env import EnvConfig
+from s2robot.sim.env import ARM_ENV_ID, EnvConfig
 from s2robot.sim.episode import PolicyFactory, RecordJob, expert_policy
 from s2robot.sim.pool import seed_ordered
 
@@ -75,6 +75,9 @@ class RecordConfig:
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
             raise ValueError(f"controller must be one of {CONTROLLERS}, got {self.controller!r}")
+        if self.controller != "expert" and self.env.id != ARM_ENV_ID:
+            raise ValueError(f"controller={self.controller} teleoperates the Franka arm: use env=franka (or "
+                             f"env=franka_sim to rehearse), not {self.env.id}")
         if self.n_episodes < 1:
             raise ValueError(f"n_episodes must be ≥ 1 (episodes to keep), got {self.n_episodes}")
         if self.workers < 1:
@@ -167,7 +170,9 @@ def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) ->
         new_attempts += 1
         attempts.append({k: meta[k] for k in ("seed", "success", "length")})
         if meta["success"] or cfg.keep_failures:  # the attempt is committed with its episode, atomically
-            store.add_episodes([(data, meta)], attrs={"attempts": attempts})
+            cell = meta.pop("cell", None)  # the arm's robot, host, cameras, limits: once, in the store's attrs
+            extra = {"cell": cell} if cell is not None and "cell" not in store.attrs else {}
+            store.add_episodes([(data, meta)], attrs={"attempts": attempts, **extra})
             bar.update(1)
         else:
             store.update_attrs({"attempts": attempts})

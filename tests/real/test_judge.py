@@ -55,12 +55,15 @@ def test_final_reasks_on_garbage() -> None:
     assert len(prompts) == 4
 
 
-def test_state_is_unknown() -> None:
-    """An operator cell measures nothing: cube position and orientation are NaN, nothing grasped; fresh arrays."""
-    judge = OperatorJudge(scripted([])[0])
+def test_state_is_the_placement() -> None:
+    """An operator cell measures nothing: the cube is where it was placed (resting), orientation NaN, nothing
+    grasped; NaN before any placement; fresh arrays."""
+    judge = OperatorJudge(scripted([""])[0])
+    assert np.isnan(judge.state()[0]).all()
+    judge.place((0.5, -0.1), "3")
     pos, quat, grasped = judge.state()
     assert pos.shape == (3,) and quat.shape == (4,)
-    assert np.isnan(pos).all() and np.isnan(quat).all()
-    assert grasped is False
+    np.testing.assert_allclose(pos, [0.5, -0.1, 0.02])
+    assert np.isnan(quat).all() and grasped is False
     pos[:] = 0.0
-    assert np.isnan(judge.state()[0]).all()
+    np.testing.assert_allclose(judge.state()[0], [0.5, -0.1, 0.02])

@@ -28,11 +28,15 @@ def test_constant_schedule() -> None:
     assert s["wall_per_robot_s"] == pytest.approx(1.0)
 
 
-def test_gap_is_one_missed_deadline() -> None:
-    """One 0.3 s gap in an otherwise 0.1 s schedule is one missed deadline; the p50 stays 100 ms."""
+def test_a_late_step_is_one_missed_deadline_and_its_skipped_periods() -> None:
+    """A step sent after its deadline (2 periods skipped) in an otherwise 0.1 s schedule: one missed deadline, 2
+    skipped periods; the p50 stays 100 ms and the gap shows in the p99."""
+    timer = LoopTimer(period=0.1)
     robot = [0.1 * k for k in range(10)] + [0.9 + 0.3 + 0.1 * k for k in range(10)]
-    s = schedule(robot).summary()
-    assert s["missed_deadlines"] == 1
+    for k, t in enumerate(robot):
+        timer.add(observed=t - 0.02, acted=t - 0.01, sent=t, robot=t, skipped=2 if k == 10 else 0)
+    s = timer.summary()
+    assert s["missed_deadlines"] == 1 and s["skipped_periods"] == 2
     assert s["robot_period_p50_ms"] == pytest.approx(100.0, abs=1e-6)
     assert s["robot_period_p99_ms"] > 250.0
 
@@ -60,8 +64,9 @@ def test_wall_twice_as_slow_as_robot() -> None:
 
 def test_format_mentions_missed_deadlines() -> None:
     """The console line gives the period, the number of missed deadlines and the slowdown."""
-    robot = [0.0, 0.1, 0.2, 0.6, 0.7]
-    line = format_timing(schedule(robot, wall_per_robot=3.0).summary())
+    timer = schedule([0.0, 0.1, 0.2, 0.6, 0.7], wall_per_robot=3.0)
+    timer.steps[3].skipped = 3
+    line = format_timing(timer.summary())
     assert "1 missed deadlines" in line
     assert "3.00 s wall per robot s" in line
     assert "loop period p50" in line

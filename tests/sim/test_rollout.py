@@ -118,3 +118,22 @@ def test_failure_classifier_refuses_bad_traces() -> None:
         R.classify_failure([0.0, 0.1], [True], False, H)
     with pytest.raises(ValueError, match="equal-length non-empty"):
         R.classify_failure([], [], False, H)
+
+
+def test_slot_info_reads_both_vector_info_layouts() -> None:
+    """A dict-valued info key per slot: from the sequential envs' stacked objects and from gymnasium's async layout
+    (a dict of per-key arrays with masks), where a slot without the key gives None."""
+    from gymnasium.vector.vector_env import VectorEnv
+
+    from s2robot.sim.rollout import _stack, slot_info
+
+    timing = {"steps": 5, "missed_deadlines": 1}
+    stacked = _stack([{"timing": {"steps": 1}}, {"timing": timing}])
+    assert slot_info(stacked, "timing", 1) == timing
+
+    class Three(VectorEnv):
+        num_envs = 3
+
+    async_info = Three()._add_info({}, {"timing": timing}, 1)
+    assert slot_info(async_info, "timing", 1) == timing
+    assert slot_info(async_info, "timing", 0) is None
