@@ -115,8 +115,11 @@ class FrankyArm:
                 self.robot.move(motion, asynchronous=True)
             if asynchronous:
                 return
-            robot_start, wall_start = self.time(), time.perf_counter()
-            while not self.robot.join_motion(0.2):
+            robot_start, wall_start, goal = self.time(), time.perf_counter(), np.asarray(q, dtype=np.float64)
+            while not self.robot.join_motion(0.1):
+                if self._settled_at(goal):  # there and still, yet not reported finished (seen in franky-sim)
+                    self.stop()
+                    break
                 if self.time() - robot_start > timeout or time.perf_counter() - wall_start > 10 * timeout:
                     self.stop()
                     raise ArmError(f"the arm at {self.host} did not reach its target within {timeout:.0f} s; it is "
@@ -124,6 +127,13 @@ class FrankyArm:
         except (franky.Exception, RuntimeError) as err:
             self.stop()
             raise ArmError(f"the arm at {self.host} stopped: {err}. {RECOVER_HINT.format(host=self.host)}") from err
+
+    def _settled_at(self, goal: np.ndarray, tolerance: float = 0.01, still: float = 0.02) -> bool:
+        """Whether the measured joints are within ``tolerance`` [rad] of ``goal`` (7,) and slower than ``still``
+        [rad/s]: a blocking move that got there is done, whether or not its motion has reported it."""
+        state = self.robot.current_joint_state
+        return bool(np.abs(np.asarray(state.position) - goal).max() < tolerance
+                    and np.abs(np.asarray(state.velocity)).max() < still)
 
     def set_gripper(self, closed: bool) -> None:
         """Ask for the hand closed (a grasp with ``safety.grasp_force``) or open, without waiting. A hand command runs

@@ -273,7 +273,8 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def cell(self) -> dict[str, Any]:
         """What a demo store records about this cell (attrs ``cell``): robot, host, camera sources and serials, the
         home pose and the safety limits."""
-        return {"robot": self.safety_cfg.robot, "host": self.host, "safety": asdict(self.safety_cfg),
+        return {"robot": self.safety_cfg.robot, "host": self.host, "address": self.arm.host,
+                "safety": asdict(self.safety_cfg),
                 "home_q": self.home_qpos.tolist(),
                 "cameras": {cam: {"source": c.source, "serial": getattr(c, "serial", None)}
                             for cam, c in self._cameras.items()}, "finger_max_width": FINGER_MAX_WIDTH}

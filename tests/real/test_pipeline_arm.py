@@ -34,7 +34,8 @@ def test_arm_pipeline_in_franky_sim(tmp_path: Path) -> None:
     assert arm.n_episodes == 2 and arm.attrs["env"]["options"]["host"] == "franky-sim"
     assert arm.attrs["recorder"]["policy"] == "scripted expert"
     cell = arm.attrs["cell"]  # the arm's robot, host, cameras and limits, once per store
-    assert cell["robot"] == "fr3" and cell["host"].startswith("127.") and cell["cameras"]["front"]["source"] == (
+    assert cell["robot"] == "fr3" and cell["host"] == "franky-sim" and cell["address"].startswith("127.")
+    assert cell["cameras"]["front"]["source"] == (
         "mujoco:front") and len(cell["safety"]["torque_threshold"]) == 7
     assert all(arm.episode_info(i)["success"] and "timing" in arm.episode_info(i) for i in range(2))
 
