@@ -182,6 +182,8 @@ class OpenCVCamera(_PolledCamera):
                             ("CAP_PROP_FPS", fps)):
             if value is not None:
                 self._cap.set(getattr(self._cv2, prop), value)
+        if hasattr(self._cv2, "CAP_PROP_BUFFERSIZE"):  # the newest frame, not one queued ~4 frames (130 ms) ago
+            self._cap.set(self._cv2.CAP_PROP_BUFFERSIZE, 1)
 
     def _poll(self, timeout_s: float) -> tuple[np.ndarray, float | None] | None:
         ok, bgr = self._cap.read()  # blocks for the next frame; fails at once when the device is gone

@@ -25,7 +25,7 @@ from s2robot.real.arm import FINGER_MAX_WIDTH, ArmError, FrankyArm
 from s2robot.real.camera import Camera, open_camera
 from s2robot.real.judge import Judge, OperatorJudge, SceneJudge
 from s2robot.real.kinematics import fingertip_pose
-from s2robot.real.safety import SafetyConfig, SafetyFilter, check_action
+from s2robot.real.safety import SafetyConfig, SafetyFilter, box_violation, check_action
 from s2robot.real.timing import LoopTimer
 
 SIM_HOST = "franky-sim"
@@ -77,6 +77,10 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if q.shape != (7,) or not np.all((limits[:, 0] <= q) & (q <= limits[:, 1])):
             raise ValueError(f"home_q must be 7 joint positions inside the safety limits {limits.tolist()}, got "
                              f"{self.home_qpos.tolist()}")
+        tip = fingertip_pose(q)[:3, 3]
+        if box_violation(tip, self.filter.box) > 0:  # the reset move goes there unfiltered: it must be a safe pose
+            raise ValueError(f"home_q puts the fingertip at {tip.round(3).tolist()} m, outside safety.workspace "
+                             f"{list(self.safety_cfg.workspace)}: move the box or the home pose")
         self.host, self.scene, self.arm, self._cameras, self._frames = host, None, None, {}, {}
         try:
             self._connect(host, camera_sources or {}, connect_timeout, stall_timeout_s)

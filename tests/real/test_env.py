@@ -182,3 +182,10 @@ def test_absolute_mode_clips_past_joint_limit() -> None:
     finally:
         e.close()
         e.close()
+
+
+def test_a_home_pose_outside_the_workspace_is_refused_before_connecting() -> None:
+    """The reset move to home is not filtered, so a home whose fingertip leaves the box is refused up front."""
+    box = [0.25, 0.80, -0.40, 0.40, 0.55, 0.65]  # the home fingertip sits ~0.49 m up: z_min above it
+    with pytest.raises(ValueError, match=r"outside safety\.workspace"):
+        FrankaEnv(host="192.0.2.1", cameras=[], safety={"workspace": box})
