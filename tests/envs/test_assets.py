@@ -8,21 +8,10 @@ import pytest
 
 import envs
 from envs.cube_pick import ARM_JOINTS, SCENE_XML
+from s2robot.real.kinematics import FLANGE_D, joint_frames
 
 ROBOT_XML = SCENE_XML.parent / "panda_arm.xml"
 
-# Modified DH (Craig) of the Franka Panda: (a_{i-1} [m], d_i [m], alpha_{i-1} [rad]) per joint.
-PANDA_DH = (
-    (0.0, 0.333, 0.0),
-    (0.0, 0.0, -math.pi / 2),
-    (0.0, 0.316, math.pi / 2),
-    (0.0825, 0.0, math.pi / 2),
-    (-0.0825, 0.384, -math.pi / 2),
-    (0.0, 0.0, math.pi / 2),
-    (0.088, 0.0, math.pi / 2),
-)
-FLANGE_D = 0.107
-FINGERTIP_OFFSET = 0.1034
 HOME = (0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4)
 LIMITS = (
     (-2.8973, 2.8973),
@@ -33,30 +22,6 @@ LIMITS = (
     (-0.0175, 3.7525),
     (-2.8973, 2.8973),
 )
-
-
-def _rot_x(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1.0]])
-
-
-def _rot_z(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
-
-
-def _trans(x: float, y: float, z: float) -> np.ndarray:
-    t = np.eye(4)
-    t[:3, 3] = (x, y, z)
-    return t
-
-
-def dh_flange(q: np.ndarray) -> np.ndarray:
-    """Flange pose (4, 4) in the base frame: the modified-DH product over joints, then TransZ(0.107)."""
-    t = np.eye(4)
-    for (a, d, alpha), qi in zip(PANDA_DH, q, strict=True):
-        t = t @ _rot_x(alpha) @ _trans(a, 0, 0) @ _rot_z(qi) @ _trans(0, 0, d)
-    return t @ _trans(0, 0, FLANGE_D)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +81,8 @@ def test_joint_limits_and_home_keyframe(scene) -> None:
 
 
 def test_forward_kinematics_match_modified_dh(scene) -> None:
-    """Flange and fingertip sites match a pure-numpy modified-DH chain to 1e-6 at random configurations."""
+    """Flange and fingertip sites match the Franka's modified-DH chain (``s2robot.real.kinematics``, itself checked
+    against libfranka's model in tests/real/test_kinematics.py) to 1e-6 at random configurations."""
     model, data = scene
     rng = np.random.default_rng(0)
     lo, hi = np.array(LIMITS).T
@@ -124,10 +90,12 @@ def test_forward_kinematics_match_modified_dh(scene) -> None:
         for name, qi in zip(ARM_JOINTS, q, strict=True):
             data.joint(name).qpos = qi
         mujoco.mj_kinematics(model, data)
-        flange = dh_flange(q)
+        frames = joint_frames(q)  # joints 1-7, then the fingertip
+        flange = frames[6].copy()
+        flange[:3, 3] += FLANGE_D * flange[:3, 2]  # the flange: 0.107 m along joint 7's z axis
         np.testing.assert_allclose(data.site("flange").xpos, flange[:3, 3], atol=1e-6)
         np.testing.assert_allclose(data.site("flange").xmat.reshape(3, 3), flange[:3, :3], atol=1e-6)
-        tip = flange @ _rot_z(-math.pi / 4) @ _trans(0, 0, FINGERTIP_OFFSET)
+        tip = frames[7]
         np.testing.assert_allclose(data.site("fingertip").xpos, tip[:3, 3], atol=1e-6)
         np.testing.assert_allclose(data.site("fingertip").xmat.reshape(3, 3), tip[:3, :3], atol=1e-6)
 
