@@ -65,8 +65,7 @@ class SimulatedFranka:
     # ------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> SimulatedFranka:
         """Build the scene, bind the robot and gripper servers and start the physics thread."""
-        if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-            os.environ["MUJOCO_GL"] = "egl"
+        import envs  # noqa: F401  (picks MuJoCo's headless GL backend before mujoco loads: envs/cube_pick.py)
         try:
             import franky_sim
             from franky_sim.mujoco_simulator import MujocoSimulator
