@@ -1,5 +1,5 @@
 """The Franka arm (Panda/FR3) through franky, as a gymnasium env: cameras, safety limits, timing, franky-sim rehearsal.
 
-Imports s2robot.common and s2robot.data only (and ``envs.expert``'s pure numpy helpers for the franky-sim expert);
+Imports s2robot.common and s2robot.data only, plus the task's constants and the expert's pure helpers from ``envs``;
 franky, pyrealsense2 and OpenCV are imported lazily, so the sim-only install never needs them.
 """

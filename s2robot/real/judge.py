@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from envs.cube_pick import CUBE_REST_Z
+
 _UNKNOWN4 = np.full(4, np.nan)
-CUBE_REST_Z = 0.02  # the cube's centre resting on the table [m] (envs.CUBE_REST_Z)
 
 
 class Judge(Protocol):

@@ -22,7 +22,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-CUBE_HALF_SIZE = 0.02  # [m], as in the simulated cube-pick scene (envs.CUBE_HALF_SIZE)
+from envs.cube_pick import CUBE_HALF_SIZE  # also picks MuJoCo's headless GL backend (envs/cube_pick.py)
+
 # Cameras of the rehearsal scene: the policy camera placed as in envs/assets/cube_pick_scene.xml, and a video view.
 SCENE_CAMERAS = {
     "front": {"pos": "1.0 0 0.5", "xyaxes": "0 1 0 -0.5684 0 0.8227", "fovy": "55"},
@@ -65,7 +66,6 @@ class SimulatedFranka:
     # ------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> SimulatedFranka:
         """Build the scene, bind the robot and gripper servers and start the physics thread."""
-        import envs  # noqa: F401  (picks MuJoCo's headless GL backend before mujoco loads: envs/cube_pick.py)
         try:
             import franky_sim
             from franky_sim.mujoco_simulator import MujocoSimulator

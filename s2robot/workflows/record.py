@@ -191,7 +191,8 @@ def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) ->
     bar.close()
     if hasattr(results, "close"):
         results.close()  # stops the workers
-    timings = [store.episode_info(i)["timing"] for i in range(store.n_episodes) if "timing" in store.episode_info(i)]
+    infos = (store.episode_info(i) for i in range(store.n_episodes))
+    timings = [info["timing"] for info in infos if "timing" in info]
     if timings:  # recorded on the arm: how its control loop kept time
         print(f"control loop over {len(timings)} episodes: {format_timing(combine_timing(timings))}")
     return Path(cfg.out)

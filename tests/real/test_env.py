@@ -189,3 +189,13 @@ def test_a_home_pose_outside_the_workspace_is_refused_before_connecting() -> Non
     box = [0.25, 0.80, -0.40, 0.40, 0.55, 0.65]  # the home fingertip sits ~0.49 m up: z_min above it
     with pytest.raises(ValueError, match=r"outside safety\.workspace"):
         FrankaEnv(host="192.0.2.1", cameras=[], safety={"workspace": box})
+
+
+def test_names_and_home_pose_shared_with_the_simulated_side_agree() -> None:
+    """The arm env's registered id, rehearsal host and home pose are the ones the sim side and the MJCF use."""
+    import envs
+    from s2robot.real.env import SIM_HOST
+    from s2robot.sim.env import ARM_ENV_ID, REHEARSAL_HOST
+
+    assert envs.FRANKA_REAL_ID == ARM_ENV_ID and SIM_HOST == REHEARSAL_HOST
+    np.testing.assert_allclose(HOME_Q, envs.CubePickEnv(cameras=[]).home_qpos, atol=1e-12)
