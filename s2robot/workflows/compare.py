@@ -1,16 +1,19 @@
 """Encoder comparison, like the S² paper's Table 6: the same demos and seeds through several frozen encoders.
 
-``compare_encoders(cfg)`` records the demos once, then for every encoder × training seed caches features,
-trains the BC policy and evaluates it (``base.eval``: the 16 paper positions by default), and writes
-``<out>/comparison.{json,md,png}``:
-params, GFLOPs per frame, success rate (mean and spread over seeds, Wilson 95% interval pooled over every
-episode of every seed) per encoder. Every step resumes: a re-run skips finished training and reuses an
-evaluation whose ``results.json`` is for the same checkpoint step and evaluation settings.
+``compare_encoders(cfg)`` records the demos once, then for every readout × training seed × encoder caches
+features, trains the BC policy and evaluates it (``base.eval``: the 16 paper positions × 3 repeats by default),
+and writes ``<out>/comparison.{json,md,png}``: per encoder and readout, params, GFLOPs per frame, optionally
+linear-probe R² / error of the cube and fingertip positions on held-out rendered frames (``probe``), success
+rate (mean and spread over seeds, Wilson 95% interval pooled over every episode of every seed), and the paired
+difference from a ``reference`` encoder under the same readout, pooled over seeds, with its 95% interval.
+Every step resumes: a re-run skips finished training, reuses an evaluation whose ``results.json`` is for the
+same checkpoint step and evaluation settings, and reuses probe results of the same frames.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,15 +24,20 @@ import numpy as np
 from s2robot.common.device import DTYPE_CHOICES
 from s2robot.common.runlog import wandb_run
 from s2robot.policy.checkpoint import read_parts
-from s2robot.vision.encoder import EncoderConfig
+from s2robot.sim.frames import FrameDataConfig
+from s2robot.vision.encoder import READOUTS, EncoderConfig, FrozenS2Encoder
 from s2robot.vision.weights import resolve_weights
 from s2robot.workflows.evaluate import EvalConfig, evaluate
+from s2robot.workflows.paired import compare_pooled
 from s2robot.workflows.pipeline import PipelineConfig
+from s2robot.workflows.probe import encode_readouts, load_labeled, probe
 from s2robot.workflows.record import RecordConfig, record_demos
 from s2robot.workflows.report import wilson_interval
 from s2robot.workflows.train import TrainConfig, train
 
 PAPER_ENCODERS = ["mvp_vitb", "mvp_vitb_s2", "mvp_vitl"]
+# Probe targets shown in the table (``sim.frames.LABELS`` has the gripper opening too, kept in the JSON).
+PROBE_TARGETS = {"cube_pos": "cube", "fingertip_pos": "fingertip"}
 # The paper's cube-pick success over 16 positions (S², Table 6), keyed by (variant, S² scales [px]).
 PAPER_SUCCESS: dict[tuple[str, tuple[int, ...]], float] = {
     ("vitb-mae-egosoup", (224,)): 0.438,
@@ -46,21 +54,29 @@ class CompareConfig:
     """``scripts/compare_encoders.py`` (``configs/compare_encoders.yaml``).
 
     base: demos, training and evaluation shared by every run (``base.train.encoder`` is not used: the
-        encoders come from ``encoders``); run names are ``<base.train.name>-<encoder>-s<seed>``
+        encoders come from ``encoders``); run names are ``<base.train.name>-<encoder>-s<seed>``, with
+        ``-<readout>`` before ``-s<seed>`` when ``readouts`` is given
     encoders: names of ``configs/encoder/*.yaml``; default the paper's ViT-B 224², ViT-B-S² 224²+448², ViT-L 256²
     seeds: training seeds (policy init, batches, train/val split); each encoder is trained once per seed
-    encoder_dtype / encoder_device / encoder_max_batch / encoder_readout: override these of every encoder
-        (None keeps the yaml's); e.g. ``encoder_readout=cls+grid`` compares weights under make run's readout
-    out: where ``comparison.{json,md,png}`` go
+    readouts: every encoder is run under each of these readouts (``cls``, ``mean``, ``cls+grid``), one table row
+        each; empty: each encoder's own (its yaml's)
+    reference: an encoder of ``encoders``: every other row gets its paired success difference from this one
+        under the same readout (episodes matched per training seed, pooled), with a 95% interval; None: no column
+    probe: held-out labeled frames (rendered scenes, see ``scripts/probe_features.py``) for ridge probes of the
+        cube and fingertip positions from each encoder × readout; ``probe.generator.n_frames=0``: no probes
+    encoder_dtype / encoder_device / encoder_max_batch: override these of every encoder (None keeps the yaml's)
+    out: where ``comparison.{json,md,png}`` (and ``probes.json``) go
     """
 
     base: PipelineConfig = field(default_factory=PipelineConfig)
     encoders: list[str] = field(default_factory=lambda: list(PAPER_ENCODERS))
     seeds: list[int] = field(default_factory=lambda: [0])
+    readouts: list[str] = field(default_factory=list)
+    reference: str | None = None
+    probe: FrameDataConfig = field(default_factory=FrameDataConfig)
     encoder_dtype: str | None = None
     encoder_device: str | None = None
     encoder_max_batch: int | None = None
-    encoder_readout: str | None = None
     out: str = "runs/compare"
 
     def __post_init__(self) -> None:
@@ -70,24 +86,47 @@ class CompareConfig:
             raise ValueError(f"seeds must be a non-empty list of distinct ints, got {self.seeds}")
         if self.encoder_dtype is not None and self.encoder_dtype not in DTYPE_CHOICES:
             raise ValueError(f"encoder_dtype must be one of {list(DTYPE_CHOICES)} or null, got {self.encoder_dtype!r}")
+        bad = [r for r in self.readouts if r not in READOUTS]
+        if bad or len(set(self.readouts)) != len(self.readouts):
+            raise ValueError(f"readouts must be distinct names of {list(READOUTS)}, got {self.readouts}")
+        if self.reference is not None and self.reference not in self.encoders:
+            raise ValueError(f"reference {self.reference!r} is not one of encoders {self.encoders}")
 
-    def encoder_config(self, name: str) -> EncoderConfig:
-        """``configs/encoder/<name>.yaml`` with this comparison's dtype/device/max_batch/readout overrides."""
+    def encoder_config(self, name: str, readout: str | None = None) -> EncoderConfig:
+        """``configs/encoder/<name>.yaml`` with this comparison's dtype/device/max_batch overrides and ``readout``
+        (None: the yaml's)."""
         overrides = {"dtype": self.encoder_dtype, "device": self.encoder_device, "max_batch": self.encoder_max_batch,
-                     "readout": self.encoder_readout}
+                     "readout": readout}
         return EncoderConfig.from_name(name, **{k: v for k, v in overrides.items() if v is not None})
 
-    def run_name(self, encoder: str, seed: int) -> str:
-        return f"{self.base.train.name}-{encoder}-s{seed}"
+    def readout_list(self) -> list[str | None]:
+        """The readouts to run (None: each encoder's own)."""
+        return list(self.readouts) or [None]
+
+    def label(self, encoder: str, readout: str | None) -> str:
+        """A row's name: the encoder, with the readout when several are compared."""
+        return encoder if readout is None else f"{encoder} · {readout}"
+
+    def run_name(self, encoder: str, seed: int, readout: str | None = None) -> str:
+        slug = "" if readout is None else "-" + readout.replace("+", "_")
+        return f"{self.base.train.name}-{encoder}{slug}-s{seed}"
 
 
 # ------------------------------------------------------------------------------------ pure helpers
-def comparison_rows(reports_by_encoder: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per encoder from its evaluation reports ({encoder name: {training seed: evaluate() report}}).
+def comparison_rows(
+    reports_by_encoder: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    references: Mapping[str, str] | None = None,
+    probes: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per encoder from its evaluation reports ({row label: {training seed: evaluate() report}}).
 
     Rates are fractions: ``success_mean`` / ``success_std`` (sample std, None for one seed) / ``success_min``
     / ``success_max`` over seeds; ``ci95`` is the Wilson interval of all episodes of all seeds pooled.
+    references: {row label: label of the row it is compared with}: ``paired`` is then that comparison (this row
+        minus the reference, episodes matched per training seed both rows have, pooled; see ``compare_pooled``)
+    probes: {row label: {target: {r2, err_cm, ...}}}: kept as the row's ``probe``
     """
+    references, probes = references or {}, probes or {}
     rows = []
     for name, by_seed in reports_by_encoder.items():
         if not by_seed:
@@ -121,8 +160,24 @@ def comparison_rows(reports_by_encoder: Mapping[str, Mapping[int, Mapping[str, A
             # paper number
             "paper_success": PAPER_SUCCESS.get((enc["variant"], tuple(img_sizes)))
             if readout == "cls" and all(_on_paper_positions(by_seed[s]) for s in seeds) else None,
+            "probe": probes.get(name),
+            "paired": _paired(name, references.get(name), reports_by_encoder),
         })
     return rows
+
+
+def _paired(label: str, reference: str | None, reports: Mapping[str, Mapping[int, Mapping[str, Any]]]
+            ) -> dict[str, Any] | None:
+    """The paired comparison of row ``label`` with row ``reference`` over the training seeds both have."""
+    if reference is None or reference == label:
+        return None
+    if reference not in reports:
+        raise ValueError(f"reference row {reference!r} has no evaluations (rows: {list(reports)})")
+    seeds = sorted(set(reports[label]) & set(reports[reference]))
+    if not seeds:
+        return None
+    c = compare_pooled([(reports[label][s], reports[reference][s]) for s in seeds], label, reference)
+    return asdict(c) | {"seeds": seeds}
 
 
 def _on_paper_positions(report: Mapping[str, Any]) -> bool:
@@ -136,10 +191,16 @@ def _pct(x: float) -> str:
 
 
 def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A markdown table like the paper's Table 6, random-weight encoders labelled RANDOM."""
-    lines = ["| encoder | variant | scales [px] | readout (dim) | params [M] | GFLOPs/frame | "
-             "success % (mean ± std, min–max) | 95% CI % (pooled) | seeds | episodes | paper % |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """A markdown table like the paper's Table 6, random-weight encoders labelled RANDOM; probe and paired
+    columns when the rows have them."""
+    targets = [t for t in PROBE_TARGETS if any(r.get("probe") and t in r["probe"] for r in rows)]
+    paired = any(r.get("paired") for r in rows)
+    head = ["encoder", "variant", "scales [px]", "readout (dim)", "params [M]", "GFLOPs/frame"]
+    head += [f"{PROBE_TARGETS[t]} probe R² / cm" for t in targets]
+    head += ["success % (mean ± std, min–max)", "95% CI % (pooled)", "seeds", "episodes"]
+    head += ["paired Δ vs reference [95% CI], points"] if paired else []
+    head += ["paper %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         variant = f"{r['variant']} (**RANDOM weights**)" if r["weights_random"] else r["variant"]
         scales = "+".join(f"{s}²" for s in r["img_sizes"])
@@ -149,14 +210,26 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
         lo, hi = r["ci95"]
         paper = _pct(r["paper_success"]) if r["paper_success"] is not None else "–"
         readout = f"{r['readout']} ({r['feature_dim']})"
-        lines.append(f"| {r['encoder']} | {variant} | {scales} | {readout} | {r['params_m']:.3g} | "
-                     f"{r['gflops_per_frame']:.3g} | "
-                     f"{success} | {_pct(lo)}–{_pct(hi)} | {', '.join(map(str, r['seeds']))} | "
-                     f"{r['successes']}/{r['episodes']} | {paper} |")
+        cells = [r["encoder"], variant, scales, readout, f"{r['params_m']:.3g}", f"{r['gflops_per_frame']:.3g}"]
+        probe_ = r.get("probe") or {}
+        cells += [f"{probe_[t]['r2']:.3f} / {probe_[t]['err_cm']:.2f}" if t in probe_ else "–" for t in targets]
+        cells += [success, f"{_pct(lo)}–{_pct(hi)}", ", ".join(map(str, r["seeds"])),
+                  f"{r['successes']}/{r['episodes']}"]
+        cells += [_format_paired(r.get("paired"))] if paired else []
+        lines.append("| " + " | ".join([*cells, paper]) + " |")
     if any(r["weights_random"] for r in rows):
         lines.append("\nRANDOM weights: the encoder is not pretrained; its success rate says nothing about "
                      "pretrained features (a CPU-sized stand-in only).")
     return "\n".join(lines)
+
+
+def _format_paired(c: Mapping[str, Any] | None) -> str:
+    """``+6.2 [−1.0, +13.5] vs ref (n=144)``, bold when the interval excludes 0; ``reference`` for none."""
+    if c is None:
+        return "reference"
+    lo, hi = c["ci95"]
+    text = f"{100 * c['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] vs {c['label_b']} (n={c['n']})"
+    return f"**{text}**" if lo > 0 or hi < 0 else text
 
 
 def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -250,29 +323,67 @@ def train_and_evaluate(train_cfg: TrainConfig, eval_cfg: EvalConfig, which: str 
     return evaluate(eval_cfg)
 
 
-def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
-    """Record demos once, train and evaluate every encoder × seed, write the comparison; returns its summary."""
-    configs = check_weights(cfg)
-    b, t = cfg.base, cfg.base.train
-    runs = [(name, seed) for name in cfg.encoders for seed in cfg.seeds]
-    print(f"[1/3] demos: {t.demos} ({b.n_demos} scripted-expert episodes at {t.env.image_size}²)")
-    record_demos(RecordConfig(env=t.env, out=t.demos, n_episodes=b.n_demos, workers=b.record_workers,
-                              seed=b.record_seed, resume=True, noise_std=b.noise_std), progress=t.progress)
-    reports: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in cfg.encoders}
-    for k, (name, seed) in enumerate(runs, 1):
-        run_cfg = replace(t, name=cfg.run_name(name, seed), seed=seed, encoder=configs[name])
-        print(f"[2/3] run {k}/{len(runs)}: {run_cfg.name} (cache, train, evaluate checkpoints/{b.evaluate_checkpoint})")
-        reports[name][seed] = train_and_evaluate(run_cfg, b.eval, b.evaluate_checkpoint)
+def probe_rows(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+    """Ridge probes of every encoder × readout on ``cfg.probe``'s held-out frames: {row label: {target: result}}.
 
-    print(f"[3/3] comparison: {cfg.out}")
-    rows = comparison_rows(reports)
+    Results are kept in ``<out>/probes.json`` with the frames' key; a re-run encodes only what is missing.
+    """
+    gen = cfg.probe.generator
+    if gen.n_frames <= 0:
+        return {}
+    key = {"generator": gen.key(), "n_frames": gen.n_frames, "stores": list(cfg.probe.stores),
+           "max_frames_per_store": cfg.probe.max_frames_per_store, "camera": cfg.probe.camera}
+    path = Path(cfg.out) / "probes.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    done = saved.get("rows", {}) if saved.get("key") == key else {}
+    todo = [(n, r) for n in cfg.encoders for r in cfg.readout_list() if cfg.label(n, r) not in done]
+    if todo:
+        data = load_labeled(cfg.probe, progress)
+        for name in dict.fromkeys(n for n, _ in todo):
+            readouts = [r for n, r in todo if n == name]
+            encoder = FrozenS2Encoder(cfg.encoder_config(name))
+            names = [r or encoder.cfg.readout for r in readouts]
+            t0 = time.perf_counter()
+            features = encode_readouts(encoder, data.frames, names)
+            print(f"probe: {name} encoded {len(data)} frames in {time.perf_counter() - t0:.0f} s")
+            for r, readout in zip(readouts, names, strict=True):
+                done[cfg.label(name, r)] = probe(features[readout], data.labels, data.episodes)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"key": key, "rows": done}, indent=2))  # after each encoder: resumable
+    return {cfg.label(n, r): done[cfg.label(n, r)] for n in cfg.encoders for r in cfg.readout_list()}
+
+
+def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
+    """Record demos once, train and evaluate every readout × seed × encoder, write the comparison; returns its
+    summary. Seeds run in the outer loop so a stopped comparison has every encoder at the same seeds."""
+    configs = {(n, r): cfg.encoder_config(n, r) for n in check_weights(cfg) for r in cfg.readout_list()}
+    b, t = cfg.base, cfg.base.train
+    runs = [(name, seed, readout) for readout in cfg.readout_list() for seed in cfg.seeds for name in cfg.encoders]
+    print(f"[1/4] demos: {t.demos} ({b.n_demos} scripted-expert episodes at {t.env.image_size}²)")
+    record_demos(RecordConfig(env=t.env, out=t.demos, n_episodes=b.n_demos, workers=b.record_workers,
+                              seed=b.record_seed, resume=True, noise_std=b.noise_std, tail_steps=b.tail_steps),
+                 progress=t.progress)
+    print(f"[2/4] probes: {cfg.probe.generator.n_frames or 'none'} held-out rendered frames")
+    probes = probe_rows(cfg, t.progress)
+    reports: dict[str, dict[int, dict[str, Any]]] = {cfg.label(n, r): {} for r in cfg.readout_list()
+                                                     for n in cfg.encoders}
+    for k, (name, seed, readout) in enumerate(runs, 1):
+        run_cfg = replace(t, name=cfg.run_name(name, seed, readout), seed=seed, encoder=configs[name, readout])
+        print(f"[3/4] run {k}/{len(runs)}: {run_cfg.name} (cache, train, evaluate checkpoints/{b.evaluate_checkpoint})")
+        reports[cfg.label(name, readout)][seed] = train_and_evaluate(run_cfg, b.eval, b.evaluate_checkpoint)
+
+    print(f"[4/4] comparison: {cfg.out}")
+    references = {cfg.label(n, r): cfg.label(cfg.reference, r) for n in cfg.encoders for r in cfg.readout_list()
+                  } if cfg.reference else {}
+    rows = comparison_rows(reports, references, probes)
     table = format_comparison(rows)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     outputs = {"json": out / "comparison.json", "md": out / "comparison.md", "png": out / "comparison.png"}
     summary = {"rows": rows, "config": asdict(cfg),
-               "runs": [{"encoder": n, "seed": s, "run": cfg.run_name(n, s), "checkpoint": reports[n][s]["checkpoint"],
-                         "checkpoint_step": reports[n][s]["checkpoint_step"]} for n, s in runs]}
+               "runs": [{"encoder": n, "readout": r, "seed": s, "run": cfg.run_name(n, s, r),
+                         "checkpoint": reports[cfg.label(n, r)][s]["checkpoint"],
+                         "checkpoint_step": reports[cfg.label(n, r)][s]["checkpoint_step"]} for n, s, r in runs]}
     outputs["json"].write_text(json.dumps(summary, indent=2))
     outputs["md"].write_text(table + "\n")
     plot_comparison(rows, outputs["png"], f"{t.name}: {b.n_demos} demos, {t.steps} steps, seeds {cfg.seeds}")

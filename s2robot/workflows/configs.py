@@ -26,6 +26,7 @@ ENTRY_POINTS: dict[str, type] = {
     "pipeline": PipelineConfig,
     "paper": PipelineConfig,  # the paper's protocol, scripts/run_pipeline.py --config-name paper
     "compare_encoders": CompareConfig,
+    "compare_in_domain": CompareConfig,  # the in-domain MAE encoders' Table 6, --config-name compare_in_domain
     "pretrain_mae": PretrainConfig,
     "probe_features": ProbeConfig,
 }

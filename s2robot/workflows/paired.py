@@ -102,7 +102,18 @@ def _cubes(results: Mapping[str, Any]) -> dict[EpisodeKey, tuple[float, ...]]:
 def compare_evaluations(a: Mapping[str, Any], b: Mapping[str, Any], label_a: str = "A", label_b: str = "B",
                         seed: int = 0) -> PairedComparison:
     """The paired comparison of two ``results.json`` dicts (see the module docstring)."""
-    sa, sb = pair_outcomes(a, b)
+    return compare_pooled([(a, b)], label_a, label_b, seed)
+
+
+def compare_pooled(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], label_a: str = "A",
+                   label_b: str = "B", seed: int = 0) -> PairedComparison:
+    """The paired comparison over several pairs of evaluations pooled (e.g. one pair per training seed: A and B
+    trained with seed k, evaluated on the same episodes); each pair is matched episode by episode first."""
+    if not pairs:
+        raise ValueError("need at least one pair of evaluations to compare")
+    matched = [pair_outcomes(a, b) for a, b in pairs]
+    sa = np.concatenate([m[0] for m in matched])  # (n,) bool
+    sb = np.concatenate([m[1] for m in matched])
     ci = paired_bootstrap_ci(sa, sb, seed=seed)
     only_a, only_b = int((sa & ~sb).sum()), int((~sa & sb).sum())
     if ci[0] > 0:

@@ -6,6 +6,10 @@ opening); frames are split into train and test **by episode**, so neighbouring f
 sit on both sides. Reported per target: held-out R² (1 - residual / total sum of squares over the target's
 dimensions) and the error in cm (mean Euclidean distance for positions, mean absolute error for the
 gripper opening).
+
+The reconstruction probe (``reconstruct``) asks the S² paper's representation question: how well does a ridge map
+from one encoder's features (say the small model with S²) reconstruct another's (the larger model's) on held-out
+episodes? Reported as R² per target dimension, averaged over the dimensions.
 """
 
 from __future__ import annotations
@@ -120,6 +124,34 @@ def probe(
     return results
 
 
+def reconstruction_r2(
+    source: np.ndarray,
+    target: np.ndarray,
+    groups: np.ndarray,
+    test_frac: float = 0.25,
+    alphas: tuple[float, ...] = ALPHAS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Ridge ``source`` (T, Fs) → ``target`` (T, Ft) fit on the train episodes; on the held-out ones, R² of each
+    target dimension (1 - SS_res / SS_tot of that dimension) averaged over the dimensions (``r2``), their median,
+    and the ridge strength. Dimensions constant on the held-out frames (SS_tot ≈ 0) are left out.
+    """
+    if len(source) != len(target) or len(source) != len(groups):
+        raise ValueError(f"source ({len(source)}), target ({len(target)}) and groups ({len(groups)}) must have one "
+                         "row per frame")
+    train, test = split_groups(groups, test_frac, seed)
+    if len(test) == 0:
+        raise ValueError(f"need frames from ≥ 2 episodes to hold some out; got {len(np.unique(groups))}")
+    y = np.asarray(target, np.float64).reshape(len(target), -1)
+    model = fit_ridge_cv(source[train], y[train], groups[train], alphas)
+    pred = model.predict(np.asarray(source[test], np.float64))  # (T_test, Ft)
+    ss_tot = ((y[test] - y[test].mean(0)) ** 2).sum(0)  # (Ft,)
+    ss_res = ((y[test] - pred) ** 2).sum(0)
+    keep = ss_tot > 1e-12 * max(float(ss_tot.max()), 1e-30)
+    r2 = 1.0 - ss_res[keep] / ss_tot[keep]
+    return {"r2": float(r2.mean()), "r2_median": float(np.median(r2)), "dims": int(keep.sum()), "alpha": model.alpha}
+
+
 @torch.inference_mode()
 def encode_readouts(
     encoder: FrozenS2Encoder, frames: np.ndarray, readouts: list[str], batch_size: int = 32
@@ -159,6 +191,16 @@ def markdown_table(rows: list[dict[str, Any]], targets: list[str]) -> str:
     return "\n".join(lines)
 
 
+def reconstruction_table(rows: list[dict[str, Any]]) -> str:
+    """One line per (source → target, readout): mean and median R² over the target's dimensions."""
+    lines = ["| source → target (ridge, held-out episodes) | readout | dims | R² mean over dims | R² median |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['source']} → {r['target']} | {r['readout']} | {r['source_dim']} → {r['dims']} | "
+                     f"{r['r2']:.3f} | {r['r2_median']:.3f} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ the script
 @dataclass
 class ProbeConfig:
@@ -171,6 +213,8 @@ class ProbeConfig:
     batch_size: frames per encoder call
     encoder_dtype, device: compute dtype and device of every encoder (``auto``: bf16 on CUDA and native-bf16 CPUs)
     threads: torch CPU threads; None = torch's default
+    reconstruct: pairs ``[source, target]`` of ``encoders``: how well a ridge map from the source's features
+        reconstructs the target's, per readout (e.g. ``[vitti_s2_mae, vits_mae]``: small model with S² → larger)
     out: JSON results path (the markdown table goes next to it as ``.md``)
     """
 
@@ -183,7 +227,14 @@ class ProbeConfig:
     encoder_dtype: str = "auto"
     device: str = "auto"
     threads: int | None = None
+    reconstruct: list[list[str]] = field(default_factory=list)
     out: str = "runs/probe/probe.json"
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.reconstruct if len(p) != 2 or p[0] == p[1] or not set(p) <= set(self.encoders)]
+        if bad:
+            raise ValueError(f"reconstruct pairs must be [source, target], two different names of encoders "
+                             f"{self.encoders}; got {bad}")
 
 
 def load_labeled(cfg: FrameDataConfig, progress: bool = True) -> LabeledFrames:
@@ -209,6 +260,7 @@ def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
     data = load_labeled(cfg.data, progress)
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    features: dict[str, dict[str, np.ndarray]] = {}  # {encoder: {readout: (T, F)}}, for the reconstruction probe
     for name in cfg.encoders:
         try:
             encoder = FrozenS2Encoder(EncoderConfig.from_name(name, dtype=cfg.encoder_dtype, device=cfg.device))
@@ -220,6 +272,8 @@ def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
         t0 = time.perf_counter()
         feats = encode_readouts(encoder, data.frames, list(cfg.readouts), cfg.batch_size)
         seconds = time.perf_counter() - t0
+        if any(name in pair for pair in cfg.reconstruct):
+            features[name] = feats
         weights = "random" if encoder.weights.is_random else Path(str(encoder.weights.path or "mvp")).stem
         for readout, x in feats.items():
             rows.append({
@@ -229,13 +283,18 @@ def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
             })
             if progress:
                 print(markdown_table(rows[-1:], list(LABELS)).splitlines()[-1], flush=True)
+    recon = [{"source": src, "target": tgt, "readout": r, "source_dim": features[src][r].shape[1],
+              **reconstruction_r2(features[src][r], features[tgt][r], data.episodes, cfg.test_frac, seed=cfg.seed)}
+             for src, tgt in cfg.reconstruct if src in features and tgt in features for r in cfg.readouts]
     train, test = split_groups(data.episodes, cfg.test_frac, cfg.seed)
     table = markdown_table(rows, list(LABELS))
+    if recon:
+        table += "\n\nLinear reconstruction of one encoder's features from another's:\n\n" + reconstruction_table(recon)
     if skipped:
         table += "\n\nskipped (weights not on this machine): " + ", ".join(s["encoder"] for s in skipped)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"rows": rows, "skipped": skipped, "n_frames": len(data), "n_train": len(train),
+    summary = {"rows": rows, "reconstruction": recon, "skipped": skipped, "n_frames": len(data), "n_train": len(train),
                "n_test": len(test), "n_episodes": len(np.unique(data.episodes)), "config": asdict(cfg)}
     out.write_text(json.dumps(summary, indent=2) + "\n")
     out.with_suffix(".md").write_text(table + "\n")

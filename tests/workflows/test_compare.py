@@ -56,6 +56,33 @@ def test_rows_pool_seeds() -> None:
     assert comparison_rows({"h": {0: held_out}})[0]["paper_success"] is None  # the paper's number is for its 16
 
 
+def with_episodes(report: dict, outcomes: list[bool]) -> dict:
+    """A fake report with one episode per outcome at positions 0.. (repeat 0, seed 1000 + position)."""
+    detail = [{"position": i, "repeat": 0, "seed": 1000 + i, "success": ok} for i, ok in enumerate(outcomes)]
+    return report | {"episodes_detail": detail}
+
+
+def test_paired_column_pools_seeds_against_the_reference() -> None:
+    """Each row minus its reference over the seeds both have, episodes matched per seed; known answer."""
+    a0 = [True] * 10 + [False] * 6  # seed 0: A 10/16, B 4/16, every B success also an A success
+    b0 = [True] * 4 + [False] * 12
+    a1 = [True] * 8 + [False] * 8  # seed 1: A 8/16, B 8/16, disjoint
+    b1 = [False] * 8 + [True] * 8
+    reports = {"A": {0: with_episodes(fake_report(10), a0), 1: with_episodes(fake_report(8), a1)},
+               "B": {0: with_episodes(fake_report(4), b0), 1: with_episodes(fake_report(8), b1),
+                     2: with_episodes(fake_report(1), [True] + [False] * 15)}}
+    a, b = comparison_rows(reports, references={"A": "B", "B": "B"})
+    assert b["paired"] is None  # the reference row itself
+    p = a["paired"]
+    assert p["seeds"] == [0, 1] and p["n"] == 32  # seed 2 has no A evaluation: not paired
+    assert (p["successes_a"], p["successes_b"], p["only_a"], p["only_b"]) == (18, 12, 14, 8)
+    assert p["difference"] == pytest.approx(6 / 32) and p["ci95"][0] < p["difference"] < p["ci95"][1]
+    md = format_comparison([a, b])
+    assert "paired Δ vs reference" in md and "+18.8 [" in md and "| reference |" in md
+    with pytest.raises(ValueError, match="reference row 'C' has no evaluations"):
+        comparison_rows(reports, references={"A": "C"})
+
+
 def test_table_and_chart(tmp_path: Path) -> None:
     """The markdown labels random-weight encoders; the chart is written."""
     rows = comparison_rows({"mvp_vitb": {0: fake_report(7), 1: fake_report(8)},
@@ -79,13 +106,20 @@ def test_config_validates() -> None:
 
 
 def test_encoder_overrides() -> None:
-    """encoder_* fields override every encoder's yaml; None keeps it."""
+    """encoder_* fields and the readout override every encoder's yaml; None keeps it."""
     kept = CompareConfig().encoder_config("vitti_s2_random")
-    grid = CompareConfig(encoder_readout="cls+grid", encoder_dtype="float32").encoder_config("vitti_s2_random")
+    grid = CompareConfig(encoder_dtype="float32").encoder_config("vitti_s2_random", "cls+grid")
     assert (kept.readout, grid.readout, grid.dtype) == ("cls", "cls+grid", "float32")
     assert grid.feature_dim() == 5 * kept.feature_dim()  # CLS + 2×2 pooled patch grid
-    with pytest.raises(ValueError, match="readout"):
-        CompareConfig(encoder_readout="max").encoder_config("vitti_s2_random")
+    with pytest.raises(ValueError, match="readouts must be distinct names"):
+        CompareConfig(readouts=["max"])
+    with pytest.raises(ValueError, match="readouts must be distinct names"):
+        CompareConfig(readouts=["cls", "cls"])
+    with pytest.raises(ValueError, match="reference 'vitti_mae' is not one of encoders"):
+        CompareConfig(reference="vitti_mae")
+    cfg = CompareConfig(readouts=["cls+grid", "cls"])
+    assert cfg.run_name("vits_mae", 2, "cls+grid").endswith("-vits_mae-cls_grid-s2")
+    assert cfg.label("vits_mae", "cls") == "vits_mae · cls" and CompareConfig().label("vits_mae", None) == "vits_mae"
 
 
 def test_missing_weights_fail_before_any_work(tmp_path: Path) -> None:
@@ -98,8 +132,8 @@ def test_missing_weights_fail_before_any_work(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-def compose_config(tmp: Path) -> CompareConfig:
-    """configs/compare_encoders.yaml with test_pipeline.py's tiny overrides, 2 micro encoders × 1 seed."""
+def compose_config(tmp: Path, name: str = "compare_encoders", extra: list[str] | None = None) -> CompareConfig:
+    """configs/<name>.yaml with test_pipeline.py's tiny overrides, 2 micro encoders × 1 seed, then ``extra``."""
     register_configs()
     overrides = ["encoders=[micro_s2_random,micro_random]", "seeds=[0]", f"out={tmp / 'cmp'}",
                  "encoder_dtype=float32", "policy@base.train.policy=tiny", "base.n_demos=3", "base.record_workers=1",
@@ -108,10 +142,10 @@ def compose_config(tmp: Path) -> CompareConfig:
                  "base.train.batch_size=16", "base.train.warmup_steps=2", "base.train.val_fraction=0",
                  "base.train.wandb.mode=disabled", "base.train.progress=false", "base.eval.n_envs=4",
                  "base.eval.max_steps=3", "base.eval.videos=0", "base.eval.wandb.mode=disabled",
-                 "base.eval.progress=false"]
+                 "base.eval.progress=false", "base.noise_std=0", "base.train.env.joint_noise=0", *(extra or [])]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return OmegaConf.to_object(compose("compare_encoders", overrides=overrides))
+        return OmegaConf.to_object(compose(name, overrides=overrides))
 
 
 def test_compare_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,3 +169,34 @@ def test_compare_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert out.count("already trained for 4") == 2 and out.count("is up to date") == 2
     assert results.stat().st_mtime_ns == stamp and again["rows"] == rows
+
+
+def test_in_domain_preset_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """configs/compare_in_domain.yaml on micro encoders: 2 readouts × 2 encoders at 2 positions × 3
+    repeats, probes on rendered frames, every row paired with the reference; a re-run re-encodes, retrains and
+    re-evaluates nothing."""
+    overrides = ["encoders=[micro_s2_random,micro_random]", "reference=micro_random", "seeds=[1]",
+                 "base.eval.positions=[[0.5,0.0],[0.55,-0.1]]",
+                 "readouts=[cls+grid,cls]", "probe.generator.n_frames=40", "probe.generator.image_size=32",
+                 "probe.generator.max_steps=20", "probe.generator.workers=1",
+                 f"probe.generator.out={tmp_path / 'frames.zarr'}"]
+    cfg = compose_config(tmp_path, "compare_in_domain", overrides)
+    result = compare_encoders(cfg)
+    rows = result["rows"]
+    assert [r["encoder"] for r in rows] == ["micro_s2_random · cls+grid", "micro_random · cls+grid",
+                                            "micro_s2_random · cls", "micro_random · cls"]
+    assert [r["readout"] for r in rows] == ["cls+grid", "cls+grid", "cls", "cls"]
+    assert all(r["seeds"] == [1] and r["episodes"] == 6 for r in rows)
+    assert [r["paired"] is None for r in rows] == [False, True, False, True]
+    assert rows[0]["paired"]["label_b"] == "micro_random · cls+grid" and rows[0]["paired"]["n"] == 6
+    assert all(set(r["probe"]) == {"cube_pos", "fingertip_pos", "gripper"} for r in rows)
+    md = Path(result["outputs"]["md"]).read_text()
+    assert "cube probe R² / cm" in md and "fingertip probe R² / cm" in md and "| reference |" in md
+    runs = [r["run"] for r in json.loads(Path(result["outputs"]["json"]).read_text())["runs"]]
+    assert runs == ["t-micro_s2_random-cls_grid-s1", "t-micro_random-cls_grid-s1", "t-micro_s2_random-cls-s1",
+                    "t-micro_random-cls-s1"]
+    capsys.readouterr()
+    again = compare_encoders(cfg)
+    out = capsys.readouterr().out
+    assert out.count("already trained for 4") == 4 and out.count("is up to date") == 4
+    assert "probe: " not in out and again["rows"] == rows

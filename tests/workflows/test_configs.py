@@ -32,23 +32,47 @@ def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def expected_config(name: str) -> tuple[Any, dict]:
-    """The dataclass, with the presets the yaml's defaults list selects and the yaml's own values merged in."""
+    """The dataclass, with the presets (and recipes) the yaml's defaults list selects and the yaml's own values
+    merged in."""
     raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
-    cfg = OmegaConf.structured(ENTRY_POINTS[name])
-    for entry in raw.pop("defaults"):
+    cfg = OmegaConf.merge(OmegaConf.structured(ENTRY_POINTS[name]), _selected(raw.pop("defaults"), ""))
+    return OmegaConf.merge(cfg, raw), raw
+
+
+def _selected(defaults: list, base: str) -> Any:
+    """What a defaults list's group entries put into the config, packages relative to ``base``; a ``recipe`` is a
+    yaml file of configs/recipe/ with its own defaults list and values."""
+    cfg = OmegaConf.create({})
+    for entry in defaults:
         if isinstance(entry, dict):
             (key, option), = entry.items()
-            group, _, package = key.partition("@")
+            group, _, package = key.lstrip("/").partition("@")
+            path = ".".join(p for p in (base, "" if package == "_here_" else package or group) if p)
             if group in GROUPS:
-                cfg = OmegaConf.merge(cfg, _at(package or group, GROUPS[group][option]))
-    return OmegaConf.merge(cfg, raw), raw
+                cfg = OmegaConf.merge(cfg, _at(path, GROUPS[group][option]))
+            elif group == "recipe":
+                recipe = OmegaConf.to_container(OmegaConf.load(CONFIGS / "recipe" / f"{option}.yaml"))
+                cfg = OmegaConf.merge(cfg, _selected(recipe.pop("defaults", []), path), _at(path, recipe))
+    return cfg
 
 
 def _at(path: str, value: dict) -> Any:
     node: Any = value
-    for part in reversed(path.split(".")):
+    for part in reversed([p for p in path.split(".") if p]):
         node = {part: node}
     return OmegaConf.create(node)
+
+
+def test_recipe_holds_only_what_differs() -> None:
+    """configs/recipe/*.yaml, like the entry points' yaml, states only what differs from PipelineConfig."""
+    from s2robot.workflows.pipeline import PipelineConfig
+
+    defaults = OmegaConf.structured(PipelineConfig)
+    for path in sorted((CONFIGS / "recipe").glob("*.yaml")):
+        raw = OmegaConf.to_container(OmegaConf.load(path))
+        raw.pop("defaults", None)
+        restated = [p for p, value in leaves(raw) if OmegaConf.select(defaults, p) == value]
+        assert not restated, f"{path.name} restates the dataclass defaults of {restated}"
 
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))

@@ -17,6 +17,7 @@ from s2robot.workflows.probe import (
     fit_ridge,
     probe,
     r2_score,
+    reconstruction_r2,
     run_probes,
     split_groups,
 )
@@ -65,15 +66,49 @@ def test_readouts_equal_the_encoders_own() -> None:
         assert np.allclose(f, own, atol=1e-6), readout
 
 
+def test_reconstruction_of_a_linear_map_and_of_independent_features() -> None:
+    """R² ≈ 1 when the target is a known linear map of the source (plus a little noise), ≈ 0 when independent;
+    one-way maps are not symmetric (a 4-D source cannot rebuild a 24-D target)."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 25)  # 40 episodes × 25 frames
+    source = rng.normal(size=(1000, 24))
+    target = source @ rng.normal(size=(24, 16)) + 1e-3 * rng.normal(size=(1000, 16)) + 5.0
+    linear = reconstruction_r2(source, target, groups)
+    assert linear["r2"] > 0.999 and linear["dims"] == 16
+    independent = reconstruction_r2(source, rng.normal(size=(1000, 16)), groups)
+    assert abs(independent["r2"]) < 0.05
+    narrow = reconstruction_r2(source[:, :4], source, groups)
+    assert 0.1 < narrow["r2"] < 0.3  # 4 of 24 independent dimensions: R² 1 on those, ~0 on the rest
+    constant = np.concatenate([target, np.ones((1000, 1))], axis=1)
+    assert reconstruction_r2(source, constant, groups)["dims"] == 16  # a constant dimension has no R²
+    with pytest.raises(ValueError, match="one row per frame"):
+        reconstruction_r2(source, target[:10], groups)
+
+
+def test_reconstruct_pairs_validated() -> None:
+    with pytest.raises(ValueError, match="reconstruct pairs"):
+        ProbeConfig(encoders=["a", "b"], reconstruct=[["a", "c"]])
+    with pytest.raises(ValueError, match="reconstruct pairs"):
+        ProbeConfig(encoders=["a", "b"], reconstruct=[["a", "a"]])
+
+
 def test_probe_script_end_to_end(tmp_path: Path) -> None:
     gen = GeneratorConfig(n_frames=60, image_size=32, max_steps=20, workers=1, out=str(tmp_path / "g.zarr"))
-    cfg = ProbeConfig(encoders=["micro_s2_random", "mvp_vitb"], readouts=["cls", "mean"],
+    cfg = ProbeConfig(encoders=["micro_s2_random", "micro_random", "mvp_vitb"], readouts=["cls", "mean"],
                       data=FrameDataConfig(generator=gen), out=str(tmp_path / "probe.json"), device="cpu",
-                      encoder_dtype="float32")
+                      encoder_dtype="float32",
+                      reconstruct=[["micro_s2_random", "micro_random"], ["micro_random", "micro_s2_random"],
+                                   ["micro_random", "mvp_vitb"]])
     table, path = run_probes(cfg, progress=False)
     result = json.loads(path.read_text())
-    assert [(r["encoder"], r["readout"]) for r in result["rows"]] == [("micro_s2_random", "cls"),
-                                                                      ("micro_s2_random", "mean")]
+    assert [(r["encoder"], r["readout"]) for r in result["rows"]] == [
+        ("micro_s2_random", "cls"), ("micro_s2_random", "mean"), ("micro_random", "cls"), ("micro_random", "mean")]
+    recon = result["reconstruction"]  # the pair with the skipped encoder is left out
+    assert [(r["source"], r["target"], r["readout"]) for r in recon] == [
+        ("micro_s2_random", "micro_random", "cls"), ("micro_s2_random", "micro_random", "mean"),
+        ("micro_random", "micro_s2_random", "cls"), ("micro_random", "micro_s2_random", "mean")]
+    assert all(-1 < r["r2"] <= 1 for r in recon) and recon[0]["source_dim"] == 2 * recon[2]["source_dim"]
+    assert "| micro_s2_random → micro_random | cls |" in table
     assert result["skipped"][0]["encoder"] == "mvp_vitb" and "mvp_vitb" in table
     assert set(result["rows"][0]["targets"]) == {"cube_pos", "fingertip_pos", "gripper"}
     assert result["n_train"] + result["n_test"] == result["n_frames"] >= 60
