@@ -192,12 +192,14 @@ def markdown_table(rows: list[dict[str, Any]], targets: list[str]) -> str:
 
 
 def reconstruction_table(rows: list[dict[str, Any]]) -> str:
-    """One line per (source → target, readout): mean and median R² over the target's dimensions."""
-    lines = ["| source → target (ridge, held-out episodes) | readout | dims | R² mean over dims | R² median |",
-             "|---|---|---|---|---|"]
+    """One line per (source → target, readout): R² averaged over the target's dimensions (first split, and mean and
+    range over the episode splits) and its median over the dimensions."""
+    lines = ["| source → target (ridge, held-out episodes) | readout | dims | R² mean over dims | "
+             "over splits: mean (min–max) | R² median over dims |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['source']} → {r['target']} | {r['readout']} | {r['source_dim']} → {r['dims']} | "
-                     f"{r['r2']:.3f} | {r['r2_median']:.3f} |")
+                     f"{r['r2']:.3f} | {r['r2_mean']:.3f} ({r['r2_min']:.3f}–{r['r2_max']:.3f}), "
+                     f"{len(r['r2_splits'])} splits | {r['r2_median']:.3f} |")
     return "\n".join(lines)
 
 
@@ -215,6 +217,7 @@ class ProbeConfig:
     threads: torch CPU threads; None = torch's default
     reconstruct: pairs ``[source, target]`` of ``encoders``: how well a ridge map from the source's features
         reconstructs the target's, per readout (e.g. ``[vitti_s2_mae, vits_mae]``: small model with S² → larger)
+    reconstruct_splits: each reconstruction is scored on this many random episode splits (mean, min–max)
     out: JSON results path (the markdown table goes next to it as ``.md``)
     """
 
@@ -228,13 +231,27 @@ class ProbeConfig:
     device: str = "auto"
     threads: int | None = None
     reconstruct: list[list[str]] = field(default_factory=list)
+    reconstruct_splits: int = 3
     out: str = "runs/probe/probe.json"
 
     def __post_init__(self) -> None:
         bad = [p for p in self.reconstruct if len(p) != 2 or p[0] == p[1] or not set(p) <= set(self.encoders)]
+        if self.reconstruct_splits < 1:
+            raise ValueError(f"reconstruct_splits must be ≥ 1, got {self.reconstruct_splits}")
         if bad:
             raise ValueError(f"reconstruct pairs must be [source, target], two different names of encoders "
                              f"{self.encoders}; got {bad}")
+
+
+def reconstruction_row(source: np.ndarray, target: np.ndarray, groups: np.ndarray, cfg: ProbeConfig, src: str,
+                       tgt: str, readout: str) -> dict[str, Any]:
+    """``reconstruction_r2`` on ``cfg.reconstruct_splits`` episode splits (seeds ``cfg.seed`` …): the first split's
+    numbers, and the mean, min and max of ``r2`` over the splits (how much the split alone moves it)."""
+    runs = [reconstruction_r2(source, target, groups, cfg.test_frac, seed=cfg.seed + k)
+            for k in range(cfg.reconstruct_splits)]
+    r2 = [r["r2"] for r in runs]
+    return {"source": src, "target": tgt, "readout": readout, "source_dim": source.shape[1], **runs[0],
+            "r2_splits": r2, "r2_mean": float(np.mean(r2)), "r2_min": min(r2), "r2_max": max(r2)}
 
 
 def load_labeled(cfg: FrameDataConfig, progress: bool = True) -> LabeledFrames:
@@ -283,8 +300,7 @@ def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
             })
             if progress:
                 print(markdown_table(rows[-1:], list(LABELS)).splitlines()[-1], flush=True)
-    recon = [{"source": src, "target": tgt, "readout": r, "source_dim": features[src][r].shape[1],
-              **reconstruction_r2(features[src][r], features[tgt][r], data.episodes, cfg.test_frac, seed=cfg.seed)}
+    recon = [reconstruction_row(features[src][r], features[tgt][r], data.episodes, cfg, src, tgt, r)
              for src, tgt in cfg.reconstruct if src in features and tgt in features for r in cfg.readouts]
     train, test = split_groups(data.episodes, cfg.test_frac, cfg.seed)
     table = markdown_table(rows, list(LABELS))

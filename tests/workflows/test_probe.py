@@ -90,6 +90,8 @@ def test_reconstruct_pairs_validated() -> None:
         ProbeConfig(encoders=["a", "b"], reconstruct=[["a", "c"]])
     with pytest.raises(ValueError, match="reconstruct pairs"):
         ProbeConfig(encoders=["a", "b"], reconstruct=[["a", "a"]])
+    with pytest.raises(ValueError, match="reconstruct_splits must be ≥ 1"):
+        ProbeConfig(encoders=["a", "b"], reconstruct=[["a", "b"]], reconstruct_splits=0)
 
 
 def test_probe_script_end_to_end(tmp_path: Path) -> None:
@@ -108,6 +110,8 @@ def test_probe_script_end_to_end(tmp_path: Path) -> None:
         ("micro_s2_random", "micro_random", "cls"), ("micro_s2_random", "micro_random", "mean"),
         ("micro_random", "micro_s2_random", "cls"), ("micro_random", "micro_s2_random", "mean")]
     assert all(-1 < r["r2"] <= 1 for r in recon) and recon[0]["source_dim"] == 2 * recon[2]["source_dim"]
+    assert all(len(r["r2_splits"]) == 3 and r["r2_splits"][0] == r["r2"] for r in recon)
+    assert all(r["r2_min"] <= r["r2_mean"] <= r["r2_max"] for r in recon)
     assert "| micro_s2_random → micro_random | cls |" in table
     assert result["skipped"][0]["encoder"] == "mvp_vitb" and "mvp_vitb" in table
     assert set(result["rows"][0]["targets"]) == {"cube_pos", "fingertip_pos", "gripper"}
