@@ -353,6 +353,17 @@ def probe_rows(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[str,
     return {cfg.label(n, r): done[cfg.label(n, r)] for n in cfg.encoders for r in cfg.readout_list()}
 
 
+def _previous_seconds(path: Path) -> dict[str, float]:
+    """{run name: wall seconds spent on it so far} from ``<out>/run_seconds.json``: a resumed comparison adds only
+    the time it spends now, so the totals are the work's, not the last invocation's."""
+    if not path.is_file():
+        return {}
+    try:
+        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return {}
+
+
 def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
     """Record demos once, train and evaluate every readout × seed × encoder, write the comparison; returns its
     summary. Seeds run in the outer loop so a stopped comparison has every encoder at the same seeds."""
@@ -367,10 +378,16 @@ def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
     probes = probe_rows(cfg, t.progress)
     reports: dict[str, dict[int, dict[str, Any]]] = {cfg.label(n, r): {} for r in cfg.readout_list()
                                                      for n in cfg.encoders}
+    seconds_file = Path(cfg.out) / "run_seconds.json"
+    seconds = _previous_seconds(seconds_file)
     for k, (name, seed, readout) in enumerate(runs, 1):
         run_cfg = replace(t, name=cfg.run_name(name, seed, readout), seed=seed, encoder=configs[name, readout])
         print(f"[3/4] run {k}/{len(runs)}: {run_cfg.name} (cache, train, evaluate checkpoints/{b.evaluate_checkpoint})")
+        t0 = time.perf_counter()
         reports[cfg.label(name, readout)][seed] = train_and_evaluate(run_cfg, b.eval, b.evaluate_checkpoint)
+        seconds[run_cfg.name] = seconds.get(run_cfg.name, 0.0) + time.perf_counter() - t0
+        seconds_file.parent.mkdir(parents=True, exist_ok=True)
+        seconds_file.write_text(json.dumps(seconds, indent=2))  # after each run: a stopped comparison keeps them
 
     print(f"[4/4] comparison: {cfg.out}")
     references = {cfg.label(n, r): cfg.label(cfg.reference, r) for n in cfg.encoders for r in cfg.readout_list()
@@ -383,7 +400,9 @@ def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
     summary = {"rows": rows, "config": asdict(cfg),
                "runs": [{"encoder": n, "readout": r, "seed": s, "run": cfg.run_name(n, s, r),
                          "checkpoint": reports[cfg.label(n, r)][s]["checkpoint"],
-                         "checkpoint_step": reports[cfg.label(n, r)][s]["checkpoint_step"]} for n, s, r in runs]}
+                         "checkpoint_step": reports[cfg.label(n, r)][s]["checkpoint_step"],
+                         "seconds": seconds[cfg.run_name(n, s, r)]} for n, s, r in runs]}
+    summary["run_seconds_total"] = sum(r["seconds"] for r in summary["runs"])
     outputs["json"].write_text(json.dumps(summary, indent=2))
     outputs["md"].write_text(table + "\n")
     plot_comparison(rows, outputs["png"], f"{t.name}: {b.n_demos} demos, {t.steps} steps, seeds {cfg.seeds}")

@@ -243,3 +243,15 @@ def test_every_torch_load_is_weights_only() -> None:
     calls = [(p, line) for p in sorted((root / "s2robot").rglob("*.py")) for line in p.read_text().splitlines()
              if "torch.load(" in line and not line.lstrip().startswith(("#", "``", "Every"))]
     assert calls and all("weights_only=True" in line for _, line in calls), calls
+
+
+def test_in_domain_encoders_share_one_pretraining_budget() -> None:
+    """The shipped ViT-Ti and ViT-S (the in-domain Table 6's two sizes) saw the same frames, the same number of
+    images and the same MAE recipe: only the model size differs."""
+    import json
+
+    ti, s = (json.loads((W.REPO_WEIGHTS_DIR / f"{n}.json").read_text())
+             for n in ("vitti-mae-cubepick", "vits-mae-cubepick"))
+    assert ti["images_seen"] == s["images_seen"] == 76_800
+    assert ti["data"]["generator_key"] == s["data"]["generator_key"] and ti["data"]["frames"] == s["data"]["frames"]
+    assert (ti["mask_ratio"], ti["data"]["augmentation"]) == (s["mask_ratio"], s["data"]["augmentation"])

@@ -195,8 +195,13 @@ def test_in_domain_preset_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
     runs = [r["run"] for r in json.loads(Path(result["outputs"]["json"]).read_text())["runs"]]
     assert runs == ["t-micro_s2_random-cls_grid-s1", "t-micro_random-cls_grid-s1", "t-micro_s2_random-cls-s1",
                     "t-micro_random-cls-s1"]
+    first = json.loads(Path(result["outputs"]["json"]).read_text())
+    assert all(r["seconds"] > 0 for r in first["runs"]) and first["run_seconds_total"] > 0
     capsys.readouterr()
     again = compare_encoders(cfg)
     out = capsys.readouterr().out
     assert out.count("already trained for 4") == 4 and out.count("is up to date") == 4
+    second = json.loads(Path(again["outputs"]["json"]).read_text())  # the reused runs keep their time (+ ~0)
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(first["runs"], second["runs"], strict=True))
+    assert second["run_seconds_total"] < 2 * first["run_seconds_total"]
     assert "probe: " not in out and again["rows"] == rows
