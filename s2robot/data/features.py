@@ -8,6 +8,9 @@ Cache key = (encoder fingerprint, source-store fingerprint), both in the cache's
 same key is a no-op; a changed encoder lands in another file (the default path contains the encoder
 fingerprint); a changed demo store makes the cache stale, which is reported and rebuilt, never reused.
 An interrupted build resumes where it stopped: every episode is committed atomically by the store.
+
+``slice_feature_cache`` makes a cache from another whose features contain the wanted ones as leading columns
+(the ``cls`` readout is the first columns of ``cls+grid``), encoding no frame.
 """
 
 from __future__ import annotations
@@ -251,6 +254,47 @@ def _encode_episodes(
         data |= {feat_key(cam): feats[cam][a:b] for cam in cameras}
         episodes.append((data, source.episode_info(i)))
     return episodes
+
+
+def slice_feature_cache(superset: str | Path, demo_path: str | Path, encoder: Encoder, out: str | Path | None = None,
+                        progress: bool = True) -> Path:
+    """The cache of ``encoder`` for the demos at ``demo_path``, cut from the complete, current cache ``superset`` whose
+    features start with this encoder's (columns ``[0, encoder.feature_dim)`` of every ``feat_<camera>``).
+
+    The caller vouches that the columns are the same features (``workflows.cache`` does this for ``cls`` from
+    ``cls+grid`` of the same encoder); this checks that the superset is complete for the same demo store.
+    """
+    source = EpisodeStore.open(demo_path)
+    cameras = _sources(source, encoder)
+    big = open_feature_cache(superset)
+    if big.attrs["source"]["fingerprint"] != source.fingerprint or big.n_episodes != source.n_episodes:
+        raise ValueError(f"feature cache {superset} is not a complete cache of {demo_path} as it is now "
+                         f"({big.n_episodes}/{source.n_episodes} episodes); build it first, or build this cache")
+    if int(big.attrs["feature_dim"]) < encoder.feature_dim:
+        raise ValueError(f"feature cache {superset} has {big.attrs['feature_dim']}-D features; cannot cut "
+                         f"{encoder.feature_dim}-D ones from it")
+    key = (encoder.fingerprint, source.fingerprint)
+    path = Path(out) if out is not None else default_cache_path(demo_path, key[0])
+    with writer_lock(path, "feature cache"):
+        cache = _open_existing(path, key) if path.exists() else None
+        if cache is not None and cache.n_episodes == source.n_episodes:
+            return path
+        if cache is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cache = EpisodeStore.create(path, attrs=_cache_attrs(demo_path, source, encoder), overwrite=True)
+        start = cache.n_episodes
+        groups = episode_groups(big.episode_ends, start, 1024)
+        for group in tqdm(groups, desc=f"cutting {path.name} from {Path(superset).name}", disable=not progress):
+            episodes = []
+            for i, ep in read_group(big, group):
+                data = {k: v[:, : encoder.feature_dim] if k in {feat_key(c) for c in cameras} else v
+                        for k, v in ep.items()}
+                episodes.append((data, big.episode_info(i)))
+            cache.add_episodes(episodes)
+    if progress:
+        print(f"cut {encoder.feature_dim}-D features of {source.n_episodes} episodes from {superset} into {path} "
+              "(no frame encoded)")
+    return path
 
 
 def _cache_attrs(demo_path: str | Path, source: EpisodeStore, encoder: Encoder) -> dict[str, Any]:

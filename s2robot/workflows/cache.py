@@ -3,11 +3,11 @@ and the cache that training reads, built by rank 0 when missing or stale."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from s2robot.common.distributed import DistInfo, barrier
-from s2robot.data.features import build_feature_cache, default_cache_path, open_feature_cache
+from s2robot.data.features import build_feature_cache, default_cache_path, open_feature_cache, slice_feature_cache
 from s2robot.data.store import EpisodeStore
 from s2robot.vision.encoder import EncoderConfig, build_encoder, encoder_fingerprint, weights_digest
 
@@ -40,12 +40,15 @@ def cache_features(cfg: FeatureCacheConfig, progress: bool = True) -> Path:
 
 
 def _cache_is_current(path: Path, demos: str, fingerprint: str) -> bool:
+    """Whether the cache at ``path`` is complete for the demo store as it is now (a build stopped half-way is not:
+    building again resumes it)."""
     if not path.exists():
         return False
     cache = open_feature_cache(path, fingerprint)
     if not Path(demos).exists():
         return True  # a cache without its demo store beside it: trust its key
-    return cache.attrs["source"]["fingerprint"] == EpisodeStore.open(demos).fingerprint
+    source = EpisodeStore.open(demos)
+    return cache.attrs["source"]["fingerprint"] == source.fingerprint and cache.n_episodes == source.n_episodes
 
 
 def prepare_cache(demos: str, cache: str | None, encoder: EncoderConfig, batch_size: int = 256,
@@ -63,7 +66,22 @@ def prepare_cache(demos: str, cache: str | None, encoder: EncoderConfig, batch_s
         if frozen.weights.is_random and progress:
             print(f"WARNING: encoder {encoder.variant} has RANDOM weights: success numbers will not "
                   "mean anything about pretrained features")
-        build_feature_cache(demos, frozen, path, batch_size, progress=progress)
+        superset = _superset_cache(demos, encoder)
+        if superset is not None:
+            slice_feature_cache(superset, demos, frozen, path, progress=progress)
+        else:
+            build_feature_cache(demos, frozen, path, batch_size, progress=progress)
         del frozen
     barrier(dist_info)
     return path, fingerprint
+
+
+def _superset_cache(demos: str, encoder: EncoderConfig) -> Path | None:
+    """For a ``cls`` readout: a complete, current ``cls+grid`` cache of the same encoder and demos at its default
+    path (its features start with the CLS ones), else None."""
+    if encoder.is_oracle or encoder.readout != "cls" or not Path(demos).exists():
+        return None
+    wider = replace(encoder, readout="cls+grid")
+    fingerprint = encoder_fingerprint(wider, weights_digest(wider))
+    path = default_cache_path(demos, fingerprint)
+    return path if _cache_is_current(path, demos, fingerprint) else None

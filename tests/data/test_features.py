@@ -194,3 +194,47 @@ def test_oracle_cache_holds_the_privileged_state_and_says_so(tmp_path: Path) -> 
     assert np.abs(noisy.offset(8)).max() > 0.003 and noisy.offset(8)[2] == 0
     with pytest.raises(ValueError, match="no 'cube_pos' key, which the oracle encoder reads"):
         build_feature_cache(make_demos(tmp_path / "old.zarr"), noisy, out=tmp_path / "x.zarr", progress=False)
+
+
+def test_cls_cache_is_cut_from_a_cls_grid_cache_without_encoding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """prepare_cache for a ``cls`` readout cuts the leading columns of a complete ``cls+grid`` cache of the same
+    encoder and demos: the same features as encoding, no frame encoded; with no such cache it encodes."""
+    from s2robot.workflows import cache as cache_flow
+
+    demos = str(make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4, 6)))
+    cfg = EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], dtype="float32")
+    encoded = Counting()
+    monkeypatch.setattr(cache_flow, "build_encoder", lambda c: encoded)  # counts the frames it encodes
+    direct, fp = cache_flow.prepare_cache(demos, str(tmp_path / "direct.zarr"), cfg, batch_size=8, progress=False)
+    assert encoded.frames == 22  # an explicit path: built by encoding (no superset at the default path)
+    grid_cfg = EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], dtype="float32",
+                             readout="cls+grid")
+    monkeypatch.undo()
+    cache_flow.prepare_cache(demos, None, grid_cfg, batch_size=8, progress=False)  # the superset, encoded
+    counted = Counting()
+    monkeypatch.setattr(cache_flow, "build_encoder", lambda c: counted)
+    cut, fp_cut = cache_flow.prepare_cache(demos, None, cfg, batch_size=8, progress=True)
+    assert counted.frames == 0 and fp_cut == fp and cut == default_cache_path(demos, fp) != direct
+    assert "cut 64-D features of 4 episodes" in capsys.readouterr().out
+    a, b = open_feature_cache(cut, fp), open_feature_cache(direct, fp)
+    assert a.attrs["feature_dim"] == 64 and np.array_equal(a.episode_ends, b.episode_ends)
+    assert np.allclose(a.get_steps("feat_front", 0, a.n_steps), b.get_steps("feat_front", 0, b.n_steps), atol=2e-3)
+    assert np.array_equal(a.get_steps("action", 0, a.n_steps), b.get_steps("action", 0, b.n_steps))
+    assert a.episode_info(2) == b.episode_info(2)
+
+
+def test_a_cache_stopped_half_way_is_resumed_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare_cache (what training calls) finishes a cache whose build was interrupted instead of training on the
+    episodes it holds."""
+    from s2robot.workflows import cache as cache_flow
+
+    demos = str(make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4, 6)))
+    cfg = EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], seed=0, dtype="float32")
+    with pytest.raises(KeyboardInterrupt):
+        build_feature_cache(demos, Counting(fail_after=1), batch_size=5, progress=False)
+    path = default_cache_path(demos, Counting().fingerprint)
+    assert 0 < EpisodeStore.open(path).n_episodes < 4
+    monkeypatch.setattr(cache_flow, "build_encoder", lambda c: Counting())
+    got, _ = cache_flow.prepare_cache(demos, None, cfg, batch_size=5, progress=False)
+    assert got == path and EpisodeStore.open(path).n_episodes == 4
