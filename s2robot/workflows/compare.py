@@ -217,6 +217,12 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
                   f"{r['successes']}/{r['episodes']}"]
         cells += [_format_paired(r.get("paired"))] if paired else []
         lines.append("| " + " | ".join([*cells, paper]) + " |")
+    if paired:
+        lines.append("\nPaired against the reference (same episodes per training seed, pooled; 95% paired-bootstrap "
+                     "interval of the success difference, exact McNemar p):")
+        lines += [f"- {c['label_a']} − {c['label_b']}: {100 * c['difference']:+.1f} points "
+                  f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}], p = {c['mcnemar_p']:.3g}, over {c['n']} "
+                  f"episodes: **{c['verdict']}**" for c in (r.get("paired") for r in rows) if c]
     if any(r["weights_random"] for r in rows):
         lines.append("\nRANDOM weights: the encoder is not pretrained; its success rate says nothing about "
                      "pretrained features (a CPU-sized stand-in only).")

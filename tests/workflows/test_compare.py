@@ -79,6 +79,7 @@ def test_paired_column_pools_seeds_against_the_reference() -> None:
     assert p["difference"] == pytest.approx(6 / 32) and p["ci95"][0] < p["difference"] < p["ci95"][1]
     md = format_comparison([a, b])
     assert "paired Δ vs reference" in md and "+18.8 [" in md and "| reference |" in md
+    assert "- A − B: +18.8 points [" in md and "over 32 episodes: **" in md
     with pytest.raises(ValueError, match="reference row 'C' has no evaluations"):
         comparison_rows(reports, references={"A": "C"})
 
