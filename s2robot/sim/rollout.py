@@ -224,12 +224,27 @@ class _Wave:
 
 
 def _features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: list[Episode],
-              device: torch.device) -> dict[str, torch.Tensor]:
-    """This step's features {feat_<camera>: (N, F)}: frames through the encoder, or the oracle's privileged state."""
+              device: torch.device, running: np.ndarray) -> dict[str, torch.Tensor]:
+    """This step's features {feat_<camera>: (N, F)}: frames through the encoder, or the oracle's privileged state.
+
+    Only the ``running`` slots' frames are encoded; slots whose episode has ended (or that pad the last wave) get
+    zeros, which the policy's output for them is never used with. A wave lasts as long as its longest episode, so
+    this skips most of a wave's encoding when most of its episodes ended early (successes end at ~28 steps, a
+    failure runs to ``max_steps``).
+    """
     if cameras == [ORACLE]:
         state = encoder.features(info["cube_pos"], obs["proprio"], [e.seed for e in slots])  # (N, 4)
         return {feat_key(ORACLE): torch.from_numpy(state).to(device)}
-    return {feat_key(c): encoder(obs[c]).to(device) for c in cameras}  # (N, F) each
+    if running.all():
+        return {feat_key(c): encoder(obs[c]).to(device) for c in cameras}  # (N, F) each
+    idx = np.flatnonzero(running)
+    feats = {}
+    for c in cameras:
+        part = encoder(np.asarray(obs[c])[idx]).to(device)  # (n running, F)
+        full = part.new_zeros((len(running), part.shape[1]))  # (N, F)
+        full[torch.as_tensor(idx, device=device)] = part
+        feats[feat_key(c)] = full
+    return feats
 
 
 def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], width: int, start: int,
@@ -246,7 +261,7 @@ def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], wid
     policy.reset(batch_size=width)
     state, results = _Wave(wave, width, start, videos, info, success_height), []
     for t in range(max_steps):
-        feats = _features(encoder, cameras, obs, info, slots, device)
+        feats = _features(encoder, cameras, obs, info, slots, device, ~state.done)
         action = policy.act({**feats, "proprio": obs["proprio"]}).float().cpu().numpy()  # (N, A)
         try:
             obs, _, term, trunc, info = envs.step(action.astype(np.float32))

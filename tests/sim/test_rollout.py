@@ -79,6 +79,34 @@ def test_the_env_runs_in_the_policy_action_space() -> None:
     assert results[0].clipped_steps == 0
 
 
+class CountingEncoder:
+    """Zero features; counts the frames it is given."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def __call__(self, x: object) -> torch.Tensor:
+        self.frames += len(x)
+        return torch.ones(len(x), 4)
+
+
+def test_only_running_slots_are_encoded() -> None:
+    """A wave encodes the frames of its running episodes only: 3 episodes in waves of 2 (the last padded) encode
+    3 × max_steps frames, not 4 ×; the padded slot's features are zeros, the real ones the encoder's."""
+    seen: list[torch.Tensor] = []
+
+    class Recording(HoldPolicy):
+        def act(self, obs: dict) -> torch.Tensor:
+            seen.append(torch.as_tensor(obs["feat_front"]).clone())
+            return super().act(obs)
+
+    encoder = CountingEncoder()
+    results, _ = R.run_episodes(Recording(), encoder, EnvConfig(image_size=32, max_steps=4),
+                                R.eval_episodes([(0.5, 0.0), (0.55, 0.05), (0.6, -0.05)]), n_envs=2, progress=False)
+    assert [r.steps for r in results] == [4, 4, 4] and encoder.frames == 12
+    assert torch.equal(seen[-1], torch.tensor([[1.0] * 4, [0.0] * 4]))  # the last wave: a real slot, a padded one
+
+
 class ZeroTargetPolicy(HoldPolicy):
     """Absolute targets of 0 rad for every joint: far from home, so the env clips every step."""
 
