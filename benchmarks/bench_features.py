@@ -5,6 +5,8 @@ writing) is the encoder's busy share: 100% means reading and writing are fully h
 
     python benchmarks/bench_features.py --demos demos/cube_pick.zarr --encoder mvp_vitb_s2 --dtype bfloat16
     python benchmarks/bench_features.py --record 4                      # CPU: records 4 demos first
+    python benchmarks/bench_features.py --encoder vitti_s2_mae --dtype auto --batch 256 --max-batch 0 32
+        # also the encoder with ViT calls of at most N tiles (0: all tiles of a batch at once), side by side
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def main() -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--compile", action="store_true", help="torch.compile the ViT (first call = compile time)")
+    p.add_argument("--max-batch", type=int, nargs="+", default=None,
+                   help="also time the encoder alone with each of these max_batch values (0: none), interleaved")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         demos = Path(args.demos) if args.demos else Path(tmp) / "d.zarr"
@@ -47,6 +51,7 @@ def main() -> None:
         full = time.perf_counter() - t0
         groups = episode_groups(store.episode_ends, 0, args.batch)
         read = elapsed(lambda: [read_group(store, g) for g in groups])
+        chunked = _max_batch_rates(args, batches) if args.max_batch else []
     n, n_only = len(frames), sum(len(b) for b in batches)
     print(f"{args.encoder} ({args.dtype}{', compiled' if args.compile else ''}) on {device_name(enc.device)}; "
           f"{n} frames, batch {args.batch}; first call {warm:.1f} s")
@@ -54,6 +59,18 @@ def main() -> None:
     print(f"encoder only   {n_only / only.median:8.1f} frames/s")
     busy = only.median * n / n_only / full
     print(f"feature cache  {n / full:8.1f} frames/s   encoder busy {100 * busy:.0f}% of wall time")
+    for m, fps in chunked:
+        ratio = fps / chunked[0][1]
+        print(f"encoder only, max_batch {m or 'none':>4}: {fps:8.1f} frames/s   ×{ratio:.2f} vs the first")
+
+
+def _max_batch_rates(args: argparse.Namespace, batches: list) -> list[tuple[int, float]]:
+    """(max_batch, frames/s) of the encoder alone for each ``--max-batch``, timed interleaved (median of 3)."""
+    encs = [FrozenS2Encoder(EncoderConfig.from_name(args.encoder, weights="random", dtype=args.dtype,
+                                                    max_batch=m or None)) for m in args.max_batch]
+    times = time_interleaved([lambda e=e: [e(b) for b in batches] for e in encs], encs[0].device, reps=3, warmup=1)
+    n = sum(len(b) for b in batches)
+    return [(m, n / t.median) for m, t in zip(args.max_batch, times, strict=True)]
 
 
 if __name__ == "__main__":
