@@ -230,12 +230,12 @@ def _features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: li
     Only the ``running`` slots' frames are encoded; slots whose episode has ended (or that pad the last wave) get
     zeros, which the policy's output for them is never used with. A wave lasts as long as its longest episode, so
     this skips most of a wave's encoding when most of its episodes ended early (successes end at ~28 steps, a
-    failure runs to ``max_steps``).
+    failure runs to ``max_steps``). A compiled encoder always gets all N frames: it compiles once per batch shape.
     """
     if cameras == [ORACLE]:
         state = encoder.features(info["cube_pos"], obs["proprio"], [e.seed for e in slots])  # (N, 4)
         return {feat_key(ORACLE): torch.from_numpy(state).to(device)}
-    if running.all():
+    if running.all() or getattr(getattr(encoder, "cfg", None), "compile", None):
         return {feat_key(c): encoder(obs[c]).to(device) for c in cameras}  # (N, F) each
     idx = np.flatnonzero(running)
     feats = {}

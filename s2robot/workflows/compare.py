@@ -25,7 +25,7 @@ from s2robot.common.device import DTYPE_CHOICES
 from s2robot.common.runlog import wandb_run
 from s2robot.policy.checkpoint import read_parts
 from s2robot.sim.frames import FrameDataConfig
-from s2robot.vision.encoder import READOUTS, EncoderConfig, FrozenS2Encoder
+from s2robot.vision.encoder import READOUTS, EncoderConfig, FrozenS2Encoder, encoder_fingerprint
 from s2robot.vision.weights import resolve_weights
 from s2robot.workflows.evaluate import EvalConfig, evaluate
 from s2robot.workflows.paired import compare_pooled
@@ -90,7 +90,8 @@ class CompareConfig:
         if bad or len(set(self.readouts)) != len(self.readouts):
             raise ValueError(f"readouts must be distinct names of {list(READOUTS)}, got {self.readouts}")
         if self.reference is not None and self.reference not in self.encoders:
-            raise ValueError(f"reference {self.reference!r} is not one of encoders {self.encoders}")
+            raise ValueError(f"reference {self.reference!r} is not one of encoders {self.encoders}: add it to "
+                             "encoders=[...] or set reference=null")
 
     def encoder_config(self, name: str, readout: str | None = None) -> EncoderConfig:
         """``configs/encoder/<name>.yaml`` with this comparison's dtype/device/max_batch overrides and ``readout``
@@ -219,7 +220,9 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
         lines.append("| " + " | ".join([*cells, paper]) + " |")
     if paired:
         lines.append("\nPaired against the reference (same episodes per training seed, pooled; 95% paired-bootstrap "
-                     "interval of the success difference, exact McNemar p):")
+                     "interval of the success difference, exact McNemar p). The interval treats episodes as "
+                     "independent given these trained policies: it is conditional on the training seeds run, whose "
+                     "spread shows in the success column:")
         lines += [f"- {c['label_a']} − {c['label_b']}: {100 * c['difference']:+.1f} points "
                   f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}], p = {c['mcnemar_p']:.3g}, over {c['n']} "
                   f"episodes: **{c['verdict']}**" for c in (r.get("paired") for r in rows) if c]
@@ -230,9 +233,9 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _format_paired(c: Mapping[str, Any] | None) -> str:
-    """``+6.2 [−1.0, +13.5] vs ref (n=144)``, bold when the interval excludes 0; ``reference`` for none."""
+    """``+6.2 [−1.0, +13.5] vs ref (n=144)``, bold when the interval excludes 0; ``–`` for none (the reference)."""
     if c is None:
-        return "reference"
+        return "–"
     lo, hi = c["ci95"]
     text = f"{100 * c['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] vs {c['label_b']} (n={c['n']})"
     return f"**{text}**" if lo > 0 or hi < 0 else text
@@ -267,7 +270,7 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
     labels = [f"{r['encoder']}{' (RANDOM)' if r['weights_random'] else ''}\n"
               f"{'+'.join(f'{s}²' for s in r['img_sizes'])}, {r['params_m']:.0f} M, "
               f"{r['gflops_per_frame']:.1f} GFLOPs"
-              f"{'' if r['readout'] == 'cls' else ', ' + r['readout']}" for r in rows]
+              f"{'' if r['readout'] == 'cls' or r['readout'] in r['encoder'] else ', ' + r['readout']}" for r in rows]
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylim(0, 105)
     ax.set_ylabel("success % (mean over seeds)")
@@ -332,16 +335,23 @@ def train_and_evaluate(train_cfg: TrainConfig, eval_cfg: EvalConfig, which: str 
 def probe_rows(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[str, dict[str, float]]]:
     """Ridge probes of every encoder × readout on ``cfg.probe``'s held-out frames: {row label: {target: result}}.
 
-    Results are kept in ``<out>/probes.json`` with the frames' key; a re-run encodes only what is missing.
+    Results are kept in ``<out>/probes.json`` with the frames' key and each row's encoder fingerprint (weights,
+    scales, readout); a re-run encodes only what is missing or was probed with another encoder.
     """
     gen = cfg.probe.generator
     if gen.n_frames <= 0:
+        if cfg.probe.stores:
+            print(f"probes: none (probe.generator.n_frames=0; probe.stores {cfg.probe.stores} hold no labels alone)")
         return {}
     key = {"generator": gen.key(), "n_frames": gen.n_frames, "stores": list(cfg.probe.stores),
            "max_frames_per_store": cfg.probe.max_frames_per_store, "camera": cfg.probe.camera}
     path = Path(cfg.out) / "probes.json"
     saved = json.loads(path.read_text()) if path.is_file() else {}
-    done = saved.get("rows", {}) if saved.get("key") == key else {}
+    fingerprints = {cfg.label(n, r): encoder_fingerprint(cfg.encoder_config(n, r))
+                    for n in cfg.encoders for r in cfg.readout_list()}
+    same = saved.get("key") == key
+    done = {label: row for label, row in saved.get("rows", {}).items()
+            if same and saved.get("fingerprints", {}).get(label) == fingerprints.get(label)}
     todo = [(n, r) for n in cfg.encoders for r in cfg.readout_list() if cfg.label(n, r) not in done]
     if todo:
         data = load_labeled(cfg.probe, progress)
@@ -355,7 +365,9 @@ def probe_rows(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[str,
             for r, readout in zip(readouts, names, strict=True):
                 done[cfg.label(name, r)] = probe(features[readout], data.labels, data.episodes)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"key": key, "rows": done}, indent=2))  # after each encoder: resumable
+            path.write_text(json.dumps({"key": key, "rows": done,  # after each encoder: resumable
+                                        "fingerprints": {k: fingerprints[k] for k in done if k in fingerprints}},
+                                       indent=2))
     return {cfg.label(n, r): done[cfg.label(n, r)] for n in cfg.encoders for r in cfg.readout_list()}
 
 
@@ -372,7 +384,8 @@ def _previous_seconds(path: Path) -> dict[str, float]:
 
 def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
     """Record demos once, train and evaluate every readout × seed × encoder, write the comparison; returns its
-    summary. Seeds run in the outer loop so a stopped comparison has every encoder at the same seeds."""
+    summary. Readouts run in the outer loop, then seeds, so a stopped comparison has every encoder at the same
+    seeds."""
     configs = {(n, r): cfg.encoder_config(n, r) for n in check_weights(cfg) for r in cfg.readout_list()}
     b, t = cfg.base, cfg.base.train
     runs = [(name, seed, readout) for readout in cfg.readout_list() for seed in cfg.seeds for name in cfg.encoders]

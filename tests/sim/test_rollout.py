@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,7 +82,7 @@ def test_the_env_runs_in_the_policy_action_space() -> None:
 
 
 class CountingEncoder:
-    """Zero features; counts the frames it is given."""
+    """Features of ones; counts the frames it is given."""
 
     def __init__(self) -> None:
         self.frames = 0
@@ -105,6 +107,24 @@ def test_only_running_slots_are_encoded() -> None:
                                 R.eval_episodes([(0.5, 0.0), (0.55, 0.05), (0.6, -0.05)]), n_envs=2, progress=False)
     assert [r.steps for r in results] == [4, 4, 4] and encoder.frames == 12
     assert torch.equal(seen[-1], torch.tensor([[1.0] * 4, [0.0] * 4]))  # the last wave: a real slot, a padded one
+
+
+def test_running_slots_keep_their_own_features() -> None:
+    """With ended slots between running ones, each running slot gets its own frame's features and the ended ones
+    zeros; a compiled encoder (one batch shape) gets every frame."""
+    frames = np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(5)])  # slot i's frame holds the value i
+    calls: list[int] = []
+
+    def encoder(x: np.ndarray) -> torch.Tensor:
+        calls.append(len(x))
+        return torch.as_tensor(np.asarray(x), dtype=torch.float32).reshape(len(x), -1)[:, :2]  # (n, 2): [i, i]
+
+    running = np.array([False, True, False, True, True])
+    feats = R._features(encoder, ["front"], {"front": frames}, {}, [], torch.device("cpu"), running)["feat_front"]
+    assert calls == [3] and feats[:, 0].tolist() == [0.0, 1.0, 0.0, 3.0, 4.0]
+    encoder.cfg = types.SimpleNamespace(compile="default")  # type: ignore[attr-defined]
+    R._features(encoder, ["front"], {"front": frames}, {}, [], torch.device("cpu"), running)
+    assert calls == [3, 5]
 
 
 class ZeroTargetPolicy(HoldPolicy):

@@ -78,7 +78,7 @@ def test_paired_column_pools_seeds_against_the_reference() -> None:
     assert (p["successes_a"], p["successes_b"], p["only_a"], p["only_b"]) == (18, 12, 14, 8)
     assert p["difference"] == pytest.approx(6 / 32) and p["ci95"][0] < p["difference"] < p["ci95"][1]
     md = format_comparison([a, b])
-    assert "paired Δ vs reference" in md and "+18.8 [" in md and "| reference |" in md
+    assert "paired Δ vs reference" in md and "+18.8 [" in md and "| – |" in md
     assert "- A − B: +18.8 points [" in md and "over 32 episodes: **" in md
     with pytest.raises(ValueError, match="reference row 'C' has no evaluations"):
         comparison_rows(reports, references={"A": "C"})
@@ -192,7 +192,7 @@ def test_in_domain_preset_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert rows[0]["paired"]["label_b"] == "micro_random · cls+grid" and rows[0]["paired"]["n"] == 6
     assert all(set(r["probe"]) == {"cube_pos", "fingertip_pos", "gripper"} for r in rows)
     md = Path(result["outputs"]["md"]).read_text()
-    assert "cube probe R² / cm" in md and "fingertip probe R² / cm" in md and "| reference |" in md
+    assert "cube probe R² / cm" in md and "fingertip probe R² / cm" in md and "| – |" in md
     runs = [r["run"] for r in json.loads(Path(result["outputs"]["json"]).read_text())["runs"]]
     assert runs == ["t-micro_s2_random-cls_grid-s1", "t-micro_random-cls_grid-s1", "t-micro_s2_random-cls-s1",
                     "t-micro_random-cls-s1"]
@@ -203,6 +203,13 @@ def test_in_domain_preset_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert out.count("already trained for 4") == 4 and out.count("is up to date") == 4
     second = json.loads(Path(again["outputs"]["json"]).read_text())  # the reused runs keep their time (+ ~0)
-    assert all(b["seconds"] >= a["seconds"] for a, b in zip(first["runs"], second["runs"], strict=True))
     assert second["run_seconds_total"] < 2 * first["run_seconds_total"]
     assert "probe: " not in out and again["rows"] == rows
+    saved = json.loads((tmp_path / "cmp" / "probes.json").read_text())  # a changed encoder is probed again
+    saved["fingerprints"]["micro_random · cls"] = "0" * 16
+    (tmp_path / "cmp" / "probes.json").write_text(json.dumps(saved))
+    from s2robot.workflows.compare import probe_rows
+
+    probe_rows(cfg, progress=False)
+    out = capsys.readouterr().out
+    assert out.count("probe: ") == 1 and "probe: micro_random encoded" in out
