@@ -407,25 +407,42 @@ def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
         seconds[run_cfg.name] = seconds.get(run_cfg.name, 0.0) + time.perf_counter() - t0
         seconds_file.parent.mkdir(parents=True, exist_ok=True)
         seconds_file.write_text(json.dumps(seconds, indent=2))  # after each run: a stopped comparison keeps them
+        if k < len(runs):  # the table so far, so a stopped comparison still shows what it has
+            write_comparison(cfg, reports, probes, runs[:k], seconds, partial=True)
 
     print(f"[4/4] comparison: {cfg.out}")
+    result = write_comparison(cfg, reports, probes, runs, seconds)
+    _log_wandb(cfg, result["rows"], Path(result["outputs"]["png"]))
+    return result
+
+
+def write_comparison(cfg: CompareConfig, reports: Mapping[str, Mapping[int, Mapping[str, Any]]],
+                     probes: Mapping[str, Any], runs: Sequence[tuple[str, int, str | None]],
+                     seconds: Mapping[str, float], partial: bool = False) -> dict[str, Any]:
+    """Write ``<out>/comparison.{json,md,png}`` from the evaluations of ``runs`` ((encoder, seed, readout) done so
+    far); rows without an evaluation yet are left out, and a row is paired only once its reference has one."""
+    b, t = cfg.base, cfg.base.train
+    reports = {label: dict(by_seed) for label, by_seed in reports.items() if by_seed}
     references = {cfg.label(n, r): cfg.label(cfg.reference, r) for n in cfg.encoders for r in cfg.readout_list()
-                  } if cfg.reference else {}
-    rows = comparison_rows(reports, references, probes)
+                  if cfg.label(n, r) in reports and cfg.label(cfg.reference, r) in reports} if cfg.reference else {}
+    rows = comparison_rows(reports, references, {k: v for k, v in probes.items() if k in reports})
     table = format_comparison(rows)
+    if partial:
+        table = (f"**Partial: {len(runs)} of {len(cfg.readout_list()) * len(cfg.seeds) * len(cfg.encoders)} runs "
+                 "done** (re-run the same command to continue).\n\n" + table)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     outputs = {"json": out / "comparison.json", "md": out / "comparison.md", "png": out / "comparison.png"}
-    summary = {"rows": rows, "config": asdict(cfg),
+    summary = {"rows": rows, "config": asdict(cfg), "partial": partial,
                "runs": [{"encoder": n, "readout": r, "seed": s, "run": cfg.run_name(n, s, r),
                          "checkpoint": reports[cfg.label(n, r)][s]["checkpoint"],
                          "checkpoint_step": reports[cfg.label(n, r)][s]["checkpoint_step"],
-                         "seconds": seconds[cfg.run_name(n, s, r)]} for n, s, r in runs]}
-    summary["run_seconds_total"] = sum(r["seconds"] for r in summary["runs"])
+                         "seconds": seconds.get(cfg.run_name(n, s, r))} for n, s, r in runs]}
+    summary["run_seconds_total"] = sum(r["seconds"] or 0.0 for r in summary["runs"])
     outputs["json"].write_text(json.dumps(summary, indent=2))
     outputs["md"].write_text(table + "\n")
-    plot_comparison(rows, outputs["png"], f"{t.name}: {b.n_demos} demos, {t.steps} steps, seeds {cfg.seeds}")
-    _log_wandb(cfg, rows, outputs["png"])
+    plot_comparison(rows, outputs["png"], f"{t.name}: {b.n_demos} demos, {t.steps} steps, seeds {cfg.seeds}"
+                    + (" (partial)" if partial else ""))
     return {"rows": rows, "table": table, "outputs": {k: str(v) for k, v in outputs.items()}}
 
 

@@ -198,6 +198,7 @@ def test_in_domain_preset_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
                     "t-micro_random-cls-s1"]
     first = json.loads(Path(result["outputs"]["json"]).read_text())
     assert all(r["seconds"] > 0 for r in first["runs"]) and first["run_seconds_total"] > 0
+    assert not first["partial"] and "Partial" not in md
     capsys.readouterr()
     again = compare_encoders(cfg)
     out = capsys.readouterr().out
@@ -213,3 +214,29 @@ def test_in_domain_preset_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
     probe_rows(cfg, progress=False)
     out = capsys.readouterr().out
     assert out.count("probe: ") == 1 and "probe: micro_random encoded" in out
+
+
+def test_a_stopped_comparison_leaves_the_table_so_far(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After each run the table is rewritten with the rows evaluated so far, marked partial; a row is paired once its
+    reference has an evaluation."""
+    from s2robot.workflows import compare as C
+
+    cfg = compose_config(tmp_path, "compare_encoders", ["reference=micro_random"])
+    calls = []
+
+    def fake(run_cfg: TrainConfig, eval_cfg: object, which: str) -> dict:
+        calls.append(run_cfg.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stopped")
+        outcomes = [True] * 30 + [False] * 18
+        return with_episodes(fake_report(30, random=True, variant="vit-micro", episodes=48), outcomes) | {
+            "checkpoint": "c", "checkpoint_step": 4}
+
+    monkeypatch.setattr(C, "train_and_evaluate", fake)
+    monkeypatch.setattr(C, "record_demos", lambda *a, **k: None)
+    with pytest.raises(KeyboardInterrupt):
+        compare_encoders(cfg)
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert saved["partial"] and [r["encoder"] for r in saved["rows"]] == ["micro_s2_random"]
+    assert saved["rows"][0]["paired"] is None  # its reference has no evaluation yet
+    assert (tmp_path / "cmp" / "comparison.md").read_text().startswith("**Partial: 1 of 2 runs done**")
