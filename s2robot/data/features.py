@@ -284,11 +284,11 @@ def slice_feature_cache(superset: str | Path, demo_path: str | Path, encoder: En
             cache = EpisodeStore.create(path, attrs=_cache_attrs(demo_path, source, encoder), overwrite=True)
         start = cache.n_episodes
         groups = episode_groups(big.episode_ends, start, 1024)
+        feats = {feat_key(c) for c in cameras}
         for group in tqdm(groups, desc=f"cutting {path.name} from {Path(superset).name}", disable=not progress):
             episodes = []
             for i, ep in read_group(big, group):
-                data = {k: v[:, : encoder.feature_dim] if k in {feat_key(c) for c in cameras} else v
-                        for k, v in ep.items()}
+                data = {k: v[:, : encoder.feature_dim] if k in feats else v for k, v in ep.items()}
                 episodes.append((data, big.episode_info(i)))
             cache.add_episodes(episodes)
     if progress:
