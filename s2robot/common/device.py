@@ -8,6 +8,7 @@ otherwise. On an AVX2-only CPU torch's bf16 matmul runs at 0.8 GFLOP/s against 1
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -16,6 +17,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 AUTO = "auto"
 DTYPE_CHOICES = (AUTO, *DTYPES)
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 matmul units
+# oneDNN (torch's CPU bf16 matmul) capped below its bf16 kernels by ONEDNN_MAX_CPU_ISA runs bf16 as slowly as an
+# AVX2-only CPU does (measured on the AVX512-BF16 EPYC: 420 → 2.5 GFLOP/s at 1024², 2 cores)
+ONEDNN_ISA_VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -40,6 +45,10 @@ def _cpu_flags() -> set[str]:
 def cpu_bf16_support() -> tuple[bool, str]:
     """(whether this CPU runs bf16 natively, the reason in words), from its flags; read once per process."""
     found = [f for f in NATIVE_BF16_FLAGS if f in _cpu_flags()]
+    capped = [f"{v}={os.environ[v]}" for v in ONEDNN_ISA_VARS
+              if os.environ.get(v, "").upper() in ONEDNN_ISAS_WITHOUT_BF16]
+    if found and capped:
+        return False, f"CPU with {found[0].upper()}, but {capped[0]} keeps oneDNN off its bf16 kernels"
     if found:
         return True, f"CPU with native bf16: {found[0].upper()}"
     return False, f"CPU without native bf16: {torch.backends.cpu.get_cpu_capability()}"

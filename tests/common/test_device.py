@@ -49,3 +49,18 @@ def test_cpu_flags_probe_reads_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> 
     native, reason = D.cpu_bf16_support()
     assert not native and reason.startswith("CPU without native bf16: ")
     D.cpu_bf16_support.cache_clear()
+
+
+def test_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(D, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    for var, value, native in [("ONEDNN_MAX_CPU_ISA", "avx2", False), ("DNNL_MAX_CPU_ISA", "AVX512_CORE", False),
+                               ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", True), ("ONEDNN_MAX_CPU_ISA", "ALL", True)]:
+        D.cpu_bf16_support.cache_clear()
+        for v in D.ONEDNN_ISA_VARS:
+            monkeypatch.delenv(v, raising=False)
+        monkeypatch.setenv(var, value)
+        got, reason = D.cpu_bf16_support()
+        assert got is native, (var, value, reason)
+        if not native:
+            assert f"{var}={value}" in reason
+    D.cpu_bf16_support.cache_clear()
