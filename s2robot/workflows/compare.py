@@ -177,8 +177,10 @@ def _paired(label: str, reference: str | None, reports: Mapping[str, Mapping[int
     seeds = sorted(set(reports[label]) & set(reports[reference]))
     if not seeds:
         return None
-    c = compare_pooled([(reports[label][s], reports[reference][s]) for s in seeds], label, reference)
-    return asdict(c) | {"seeds": seeds}
+    pairs = [(reports[label][s], reports[reference][s]) for s in seeds]
+    c = compare_pooled(pairs, label, reference, by_positions=True)
+    per_seed = [compare_pooled([pair], label, reference).difference for pair in pairs]
+    return asdict(c) | {"seeds": seeds, "per_seed": per_seed}
 
 
 def _on_paper_positions(report: Mapping[str, Any]) -> bool:
@@ -219,24 +221,36 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
         cells += [_format_paired(r.get("paired"))] if paired else []
         lines.append("| " + " | ".join([*cells, paper]) + " |")
     if paired:
-        lines.append("\nPaired against the reference (same episodes per training seed, pooled; 95% paired-bootstrap "
-                     "interval of the success difference, exact McNemar p). The interval treats episodes as "
-                     "independent given these trained policies: it is conditional on the training seeds run, whose "
-                     "spread shows in the success column:")
-        lines += [f"- {c['label_a']} − {c['label_b']}: {100 * c['difference']:+.1f} points "
-                  f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}], p = {c['mcnemar_p']:.3g}, over {c['n']} "
-                  f"episodes: **{c['verdict']}**" for c in (r.get("paired") for r in rows) if c]
+        lines.append("\nPaired against the reference (same episodes per training seed, pooled; exact McNemar p). The "
+                     "table's 95% interval resamples the cube positions, each with all its repeats and training "
+                     "seeds (episodes at one position succeed or fail together); the episode-level interval is "
+                     "narrower. Both are conditional on the training seeds run: the difference per seed shows "
+                     "their spread:")
+        lines += [_paired_line(c) for c in (r.get("paired") for r in rows) if c]
     if any(r["weights_random"] for r in rows):
         lines.append("\nRANDOM weights: the encoder is not pretrained; its success rate says nothing about "
                      "pretrained features (a CPU-sized stand-in only).")
     return "\n".join(lines)
 
 
+def _paired_line(c: Mapping[str, Any]) -> str:
+    """One verdict line under the table: difference, both intervals, McNemar p, per-seed differences, verdict."""
+    pos = c.get("ci95_positions") or c["ci95"]
+    seeds = c.get("per_seed")
+    per_seed = "" if not seeds else ("; per training seed " + ", ".join(
+        f"{s}: {100 * d:+.1f}" for s, d in zip(c["seeds"], seeds, strict=True)))
+    return (f"- {c['label_a']} − {c['label_b']}: {100 * c['difference']:+.1f} points, positions resampled "
+            f"[{100 * pos[0]:+.1f}, {100 * pos[1]:+.1f}] ({c.get('n_positions')} positions), episodes resampled "
+            f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}], p = {c['mcnemar_p']:.3g}, over {c['n']} "
+            f"episodes{per_seed}: **{c['verdict']}**")
+
+
 def _format_paired(c: Mapping[str, Any] | None) -> str:
-    """``+6.2 [−1.0, +13.5] vs ref (n=144)``, bold when the interval excludes 0; ``–`` for none (the reference)."""
+    """``+6.2 [−1.0, +13.5] vs ref (n=144)``, bold when the interval excludes 0; ``–`` for none (the reference).
+    The interval is the one with positions resampled where the comparison has it."""
     if c is None:
         return "–"
-    lo, hi = c["ci95"]
+    lo, hi = c.get("ci95_positions") or c["ci95"]
     text = f"{100 * c['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] vs {c['label_b']} (n={c['n']})"
     return f"**{text}**" if lo > 0 or hi < 0 else text
 

@@ -40,6 +40,10 @@ class PairedComparison:
     ci95: tuple[float, float]
     mcnemar_p: float
     verdict: str
+    # the 95% interval with the cube positions resampled (each with all its repeats and training seeds): episodes at
+    # one cube position succeed or fail together, so this one is wider and honest about the positions sampled
+    ci95_positions: tuple[float, float] | None = None
+    n_positions: int | None = None
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
@@ -57,6 +61,21 @@ def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, seed
     d = np.asarray(a, float) - np.asarray(b, float)  # (n,)
     idx = np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))
     means = d[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def cluster_bootstrap_ci(a: np.ndarray, b: np.ndarray, clusters: Sequence[Any], n_boot: int = 10_000, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of mean(a − b) with whole clusters resampled: each draw takes K of the K clusters
+    (e.g. cube positions) with replacement, every episode of a drawn cluster with it (``a``, ``b``: 0/1 per
+    episode; ``clusters``: (n,) cluster labels)."""
+    d = np.asarray(a, float) - np.asarray(b, float)  # (n,)
+    _, label = np.unique(np.asarray(clusters), return_inverse=True, axis=0)
+    label = label.reshape(-1)  # (n,) cluster index
+    sums, counts = np.bincount(label, d), np.bincount(label).astype(float)  # (K,) each
+    idx = np.random.default_rng(seed).integers(0, len(sums), (n_boot, len(sums)))
+    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
@@ -106,25 +125,41 @@ def compare_evaluations(a: Mapping[str, Any], b: Mapping[str, Any], label_a: str
 
 
 def compare_pooled(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], label_a: str = "A",
-                   label_b: str = "B", seed: int = 0) -> PairedComparison:
+                   label_b: str = "B", seed: int = 0, by_positions: bool = False) -> PairedComparison:
     """The paired comparison over several pairs of evaluations pooled (e.g. one pair per training seed: A and B
-    trained with seed k, evaluated on the same episodes); each pair is matched episode by episode first."""
+    trained with seed k, evaluated on the same episodes); each pair is matched episode by episode first.
+
+    Both intervals are computed: over episodes (``ci95``) and with the cube positions resampled
+    (``ci95_positions``, see ``cluster_bootstrap_ci``). The verdict follows ``ci95``, or ``ci95_positions`` with
+    ``by_positions``.
+    """
     if not pairs:
         raise ValueError("need at least one pair of evaluations to compare")
     matched = [pair_outcomes(a, b) for a, b in pairs]
     sa = np.concatenate([m[0] for m in matched])  # (n,) bool
     sb = np.concatenate([m[1] for m in matched])
+    where = np.concatenate([_positions(a) for a, _ in pairs])  # (n, 2) cube (x, y) per episode, in matched order
     ci = paired_bootstrap_ci(sa, sb, seed=seed)
+    ci_pos = cluster_bootstrap_ci(sa, sb, where, seed=seed)
     only_a, only_b = int((sa & ~sb).sum()), int((~sa & sb).sum())
-    if ci[0] > 0:
-        verdict = f"{label_a} better (95% interval of the difference excludes 0)"
-    elif ci[1] < 0:
-        verdict = f"{label_b} better (95% interval of the difference excludes 0)"
+    lo, hi = ci_pos if by_positions else ci
+    which = "with positions resampled" if by_positions else "over episodes"
+    if lo > 0:
+        verdict = f"{label_a} better (95% interval of the difference {which} excludes 0)"
+    elif hi < 0:
+        verdict = f"{label_b} better (95% interval of the difference {which} excludes 0)"
     else:
-        verdict = "cannot distinguish at this sample size (95% interval of the difference includes 0)"
+        verdict = f"cannot distinguish at this sample size (95% interval of the difference {which} includes 0)"
     return PairedComparison(label_a, label_b, len(sa), int(sa.sum()), int(sb.sum()), int((sa & sb).sum()), only_a,
                             only_b, int((~sa & ~sb).sum()), float(sa.mean() - sb.mean()), ci,
-                            mcnemar_exact(only_a, only_b), verdict)
+                            mcnemar_exact(only_a, only_b), verdict, ci_pos, len(np.unique(where, axis=0)))
+
+
+def _positions(results: Mapping[str, Any]) -> np.ndarray:
+    """(n, 2) each episode's cube (x, y) in ``pair_outcomes``'s order (sorted keys); the position index where an
+    episode does not record its cube."""
+    cubes = _cubes(results)
+    return np.array([cubes.get(k, (float(k[0]), float("inf"))) for k in sorted(episode_outcomes(results))])
 
 
 def format_comparison(c: PairedComparison) -> str:
@@ -141,6 +176,8 @@ def format_comparison(c: PairedComparison) -> str:
         f"- difference {c.label_a} − {c.label_b}: {100 * c.difference:+.1f} points, paired-bootstrap 95% CI "
         f"{100 * c.ci95[0]:+.1f} to {100 * c.ci95[1]:+.1f}; exact McNemar p = {c.mcnemar_p:.4g} "
         f"({c.only_a} vs {c.only_b} discordant episodes)",
+        *([f"- with the {c.n_positions} cube positions resampled (all episodes of a position together): 95% CI "
+           f"{100 * c.ci95_positions[0]:+.1f} to {100 * c.ci95_positions[1]:+.1f}"] if c.ci95_positions else []),
         f"- verdict: **{c.verdict}**",
     ])
 

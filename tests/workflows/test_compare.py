@@ -79,7 +79,11 @@ def test_paired_column_pools_seeds_against_the_reference() -> None:
     assert p["difference"] == pytest.approx(6 / 32) and p["ci95"][0] < p["difference"] < p["ci95"][1]
     md = format_comparison([a, b])
     assert "paired Δ vs reference" in md and "+18.8 [" in md and "| – |" in md
-    assert "- A − B: +18.8 points [" in md and "over 32 episodes: **" in md
+    assert p["per_seed"] == pytest.approx([6 / 16, 0.0]) and p["n_positions"] == 16
+    lo, hi = p["ci95_positions"]  # positions resampled: the same position in both seeds drawn together
+    assert lo < p["difference"] < hi
+    assert "- A − B: +18.8 points, positions resampled [" in md and "per training seed 0: +37.5, 1: +0.0" in md
+    assert "over 32 episodes; " in md
     with pytest.raises(ValueError, match="reference row 'C' has no evaluations"):
         comparison_rows(reports, references={"A": "C"})
 

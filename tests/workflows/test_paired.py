@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from s2robot.workflows.paired import (
+    cluster_bootstrap_ci,
     compare_evaluations,
     format_comparison,
     mcnemar_exact,
@@ -47,6 +48,25 @@ def test_paired_bootstrap_interval() -> None:
     assert paired_bootstrap_ci(a, b) == paired_bootstrap_ci(a, b)  # seeded: reproducible
 
 
+def test_cluster_bootstrap_resamples_whole_positions() -> None:
+    """Repeats at one position that agree carry one position's information, not three episodes': the interval with
+    positions resampled is wider; each position's difference taken alone gives that difference exactly."""
+    rng = np.random.default_rng(0)
+    per_position = rng.random(16) < 0.5  # (16,) A wins at these positions, ties elsewhere
+    a = np.repeat(per_position, 3)  # (48,) 3 repeats per position, all alike
+    b = np.zeros(48, bool)
+    positions = np.repeat(np.arange(16), 3)
+    lo_e, hi_e = paired_bootstrap_ci(a, b)
+    lo_p, hi_p = cluster_bootstrap_ci(a, b, positions)
+    assert lo_p <= a.mean() <= hi_p and hi_p - lo_p > 1.3 * (hi_e - lo_e)
+    assert cluster_bootstrap_ci(a, b, positions) == cluster_bootstrap_ci(a, b, positions)  # seeded
+    assert cluster_bootstrap_ci(a, b, np.arange(48)) == pytest.approx(paired_bootstrap_ci(a, b), abs=0.03)
+    one = np.zeros(48, int)  # a single cluster: every draw is the whole sample
+    assert cluster_bootstrap_ci(a, b, one) == (pytest.approx(a.mean()), pytest.approx(a.mean()))
+    xy = np.stack([positions * 0.01, positions * 0.0 + 0.2], axis=1)  # (48, 2) cube (x, y) as the labels
+    assert cluster_bootstrap_ci(a, b, xy) == cluster_bootstrap_ci(a, b, positions)
+
+
 def test_known_answers_on_synthetic_results() -> None:
     """9 vs 0 discordant out of 48 is a difference; 2 vs 1 is not; the verdict says which."""
     base = [False] * 48
@@ -61,6 +81,8 @@ def test_known_answers_on_synthetic_results() -> None:
     assert worse.ci95[1] < 0 and worse.verdict.startswith("b better")
     text = format_comparison(c)
     assert "| **vitb_s2 succeeds** | 0 | 9 |" in text and "McNemar p = 0.003906" in text
+    assert c.n_positions == 16 and "with the 16 cube positions resampled" in text  # no cube_xy: by position index
+    assert c.ci95_positions[0] <= c.difference <= c.ci95_positions[1]
 
 
 def test_pairing_is_by_episode_not_by_order() -> None:
