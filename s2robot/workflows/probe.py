@@ -148,6 +148,9 @@ def reconstruction_r2(
     ss_tot = ((y[test] - y[test].mean(0)) ** 2).sum(0)  # (Ft,)
     ss_res = ((y[test] - pred) ** 2).sum(0)
     keep = ss_tot > 1e-12 * max(float(ss_tot.max()), 1e-30)
+    if not keep.any() or float(ss_tot.max()) == 0.0:
+        raise ValueError(f"every one of the {y.shape[1]} target dimensions is constant on the held-out frames, so "
+                         "R² is undefined: the target features do not vary (a dead encoder, or identical frames)")
     r2 = 1.0 - ss_res[keep] / ss_tot[keep]
     return {"r2": float(r2.mean()), "r2_median": float(np.median(r2)), "dims": int(keep.sum()), "alpha": model.alpha}
 

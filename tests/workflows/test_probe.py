@@ -83,6 +83,8 @@ def test_reconstruction_of_a_linear_map_and_of_independent_features() -> None:
     assert reconstruction_r2(source, constant, groups)["dims"] == 16  # a constant dimension has no R²
     with pytest.raises(ValueError, match="one row per frame"):
         reconstruction_r2(source, target[:10], groups)
+    with pytest.raises(ValueError, match="every one of the 3 target dimensions is constant"):
+        reconstruction_r2(source, np.full((1000, 3), 2.0), groups)
 
 
 def test_reconstruct_pairs_validated() -> None:
