@@ -135,11 +135,16 @@ class WindowDataset(torch.utils.data.Dataset):
     Targets come from `action_key` (the labels); the previous action from its executed twin
     (`<action_key>_executed`, the action actually stepped under noise injection) when the data has one: a
     rollout feeds the policy what it executed, so training does too.
+
+    With `views` ({feat_<camera>: (T, n, F)}, shifted views of the frames: `s2robot.data.views`), a batch drawn with
+    an `rng` reads, for each sample with probability `view_prob`, one of its n views (the same for all To steps and
+    every camera) in place of its features; without an `rng` (validation) never.
     """
 
     def __init__(self, data: Mapping[str, np.ndarray], episode_ends: np.ndarray,
                  episodes: Sequence[int] | np.ndarray | None = None, t_obs: int = 16, t_act: int = 16,
-                 proprio_key: str = "proprio", action_key: str = "action") -> None:
+                 proprio_key: str = "proprio", action_key: str = "action",
+                 views: Mapping[str, np.ndarray] | None = None, view_prob: float = 0.0) -> None:
         """data: {key: (T, ...)} with T = episode_ends[-1]; needs `proprio_key`, `action_key`, feat_* keys."""
         self.index = window_indices(episode_ends, t_obs, t_act, episodes)
         self.episode_ends = _check_ends(episode_ends)
@@ -159,6 +164,14 @@ class WindowDataset(torch.utils.data.Dataset):
             if arr.ndim < 1 or len(arr) != n_steps:
                 raise ValueError(f"{key}: expected {n_steps} steps (episode_ends[-1]), got shape {arr.shape}")
             self.data[key] = arr
+        self.views = dict(views or {})
+        self.view_prob = view_prob
+        for key, arr in self.views.items():
+            want = (n_steps, self.data[key].shape[1]) if key in self.data else None
+            if want is None or arr.ndim != 3 or (arr.shape[0], arr.shape[2]) != want:
+                have = self.data[key].shape if key in self.data else "that do not exist"
+                raise ValueError(f"views of {key}: expected (T={n_steps}, n, F) beside features {have}, "
+                                 f"got {arr.shape}")
 
     @classmethod
     def from_store(cls, store: EpisodeStore, episodes: Sequence[int] | np.ndarray | None = None,
@@ -174,13 +187,23 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def get_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
-        """Samples `indices` (B,) stacked: {key: (B, To|Ta, ...)}, by vectorised numpy gathers."""
+    def get_batch(self, indices: Sequence[int] | np.ndarray, rng: np.random.Generator | None = None
+                  ) -> dict[str, torch.Tensor]:
+        """Samples `indices` (B,) stacked: {key: (B, To|Ta, ...)}, by vectorised numpy gathers; `rng` draws which
+        samples read a shifted view (see the class docstring)."""
         i = np.asarray(indices, dtype=np.int64)
         if i.ndim != 1 or (len(i) and (i.min() < -len(self) or i.max() >= len(self))):
             raise IndexError(f"indices must be 1-D within [-{len(self)}, {len(self)}), got {indices}")
         ix = self.index
         out = {k: self.data[k][ix.obs[i]] for k in self.obs_keys}  # (B, To, ...)
+        if self.views and rng is not None:
+            n_views = next(iter(self.views.values())).shape[1]
+            chosen = rng.random(len(i)) < self.view_prob  # (B,)
+            view = rng.integers(0, n_views, len(i))  # (B,)
+            rows = np.flatnonzero(chosen)
+            for k, v in self.views.items():
+                out[k] = out[k].copy()
+                out[k][rows] = v[ix.obs[i[rows]], view[rows, None]]  # (b, To, F)
         prev_pad = ix.prev_action_is_pad[i]  # (B, To)
         prev = self.data[self.prev_action_key][ix.prev_action[i]]  # (B, To, A)
         prev = np.where(prev_pad.reshape(*prev_pad.shape, *[1] * (prev.ndim - 2)), 0, prev)

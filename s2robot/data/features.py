@@ -11,6 +11,9 @@ An interrupted build resumes where it stopped: every episode is committed atomic
 
 ``slice_feature_cache`` makes a cache from another whose features contain the wanted ones as leading columns
 (the ``cls`` readout is the first columns of ``cls+grid``), encoding no frame.
+
+With ``views`` (``s2robot.data.views``) the same build encodes shifted views of every frame instead, into a store
+of its own beside the cache: ``feat_<camera>`` (T, n, F) per episode, its ``views`` key in the attrs.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tqdm import tqdm
 from s2robot.common.lock import writer_lock
 from s2robot.data.keys import PRIVILEGED_CUBE, feat_key, is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
+from s2robot.data.views import ViewsConfig, shift_frames, view_offsets, views_cache_path
 from s2robot.vision.encoder import FrozenS2Encoder
 from s2robot.vision.oracle import ORACLE, OracleEncoder
 
@@ -160,17 +164,19 @@ def _encode(encoder: FrozenS2Encoder, frames: np.ndarray, batch_size: int) -> np
     return torch.cat(out)[:n].cpu().numpy()
 
 
-def _open_existing(path: Path, key: tuple[str, str]) -> EpisodeStore | None:
-    """The cache at ``path`` if it has ``key``; None (after a warning) if it is stale or unreadable."""
+def _open_existing(path: Path, key: tuple[str, str], views: ViewsConfig | None = None) -> EpisodeStore | None:
+    """The cache at ``path`` if it has ``key`` (and the ``views``); None (after a warning) if it is stale or
+    unreadable."""
     try:
         cache = EpisodeStore.open(path, mode="a")
     except ValueError as e:
         warnings.warn(f"feature cache {path} is unreadable ({e}); rebuilding it", stacklevel=3)
         return None
     found = cache_key(cache)
-    if found == key:
+    same_views = cache.attrs.get("views") == (views.key() if views else None)
+    if found == key and same_views:
         return cache
-    what = "encoder" if found[0] != key[0] else "demo store"
+    what = "encoder" if found[0] != key[0] else "demo store" if found != key else "views config"
     warnings.warn(
         f"feature cache {path} is stale: the {what} changed (cache key {found}, now {key}); rebuilding it",
         stacklevel=3,
@@ -184,8 +190,10 @@ def build_feature_cache(
     out: str | Path | None = None,
     batch_size: int = 256,
     progress: bool = True,
+    views: ViewsConfig | None = None,
 ) -> Path:
-    """Encode every frame of the demo store at ``demo_path``; returns the cache path (see module doc).
+    """Encode every frame of the demo store at ``demo_path``; returns the cache path (see module doc). With
+    ``views`` (n ≥ 1), the shifted views of every frame instead (default path: ``views_cache_path`` of the cache's).
 
     Reading, encoding and writing overlap: a loader thread reads groups of whole episodes (≥ ``batch_size``
     steps) ahead, and each encoded group is committed (one ``add_episodes``) by a writer thread while the next
@@ -195,23 +203,30 @@ def build_feature_cache(
     _sources(source, encoder)
     if source.n_episodes == 0:
         raise ValueError(f"{demo_path} holds no episodes; record demos first (scripts/record_demos.py)")
+    views = views if views is not None and views.n else None
+    if views is not None and isinstance(encoder, OracleEncoder):
+        raise ValueError("shifted views are of camera frames; the oracle encoder reads no frames (set views.n=0)")
     key = (encoder.fingerprint, source.fingerprint)
     path = Path(out) if out is not None else default_cache_path(demo_path, key[0])
+    if out is None and views is not None:
+        path = views_cache_path(path, views)
     with writer_lock(path, "feature cache"):  # one builder of a cache at a time
-        return _build(source, demo_path, encoder, path, key, batch_size, progress)
+        return _build(source, demo_path, encoder, path, key, batch_size, progress, views)
 
 
 def _build(source: EpisodeStore, demo_path: str | Path, encoder: Encoder, path: Path,
-           key: tuple[str, str], batch_size: int, progress: bool) -> Path:
+           key: tuple[str, str], batch_size: int, progress: bool, views: ViewsConfig | None = None) -> Path:
     cameras = _sources(source, encoder)
-    cache = _open_existing(path, key) if path.exists() else None
+    cache = _open_existing(path, key, views) if path.exists() else None
     if cache is not None and cache.n_episodes == source.n_episodes:
         return path  # same key, complete: nothing to do
     if cache is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        cache = EpisodeStore.create(path, attrs=_cache_attrs(demo_path, source, encoder), overwrite=True)
+        attrs = _cache_attrs(demo_path, source, encoder) | ({"views": views.key()} if views else {})
+        cache = EpisodeStore.create(path, attrs=attrs, overwrite=True)
     start = cache.n_episodes
     todo_steps = source.n_steps - (int(source.episode_ends[start - 1]) if start else 0)
+    todo_steps *= views.n if views else 1
     bar = tqdm(total=todo_steps * len(cameras), unit="frame", desc=f"caching {path.name}",
                disable=not progress)
     if start:
@@ -220,11 +235,12 @@ def _build(source: EpisodeStore, demo_path: str | Path, encoder: Encoder, path: 
     with ThreadPoolExecutor(1, thread_name_prefix="feature-cache-writer") as writer:
         written: Future | None = None
         for group in _prefetch(source, episode_groups(source.episode_ends, start, batch_size)):
-            episodes = _encode_episodes(group, source, encoder, cameras, batch_size)
+            episodes = (_encode_views(group, source, encoder, cameras, batch_size, views) if views
+                        else _encode_episodes(group, source, encoder, cameras, batch_size))
             if written is not None:
                 written.result()  # one group in flight: errors surface here, commits stay in order
             written = writer.submit(cache.add_episodes, episodes)
-            bar.update(group.bounds[-1][1] * len(cameras))
+            bar.update(group.bounds[-1][1] * len(cameras) * (views.n if views else 1))
         if written is not None:
             written.result()
     bar.close()
@@ -254,6 +270,28 @@ def _encode_episodes(
         data |= {feat_key(cam): feats[cam][a:b] for cam in cameras}
         episodes.append((data, source.episode_info(i)))
     return episodes
+
+
+def _encode_views(
+    group: EpisodeGroup,
+    source: EpisodeStore,
+    encoder: FrozenS2Encoder,
+    cameras: list[str],
+    batch_size: int,
+    views: ViewsConfig,
+) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    """The ``views.n`` shifted views of a group's frames, encoded: ``({feat_<camera>: (T, n, F)}, info)`` per
+    episode."""
+    offsets = [view_offsets(views, i) for i, _ in group]  # (n, 2) per episode
+    feats = {}
+    for cam in cameras:
+        frames = group.data[rgb_key(cam)]  # (sum T, S, S, 3)
+        per_view = [_encode(encoder, np.concatenate([shift_frames(frames[a:b], *off[k])
+                                                     for (a, b), off in zip(group.bounds, offsets, strict=True)]),
+                            batch_size) for k in range(views.n)]  # n × (sum T, F)
+        feats[cam] = np.stack(per_view, axis=1)  # (sum T, n, F)
+    return [({feat_key(cam): feats[cam][a:b] for cam in cameras}, source.episode_info(i))
+            for (i, _), (a, b) in zip(group, group.bounds, strict=True)]
 
 
 def slice_feature_cache(superset: str | Path, demo_path: str | Path, encoder: Encoder, out: str | Path | None = None,
@@ -315,12 +353,29 @@ def _cache_attrs(demo_path: str | Path, source: EpisodeStore, encoder: Encoder) 
     }
 
 
+def open_views_cache(path: str | Path, encoder_fingerprint: str, views: ViewsConfig, source_fingerprint: str,
+                     n_episodes: int) -> EpisodeStore:
+    """Open the shifted views of a feature cache read-only; refuse views of another encoder, views config or demo
+    store, or an incomplete build."""
+    store = EpisodeStore.open(path)
+    found = (store.attrs.get("kind"), cache_key(store), store.attrs.get("views"), store.n_episodes)
+    want = (KIND, (encoder_fingerprint, source_fingerprint), views.key(), n_episodes)
+    if found != want:
+        raise ValueError(f"{path} is not the complete set of shifted views {views.key()} of encoder "
+                         f"{encoder_fingerprint} for these demos (found kind, key, views, episodes {found}, want "
+                         f"{want}); delete it and train again to rebuild it")
+    return store
+
+
 def open_feature_cache(path: str | Path, encoder_fingerprint: str | None = None) -> EpisodeStore:
     """Open a cache read-only; refuse one made by another encoder than ``encoder_fingerprint``."""
     cache = EpisodeStore.open(path)
     if cache.attrs.get("kind") != KIND:
         raise ValueError(f"{path} is an EpisodeStore but not a feature cache; build one with "
                          "scripts/cache_features.py")
+    if cache.attrs.get("views"):
+        raise ValueError(f"{path} holds shifted views ({cache.attrs['views']}), not a feature cache: train from the "
+                         "cache beside it (the same name without -views…)")
     found = cache_key(cache)[0]
     if encoder_fingerprint is not None and found != encoder_fingerprint:
         raise ValueError(

@@ -12,9 +12,10 @@ import numpy as np
 
 from s2robot.data.dataset import WindowDataset, split_episodes
 from s2robot.data.episode import find_non_finite
-from s2robot.data.features import open_feature_cache
+from s2robot.data.features import open_feature_cache, open_views_cache
 from s2robot.data.keys import ACTION_SPACES, EXECUTED_SUFFIX, episode_starts, feat_keys
 from s2robot.data.normalize import Normalizer
+from s2robot.data.views import ViewsConfig
 
 
 @dataclass
@@ -75,8 +76,10 @@ def select_action_space(data: Mapping[str, np.ndarray], action_space: str, sourc
 
 def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_act: int,
                        normalize_features: bool, val_fraction: float, seed: int, batch_size: int,
-                       action_space: str = "delta") -> TrainData:
-    """Windows (To=t_obs, Ta=t_act) of the cache's train/val episodes and the normalizer of the train split."""
+                       action_space: str = "delta", views_path: Path | None = None,
+                       views: ViewsConfig | None = None) -> TrainData:
+    """Windows (To=t_obs, Ta=t_act) of the cache's train/val episodes and the normalizer of the train split; with
+    ``views_path``, the training windows may read the shifted views stored there (``views.prob`` of them)."""
     cache = open_feature_cache(cache_path, fingerprint)
     if cache.n_episodes == 0:
         raise ValueError(f"feature cache {cache_path} holds no episodes: record demos first")
@@ -85,7 +88,16 @@ def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_
     data = select_action_space(data, action_space, Path(cache_path))
     feature_keys = feat_keys(data)
     train_ids, val_ids = split_episodes(cache.n_episodes, val_fraction, seed)
-    train = WindowDataset(data, cache.episode_ends, train_ids, t_obs, t_act)
+    view_data = None
+    if views_path is not None and views is not None:
+        if fingerprint is None:
+            raise ValueError("shifted views are checked against the encoder fingerprint; none was given")
+        store = open_views_cache(views_path, fingerprint, views, cache.attrs["source"]["fingerprint"],
+                                 cache.n_episodes)
+        view_data = {k: store.get_steps(k, 0, store.n_steps) for k in feature_keys}  # (T, n, F) each
+        check_finite(view_data, store.episode_ends, Path(views_path))
+    train = WindowDataset(data, cache.episode_ends, train_ids, t_obs, t_act, views=view_data,
+                          view_prob=views.prob if views is not None else 0.0)
     val = WindowDataset(data, cache.episode_ends, val_ids, t_obs, t_act) if len(val_ids) else None
     if len(train) < batch_size:
         raise ValueError(f"only {len(train)} training windows ({len(train_ids)} episodes) for batch_size "

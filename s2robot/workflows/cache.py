@@ -9,6 +9,7 @@ from pathlib import Path
 from s2robot.common.distributed import DistInfo, barrier
 from s2robot.data.features import build_feature_cache, default_cache_path, open_feature_cache, slice_feature_cache
 from s2robot.data.store import EpisodeStore
+from s2robot.data.views import ViewsConfig, views_cache_path
 from s2robot.vision.encoder import EncoderConfig, build_encoder, encoder_fingerprint, weights_digest
 
 
@@ -19,12 +20,15 @@ class FeatureCacheConfig:
     demos: path of the demo store (``demos/<name>.zarr``)
     out: cache path; default ``demos/features/<name>-<encoder fingerprint>.zarr``
     batch_size: frames per encoder call (raise it on a GPU)
+    views: also encode shifted views of every frame beside the cache (``views.n`` of them; see
+        ``s2robot.data.views``), as training with the same ``views`` would
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     demos: str = "demos/cube_pick.zarr"
     out: str | None = None
     batch_size: int = 256
+    views: ViewsConfig = field(default_factory=ViewsConfig)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -36,7 +40,12 @@ def cache_features(cfg: FeatureCacheConfig, progress: bool = True) -> Path:
     encoder = build_encoder(cfg.encoder)
     print(f"encoder {cfg.encoder.variant} {encoder.img_sizes} on {encoder.device} ({encoder.dtype}), "
           f"weights: {encoder.weights.label()}, fingerprint {encoder.fingerprint}")
-    return build_feature_cache(cfg.demos, encoder, cfg.out, cfg.batch_size, progress=progress)
+    path = build_feature_cache(cfg.demos, encoder, cfg.out, cfg.batch_size, progress=progress)
+    if cfg.views.n:
+        views = build_feature_cache(cfg.demos, encoder, views_cache_path(path, cfg.views), cfg.batch_size,
+                                    progress=progress, views=cfg.views)
+        print(f"{cfg.views.n} shifted view(s) of every frame (≤ {cfg.views.shift} px) in {views}")
+    return path
 
 
 def _cache_is_current(path: Path, demos: str, fingerprint: str) -> bool:
@@ -74,6 +83,25 @@ def prepare_cache(demos: str, cache: str | None, encoder: EncoderConfig, batch_s
         del frozen
     barrier(dist_info)
     return path, fingerprint
+
+
+def prepare_views(demos: str, cache_path: Path, encoder: EncoderConfig, views: ViewsConfig, batch_size: int = 256,
+                  dist_info: DistInfo | None = None, progress: bool = True) -> Path | None:
+    """Path of the shifted views beside the feature cache at ``cache_path`` (``s2robot.data.views``), built (or
+    resumed) by rank 0 when missing, stale or incomplete; None when ``views.n`` is 0."""
+    if not views.n:
+        return None
+    dist_info = dist_info or DistInfo()
+    path = views_cache_path(cache_path, views)
+    if dist_info.is_main:
+        if not Path(demos).exists():
+            raise FileNotFoundError(f"demo store {demos} does not exist, and the shifted views (views.n={views.n}) "
+                                    "are encoded from its frames: record the demos, or train with views.n=0")
+        frozen = build_encoder(encoder)
+        build_feature_cache(demos, frozen, path, batch_size, progress=progress, views=views)  # no-op when complete
+        del frozen
+    barrier(dist_info)
+    return path
 
 
 def _superset_cache(demos: str, encoder: EncoderConfig) -> Path | None:

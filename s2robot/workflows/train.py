@@ -42,17 +42,19 @@ from s2robot.common.runlog import RunLogger, WandbConfig
 from s2robot.data.dataset import WindowDataset, batch_indices
 from s2robot.data.normalize import Normalizer
 from s2robot.data.training_set import load_training_data
+from s2robot.data.views import ViewsConfig
 from s2robot.policy.checkpoint import build_policy, load_training_state, read_parts, save_pretrained
 from s2robot.policy.configuration import PolicyConfig
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.sim.env import EnvConfig
 from s2robot.vision.encoder import EncoderConfig
-from s2robot.workflows.cache import prepare_cache
+from s2robot.workflows.cache import prepare_cache, prepare_views
 
 # What a checkpoint must agree on with the config to resume from it. The optimizer's lr and weight decay live in
 # its saved state, so a changed value would be recorded but never applied: refused (hostile-testing finding 5).
 # The rest may change and takes effect for real: steps (the schedule is recomputed), grad_clip, amp, eval/val cadence.
-RESUME_KEYS = ("policy", "seed", "batch_size", "val_fraction", "lr", "weight_decay", "warmup_steps", "ema_decay")
+RESUME_KEYS = ("policy", "seed", "batch_size", "val_fraction", "lr", "weight_decay", "warmup_steps", "ema_decay",
+               "views")
 Evaluator = Callable[[ChunkTransformerPolicy, int], Mapping[str, float]]
 
 
@@ -63,6 +65,8 @@ class TrainConfig:
     name: run name; everything goes to ``<runs_dir>/<name>/``
     demos / cache: demo store, and its feature cache (default path from the encoder fingerprint; built
         when missing)
+    views: shifted views of every demo frame, encoded once beside the cache; training windows read them with
+        ``views.prob`` (augmentation, ``s2robot.data.views``; ``views.n=0``, the default: none)
     steps, batch_size (global, split over DDP ranks), lr, weight_decay, warmup_steps, grad_clip
     ema_decay: 0 disables the EMA; else the EMA weights are what evaluation and ``best/`` use
     val_fraction / val_every: held-out episodes and how often their loss is computed [steps]
@@ -76,6 +80,7 @@ class TrainConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     demos: str = "demos/cube_pick.zarr"
     cache: str | None = None
@@ -150,7 +155,7 @@ def validation_loss(policy: ChunkTransformerPolicy, data: WindowDataset, device:
 
 def _resume_problems(state: Mapping[str, Any], parts: Mapping[str, Any], cfg: TrainConfig, fingerprint: str,
                      shape: Mapping[str, Any]) -> list[str]:
-    old, new = state["train_config"], asdict(cfg)
+    old, new = {"views": asdict(ViewsConfig())} | dict(state["train_config"]), asdict(cfg)  # runs from before views
     diff = [k if k == "policy" else f"{k} ({old.get(k)} → {new.get(k)})" for k in RESUME_KEYS
             if old.get(k) != new.get(k)]
     found = parts["config"]["encoder_fingerprint"]
@@ -176,9 +181,12 @@ class Trainer:
         barrier(self.dist)
         cache_path, self.fingerprint = prepare_cache(cfg.demos, cfg.cache, cfg.encoder, cfg.cache_batch_size,
                                                      self.dist, progress=cfg.progress and self.main)
+        views_path = prepare_views(cfg.demos, cache_path, cfg.encoder, cfg.views, cfg.cache_batch_size, self.dist,
+                                   progress=cfg.progress and self.main)
         p = cfg.policy
         self.data = load_training_data(cache_path, self.fingerprint, p.t_obs, p.t_act, p.normalize_features,
-                                       cfg.val_fraction, cfg.seed, cfg.batch_size, p.action_space)
+                                       cfg.val_fraction, cfg.seed, cfg.batch_size, p.action_space, views_path,
+                                       cfg.views)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.policy = build_policy(cfg.policy, self.data.shape, self.data.normalizer).to(self.device)
@@ -256,7 +264,8 @@ class Trainer:
     def _train_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         idx = batch_indices(len(self.data.train), cfg.batch_size, self.step, cfg.seed, self.dist.rank, self.dist.world)
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in self.data.train.get_batch(idx).items()}
+        rng = np.random.default_rng([cfg.seed, self.step, self.dist.rank]) if cfg.views.n else None  # which views
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in self.data.train.get_batch(idx, rng).items()}
         with torch.autocast(self.device.type, self.amp or torch.bfloat16, enabled=self.amp is not None):
             loss = self.policy.compute_loss(batch) if model is self.policy else _ddp_loss(model, batch)
         self.optimizer.zero_grad(set_to_none=True)

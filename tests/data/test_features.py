@@ -119,6 +119,10 @@ def test_script_builds_cache_and_rejects_typos(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "RANDOM weights" in done.stdout and len(list((tmp_path / "features").iterdir())) == 1
+    views = subprocess.run([*cmd, "views.n=1"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert views.returncode == 0, views.stderr
+    assert "1 shifted view(s) of every frame (≤ 8 px)" in views.stdout
+    assert len(list((tmp_path / "features").glob("*-views1s8r0.zarr"))) == 1
     bad = subprocess.run([*cmd, "encoder.redout=mean"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "redout" in bad.stderr
 

@@ -190,3 +190,24 @@ def test_periodic_evaluation_chooses_best_by_success(tmp_path: Path) -> None:
     assert best["step"] == 8 and best["best"] == {"metric": "eval/success_rate", "value": 0.75, "step": 8}
     logged = [m["eval/success_rate"] for m in read_metrics(cfg.run_dir) if "eval/success_rate" in m]
     assert logged == [0.25, 0.75, 0.5]
+
+
+def test_shifted_views_train_and_change_what_the_policy_sees(tmp_path: Path) -> None:
+    """views.n=1: the views are encoded beside the cache and read by the training windows (prob 1: every one), so
+    the losses differ from training on the rendered frames alone; runs from before views resume as views.n=0."""
+    from s2robot.data.views import ViewsConfig, views_cache_path
+    from s2robot.workflows.train import Trainer
+
+    plain = config(tmp_path, name="plain")
+    train(plain)
+    shifted = config(tmp_path, name="shifted", views=ViewsConfig(n=1, shift=4, prob=1.0))
+    train(shifted)
+    cache = next((tmp_path / "features").glob("demos-*.zarr"))
+    assert views_cache_path(cache, shifted.views).is_dir()
+    a, b = losses(plain), losses(shifted)
+    assert a[1] != b[1] and all(np.isfinite(list(b.values())))
+    assert load_checkpoint(shifted.checkpoint_dir / "last")["train_config"]["views"]["n"] == 1
+    state = load_training_state(plain.checkpoint_dir / "last")
+    del state["train_config"]["views"]  # a checkpoint written before views existed
+    torch.save(state, plain.checkpoint_dir / "last" / "training_state.pt")
+    assert Trainer(config(tmp_path, name="plain", steps=14)).step == 12  # resumes: no views is views.n=0

@@ -1,0 +1,104 @@
+"""Shifted views: the shift itself, the offsets, the views store beside the cache, windows that read them, training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_demos
+
+from s2robot.data.dataset import WindowDataset
+from s2robot.data.features import (
+    build_feature_cache,
+    default_cache_path,
+    open_feature_cache,
+    open_views_cache,
+)
+from s2robot.data.store import EpisodeStore
+from s2robot.data.views import ViewsConfig, shift_frames, view_offsets, views_cache_path
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
+
+
+def micro() -> FrozenS2Encoder:
+    return FrozenS2Encoder(EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], dtype="float32"))
+
+
+def test_shift_moves_the_content_and_repeats_the_edges() -> None:
+    frames = np.arange(2 * 4 * 5 * 1).reshape(2, 4, 5, 1)  # (T, H, W, C)
+    assert np.array_equal(shift_frames(frames, 0, 0), frames)
+    right = shift_frames(frames, 2, 0)  # content 2 px to the right, the first column repeated into the gap
+    assert np.array_equal(right[:, :, 2:], frames[:, :, :3])
+    assert np.array_equal(right[:, :, 0], frames[:, :, 0]) and np.array_equal(right[:, :, 1], frames[:, :, 0])
+    up = shift_frames(frames, 0, -1)  # content 1 px up, the last row repeated
+    assert np.array_equal(up[:, :3], frames[:, 1:]) and np.array_equal(up[:, 3], frames[:, 3])
+    both = shift_frames(frames, -1, 1)
+    assert both.shape == frames.shape and np.array_equal(both[:, 1:, :4], frames[:, :3, 1:])
+    with pytest.raises(ValueError, match="does not fit"):
+        shift_frames(frames, 5, 0)
+
+
+def test_offsets_are_seeded_bounded_and_never_zero() -> None:
+    cfg = ViewsConfig(n=4, shift=1, seed=3)
+    offsets = np.stack([view_offsets(cfg, e) for e in range(50)])  # (50, 4, 2)
+    assert np.abs(offsets).max() <= 1 and offsets.any(axis=2).all()  # never (0, 0), even with 8 choices
+    assert np.array_equal(view_offsets(cfg, 7), view_offsets(ViewsConfig(n=4, shift=1, seed=3), 7))
+    assert not np.array_equal(view_offsets(cfg, 7), view_offsets(cfg, 8))
+    with pytest.raises(ValueError, match="n ≥ 0 and shift ≥ 1"):
+        ViewsConfig(n=1, shift=0)
+    with pytest.raises(ValueError, match="prob"):
+        ViewsConfig(n=1, prob=1.5)
+
+
+def test_views_store_holds_the_encoded_shifted_frames(tmp_path: Path) -> None:
+    """Every view equals the encoder run on that episode's frames shifted by that view's offset; the plain cache
+    is left as it is, and each store refuses to be read as the other."""
+    demos = make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4))
+    enc, views = micro(), ViewsConfig(n=2, shift=3)
+    plain = build_feature_cache(demos, enc, batch_size=4, progress=False)
+    path = build_feature_cache(demos, enc, batch_size=4, progress=False, views=views)
+    assert path == views_cache_path(default_cache_path(demos, enc.fingerprint), views) and path != plain
+    src = EpisodeStore.open(demos)
+    store = open_views_cache(path, enc.fingerprint, views, src.fingerprint, src.n_episodes)
+    assert set(store.keys) == {"feat_front"}
+    for i in range(src.n_episodes):
+        got, frames = store.get_episode(i)["feat_front"], src.get_episode(i)["rgb_front"]  # (T, 2, F)
+        assert got.shape == (len(frames), 2, enc.feature_dim)
+        for k, (dx, dy) in enumerate(view_offsets(views, i)):
+            expect = enc(shift_frames(frames, int(dx), int(dy))).numpy()
+            assert np.allclose(got[:, k], expect, atol=2e-3, rtol=2e-3)
+        assert not np.allclose(got[:, 0], enc(frames).numpy(), atol=2e-3)  # shifted, not the rendered frames
+    with pytest.raises(ValueError, match="holds shifted views"):
+        open_feature_cache(path)
+    with pytest.raises(ValueError, match="not the complete set of shifted views"):
+        open_views_cache(path, enc.fingerprint, ViewsConfig(n=2, shift=4), src.fingerprint, src.n_episodes)
+    with pytest.raises(ValueError, match="not the complete set of shifted views"):
+        open_views_cache(plain, enc.fingerprint, views, src.fingerprint, src.n_episodes)
+    with pytest.warns(UserWarning, match="stale: the views config changed"):
+        build_feature_cache(demos, enc, out=path, progress=False, views=ViewsConfig(n=1, shift=3))
+
+
+def window_data(n_steps: int = 10, n_views: int = 3) -> tuple[dict, dict]:
+    feats = np.zeros((n_steps, 4), np.float32)  # the rendered frames' features: 0
+    views = np.stack([np.full((n_steps, 4), k + 1, np.float32) for k in range(n_views)], axis=1)  # view k: k + 1
+    data = {"feat_front": feats, "proprio": np.zeros((n_steps, 2), np.float32),
+            "action": np.zeros((n_steps, 2), np.float32)}
+    return data, {"feat_front": views}
+
+
+def test_windows_read_one_view_per_sample_with_the_given_probability() -> None:
+    data, views = window_data(40)
+    ends = np.array([20, 40])
+    ds = WindowDataset(data, ends, t_obs=4, t_act=2, views=views, view_prob=0.5)
+    idx = np.arange(len(ds))
+    assert not ds.get_batch(idx)["feat_front"].any()  # no rng (validation): the rendered frames only
+    feats = ds.get_batch(idx, np.random.default_rng(0))["feat_front"].numpy()  # (40, To=4, 4)
+    per_sample = feats[:, :, 0]  # (40, To)
+    assert (per_sample == per_sample[:, :1]).all()  # one view for the whole window
+    assert 0.25 < (per_sample[:, 0] > 0).mean() < 0.75 and set(np.unique(per_sample)) == {0, 1, 2, 3}
+    always = WindowDataset(data, ends, t_obs=4, t_act=2, views=views, view_prob=1.0)
+    assert (always.get_batch(idx, np.random.default_rng(1))["feat_front"] > 0).all()
+    with pytest.raises(ValueError, match="views of feat_front"):
+        WindowDataset(data, ends, views={"feat_front": views["feat_front"][:, :, :3]}, view_prob=1.0)
+    with pytest.raises(ValueError, match="that do not exist"):
+        WindowDataset(data, ends, views={"feat_side": views["feat_front"]}, view_prob=1.0)
