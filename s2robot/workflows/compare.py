@@ -245,6 +245,24 @@ def _paired_line(c: Mapping[str, Any]) -> str:
             f"episodes{per_seed}: **{c['verdict']}**")
 
 
+def _plot_paired(ax: Any, paired: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+    """Forest plot: each row's difference from its reference [points], 95% interval with positions resampled,
+    one dot per training seed; a zero line."""
+    y = np.arange(len(paired))[::-1]
+    for yi, (i, c) in zip(y, paired, strict=True):
+        lo, hi = (100 * v for v in (c.get("ci95_positions") or c["ci95"]))
+        d = 100 * c["difference"]
+        color = f"C{i}"
+        ax.errorbar(d, yi, xerr=[[d - lo], [hi - d]], fmt="o", color=color, capsize=5)
+        for s in c.get("per_seed") or []:
+            ax.scatter(100 * s, yi - 0.15, color=color, s=10, marker="|")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, [f"{c['label_a']}\nvs {c['label_b']}" for _, c in paired], fontsize=7)
+    ax.set_ylim(-0.7, len(paired) - 0.3)
+    ax.set_xlabel("paired success difference [points]")
+    ax.set_title("vs reference: 95% CI with positions resampled;\nticks: training seeds", fontsize=9)
+
+
 def _format_paired(c: Mapping[str, Any] | None) -> str:
     """``+6.2 [−1.0, +13.5] vs ref (n=144)``, bold when the interval excludes 0; ``–`` for none (the reference).
     The interval is the one with positions resampled where the comparison has it."""
@@ -256,7 +274,9 @@ def _format_paired(c: Mapping[str, Any] | None) -> str:
 
 
 def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Bar chart of mean success per encoder with pooled Wilson 95% error bars, seeds as dots, paper as ticks."""
+    """Bar chart of mean success per encoder with pooled Wilson 95% error bars, seeds as dots, paper as ticks; with
+    paired rows, a second panel of each row's paired difference from its reference (95% interval with positions
+    resampled, per-seed differences as dots)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,7 +289,13 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
     lo = np.array([100 * r["ci95"][0] for r in rows])
     hi = np.array([100 * r["ci95"][1] for r in rows])
     yerr = np.stack([np.clip(mean - lo, 0, None), np.clip(hi - mean, 0, None)])  # (2, n)
-    fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 2.5, 4.5))
+    paired = [(i, r["paired"]) for i, r in enumerate(rows) if r.get("paired")]
+    width = 1.8 * len(rows) + 2.5
+    if paired:
+        fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(width + 5, 4.5), gridspec_kw={"width_ratios": [width, 5]})
+        _plot_paired(ax_d, paired)
+    else:
+        fig, ax = plt.subplots(figsize=(width, 4.5))
     colors = ["0.75" if r["weights_random"] else f"C{i}" for i, r in enumerate(rows)]
     bars = ax.bar(x, mean, yerr=yerr, capsize=6, color=colors, edgecolor="k")
     for i, r in enumerate(rows):

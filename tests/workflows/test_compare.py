@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from PIL import Image
 
 from s2robot.workflows.compare import (
     CompareConfig,
@@ -62,7 +63,7 @@ def with_episodes(report: dict, outcomes: list[bool]) -> dict:
     return report | {"episodes_detail": detail}
 
 
-def test_paired_column_pools_seeds_against_the_reference() -> None:
+def test_paired_column_pools_seeds_against_the_reference(tmp_path: Path) -> None:
     """Each row minus its reference over the seeds both have, episodes matched per seed; known answer."""
     a0 = [True] * 10 + [False] * 6  # seed 0: A 10/16, B 4/16, every B success also an A success
     b0 = [True] * 4 + [False] * 12
@@ -84,6 +85,8 @@ def test_paired_column_pools_seeds_against_the_reference() -> None:
     assert lo < p["difference"] < hi
     assert "- A − B: +18.8 points, positions resampled [" in md and "per training seed 0: +37.5, 1: +0.0" in md
     assert "over 32 episodes; " in md
+    plain, forest = plot_comparison([b], tmp_path / "one.png"), plot_comparison([a, b], tmp_path / "two.png")
+    assert Image.open(forest).size[0] > Image.open(plain).size[0] + 400  # the paired panel beside the bars
     with pytest.raises(ValueError, match="reference row 'C' has no evaluations"):
         comparison_rows(reports, references={"A": "C"})
 
