@@ -20,7 +20,7 @@ NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs w
 # oneDNN (torch's CPU bf16 matmul) capped below its bf16 kernels by ONEDNN_MAX_CPU_ISA runs bf16 as slowly as an
 # AVX2-only CPU does (measured on the AVX512-BF16 EPYC: 420 → 2.5 GFLOP/s at 1024², 2 cores)
 ONEDNN_ISA_VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
-ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def resolve_device(device: str) -> torch.device:

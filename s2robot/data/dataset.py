@@ -136,15 +136,15 @@ class WindowDataset(torch.utils.data.Dataset):
     (`<action_key>_executed`, the action actually stepped under noise injection) when the data has one: a
     rollout feeds the policy what it executed, so training does too.
 
-    With `views` ({feat_<camera>: (T, n, F)}, shifted views of the frames: `s2robot.data.views`), a batch drawn with
-    an `rng` reads, for each sample with probability `view_prob`, one of its n views (the same for all To steps and
-    every camera) in place of its features; without an `rng` (validation) never.
+    With `views` ({feat_<camera>: (T, n, F)}, shifted views of the frames: `s2robot.data.views`), `get_batch` given
+    `view` (B,) reads view `view[b]` for sample b (the same for all To steps and every camera) in place of its
+    features, where `view[b]` ≥ 0; without `view` (validation) the rendered frames' features only.
     """
 
     def __init__(self, data: Mapping[str, np.ndarray], episode_ends: np.ndarray,
                  episodes: Sequence[int] | np.ndarray | None = None, t_obs: int = 16, t_act: int = 16,
                  proprio_key: str = "proprio", action_key: str = "action",
-                 views: Mapping[str, np.ndarray] | None = None, view_prob: float = 0.0) -> None:
+                 views: Mapping[str, np.ndarray] | None = None) -> None:
         """data: {key: (T, ...)} with T = episode_ends[-1]; needs `proprio_key`, `action_key`, feat_* keys."""
         self.index = window_indices(episode_ends, t_obs, t_act, episodes)
         self.episode_ends = _check_ends(episode_ends)
@@ -165,7 +165,9 @@ class WindowDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{key}: expected {n_steps} steps (episode_ends[-1]), got shape {arr.shape}")
             self.data[key] = arr
         self.views = dict(views or {})
-        self.view_prob = view_prob
+        if len({arr.shape[1] if arr.ndim == 3 else None for arr in self.views.values()}) > 1:
+            raise ValueError(f"every camera needs the same number of views; got "
+                             f"{ {k: v.shape for k, v in self.views.items()} }")
         for key, arr in self.views.items():
             want = (n_steps, self.data[key].shape[1]) if key in self.data else None
             if want is None or arr.ndim != 3 or (arr.shape[0], arr.shape[2]) != want:
@@ -187,23 +189,23 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def get_batch(self, indices: Sequence[int] | np.ndarray, rng: np.random.Generator | None = None
+    def get_batch(self, indices: Sequence[int] | np.ndarray, view: np.ndarray | None = None
                   ) -> dict[str, torch.Tensor]:
-        """Samples `indices` (B,) stacked: {key: (B, To|Ta, ...)}, by vectorised numpy gathers; `rng` draws which
-        samples read a shifted view (see the class docstring)."""
+        """Samples `indices` (B,) stacked: {key: (B, To|Ta, ...)}, by vectorised numpy gathers; `view` (B,): which
+        shifted view each sample reads, -1 for none (see the class docstring and ``s2robot.data.views.draw_views``)."""
         i = np.asarray(indices, dtype=np.int64)
         if i.ndim != 1 or (len(i) and (i.min() < -len(self) or i.max() >= len(self))):
             raise IndexError(f"indices must be 1-D within [-{len(self)}, {len(self)}), got {indices}")
         ix = self.index
         out = {k: self.data[k][ix.obs[i]] for k in self.obs_keys}  # (B, To, ...)
-        if self.views and rng is not None:
+        if self.views and view is not None:
+            view = np.asarray(view, dtype=np.int64)
             n_views = next(iter(self.views.values())).shape[1]
-            chosen = rng.random(len(i)) < self.view_prob  # (B,)
-            view = rng.integers(0, n_views, len(i))  # (B,)
-            rows = np.flatnonzero(chosen)
+            if view.shape != i.shape or view.max(initial=-1) >= n_views:
+                raise ValueError(f"view must be one of -1 … {n_views - 1} per sample ({len(i)}), got {view}")
+            rows = np.flatnonzero(view >= 0)
             for k, v in self.views.items():
-                out[k] = out[k].copy()
-                out[k][rows] = v[ix.obs[i[rows]], view[rows, None]]  # (b, To, F)
+                out[k][rows] = v[ix.obs[i[rows]], view[rows, None]]  # (b, To, F); out[k] is a gathered copy
         prev_pad = ix.prev_action_is_pad[i]  # (B, To)
         prev = self.data[self.prev_action_key][ix.prev_action[i]]  # (B, To, A)
         prev = np.where(prev_pad.reshape(*prev_pad.shape, *[1] * (prev.ndim - 2)), 0, prev)

@@ -177,10 +177,9 @@ def _open_existing(path: Path, key: tuple[str, str], views: ViewsConfig | None =
     if found == key and same_views:
         return cache
     what = "encoder" if found[0] != key[0] else "demo store" if found != key else "views config"
-    warnings.warn(
-        f"feature cache {path} is stale: the {what} changed (cache key {found}, now {key}); rebuilding it",
-        stacklevel=3,
-    )
+    was = (found, key) if found != key else (cache.attrs.get("views"), views.key() if views else None)
+    warnings.warn(f"feature cache {path} is stale: the {what} changed ({was[0]}, now {was[1]}); rebuilding it",
+                  stacklevel=3)
     return None
 
 
@@ -283,7 +282,7 @@ def _encode_views(
     """The ``views.n`` shifted views of a group's frames, encoded: ``({feat_<camera>: (T, n, F)}, info)`` per
     episode."""
     offsets = [view_offsets(views, i) for i, _ in group]  # (n, 2) per episode
-    feats = {}
+    feats: dict[str, np.ndarray] = {}
     for cam in cameras:
         frames = group.data[rgb_key(cam)]  # (sum T, S, S, 3)
         per_view = [_encode(encoder, np.concatenate([shift_frames(frames[a:b], *off[k])

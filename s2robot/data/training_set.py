@@ -79,7 +79,7 @@ def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_
                        action_space: str = "delta", views_path: Path | None = None,
                        views: ViewsConfig | None = None) -> TrainData:
     """Windows (To=t_obs, Ta=t_act) of the cache's train/val episodes and the normalizer of the train split; with
-    ``views_path``, the training windows may read the shifted views stored there (``views.prob`` of them)."""
+    ``views_path``, the training windows can read the shifted views stored there (``WindowDataset``'s views)."""
     cache = open_feature_cache(cache_path, fingerprint)
     if cache.n_episodes == 0:
         raise ValueError(f"feature cache {cache_path} holds no episodes: record demos first")
@@ -96,8 +96,7 @@ def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_
                                  cache.n_episodes)
         view_data = {k: store.get_steps(k, 0, store.n_steps) for k in feature_keys}  # (T, n, F) each
         check_finite(view_data, store.episode_ends, Path(views_path))
-    train = WindowDataset(data, cache.episode_ends, train_ids, t_obs, t_act, views=view_data,
-                          view_prob=views.prob if views is not None else 0.0)
+    train = WindowDataset(data, cache.episode_ends, train_ids, t_obs, t_act, views=view_data)
     val = WindowDataset(data, cache.episode_ends, val_ids, t_obs, t_act) if len(val_ids) else None
     if len(train) < batch_size:
         raise ValueError(f"only {len(train)} training windows ({len(train_ids)} episodes) for batch_size "

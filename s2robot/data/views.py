@@ -67,6 +67,18 @@ def shift_frames(frames: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return np.ascontiguousarray(padded[:, p - dy: p - dy + h, p - dx: p - dx + w])
 
 
+def draw_views(cfg: ViewsConfig, batch_size: int, step: int, seed: int, rank: int = 0, world: int = 1
+               ) -> np.ndarray:
+    """(batch_size // world,) which view each sample of this rank's shard of training step ``step``'s global batch
+    reads: -1 for the rendered frames, else 0 … n-1 (each sample a view with probability ``prob``). Drawn for the
+    whole global batch from (seed, step) and sharded as ``batch_indices`` shards it, so any number of DDP processes
+    draws what one process does."""
+    rng = np.random.default_rng([seed, step, 0x5F1E])  # its own stream, apart from the batch's permutation
+    view = np.where(rng.random(batch_size) < cfg.prob, rng.integers(0, max(cfg.n, 1), batch_size), -1)  # (B,)
+    shard = batch_size // world
+    return view[rank * shard: (rank + 1) * shard]
+
+
 def views_cache_path(cache_path: str | Path, cfg: ViewsConfig) -> Path:
     """``<cache>.zarr`` → ``<cache>-views<n>s<shift>r<seed>.zarr`` beside it."""
     path = Path(cache_path)

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from s2robot.common.distributed import DistInfo, barrier
-from s2robot.data.features import build_feature_cache, default_cache_path, open_feature_cache, slice_feature_cache
+from s2robot.data.features import (
+    build_feature_cache,
+    default_cache_path,
+    open_feature_cache,
+    open_views_cache,
+    slice_feature_cache,
+)
 from s2robot.data.store import EpisodeStore
 from s2robot.data.views import ViewsConfig, views_cache_path
 from s2robot.vision.encoder import EncoderConfig, build_encoder, encoder_fingerprint, weights_digest
@@ -87,18 +93,25 @@ def prepare_cache(demos: str, cache: str | None, encoder: EncoderConfig, batch_s
 
 def prepare_views(demos: str, cache_path: Path, encoder: EncoderConfig, views: ViewsConfig, batch_size: int = 256,
                   dist_info: DistInfo | None = None, progress: bool = True) -> Path | None:
-    """Path of the shifted views beside the feature cache at ``cache_path`` (``s2robot.data.views``), built (or
-    resumed) by rank 0 when missing, stale or incomplete; None when ``views.n`` is 0."""
+    """Path of the shifted views beside the (current) feature cache at ``cache_path`` (``s2robot.data.views``),
+    built (or resumed) by rank 0 when missing, stale or incomplete; None when ``views.n`` is 0."""
     if not views.n:
         return None
     dist_info = dist_info or DistInfo()
     path = views_cache_path(cache_path, views)
+    cache = open_feature_cache(cache_path)
+    try:  # complete views of this cache's encoder and demos: nothing to build, demos or not
+        open_views_cache(path, cache.attrs["encoder_fingerprint"], views, cache.attrs["source"]["fingerprint"],
+                         cache.n_episodes)
+        return path
+    except (ValueError, FileNotFoundError):
+        pass
+    if not Path(demos).exists():  # on every rank: none waits at the barrier for a rank that raised
+        raise FileNotFoundError(f"demo store {demos} does not exist, and the shifted views (views.n={views.n}) are "
+                                "encoded from its frames: record the demos, or train with views.n=0")
     if dist_info.is_main:
-        if not Path(demos).exists():
-            raise FileNotFoundError(f"demo store {demos} does not exist, and the shifted views (views.n={views.n}) "
-                                    "are encoded from its frames: record the demos, or train with views.n=0")
         frozen = build_encoder(encoder)
-        build_feature_cache(demos, frozen, path, batch_size, progress=progress, views=views)  # no-op when complete
+        build_feature_cache(demos, frozen, path, batch_size, progress=progress, views=views)  # resumes a partial one
         del frozen
     barrier(dist_info)
     return path

@@ -28,7 +28,7 @@ from s2robot.sim.frames import FrameDataConfig
 from s2robot.vision.encoder import READOUTS, EncoderConfig, FrozenS2Encoder, encoder_fingerprint
 from s2robot.vision.weights import resolve_weights
 from s2robot.workflows.evaluate import EvalConfig, evaluate
-from s2robot.workflows.paired import compare_pooled
+from s2robot.workflows.paired import compare_pooled, pair_outcomes
 from s2robot.workflows.pipeline import PipelineConfig
 from s2robot.workflows.probe import encode_readouts, load_labeled, probe
 from s2robot.workflows.record import RecordConfig, record_demos
@@ -179,7 +179,7 @@ def _paired(label: str, reference: str | None, reports: Mapping[str, Mapping[int
         return None
     pairs = [(reports[label][s], reports[reference][s]) for s in seeds]
     c = compare_pooled(pairs, label, reference, by_positions=True)
-    per_seed = [compare_pooled([pair], label, reference).difference for pair in pairs]
+    per_seed = [float(np.mean(a) - np.mean(b)) for a, b in (pair_outcomes(*pair) for pair in pairs)]
     return asdict(c) | {"seeds": seeds, "per_seed": per_seed}
 
 
@@ -253,7 +253,7 @@ def _plot_paired(ax: Any, paired: Sequence[tuple[int, Mapping[str, Any]]]) -> No
         lo, hi = (100 * v for v in (c.get("ci95_positions") or c["ci95"]))
         d = 100 * c["difference"]
         color = f"C{i}"
-        ax.errorbar(d, yi, xerr=[[d - lo], [hi - d]], fmt="o", color=color, capsize=5)
+        ax.errorbar(d, yi, xerr=[[max(d - lo, 0.0)], [max(hi - d, 0.0)]], fmt="o", color=color, capsize=5)
         for s in c.get("per_seed") or []:
             ax.scatter(100 * s, yi - 0.15, color=color, s=10, marker="|")
     ax.axvline(0, color="k", lw=0.8)

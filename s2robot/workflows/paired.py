@@ -4,7 +4,9 @@ Sixteen episodes carry about ±12 points of standard error, so two success rates
 policy is better. Evaluated on the *same* episodes, two policies can be compared episode by episode: the
 agreement table (both succeed, only A, only B, neither), the success difference A − B with a 95% paired-bootstrap
 interval, and the exact McNemar test on the discordant episodes. A difference is called only when its interval
-excludes zero (``scripts/compare_evals.py``).
+excludes zero (``scripts/compare_evals.py``). A second interval resamples whole cube positions instead of episodes
+(``cluster_bootstrap_ci``): the repeats (and training seeds) at one position tend to succeed or fail together, so
+it is the wider and more honest one; the encoder comparison calls its rows by it.
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, seed
     return float(lo), float(hi)
 
 
-def cluster_bootstrap_ci(a: np.ndarray, b: np.ndarray, clusters: Sequence[Any], n_boot: int = 10_000, seed: int = 0,
-                         level: float = 0.95) -> tuple[float, float]:
+def cluster_bootstrap_ci(a: np.ndarray, b: np.ndarray, clusters: np.ndarray | Sequence[Any], n_boot: int = 10_000,
+                         seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of mean(a − b) with whole clusters resampled: each draw takes K of the K clusters
     (e.g. cube positions) with replacement, every episode of a drawn cluster with it (``a``, ``b``: 0/1 per
     episode; ``clusters``: (n,) cluster labels)."""
@@ -138,7 +140,7 @@ def compare_pooled(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
     matched = [pair_outcomes(a, b) for a, b in pairs]
     sa = np.concatenate([m[0] for m in matched])  # (n,) bool
     sb = np.concatenate([m[1] for m in matched])
-    where = np.concatenate([_positions(a) for a, _ in pairs])  # (n, 2) cube (x, y) per episode, in matched order
+    where = _positions([a for a, _ in pairs])  # (n, 2) each episode's cluster, in matched order
     ci = paired_bootstrap_ci(sa, sb, seed=seed)
     ci_pos = cluster_bootstrap_ci(sa, sb, where, seed=seed)
     only_a, only_b = int((sa & ~sb).sum()), int((~sa & sb).sum())
@@ -155,11 +157,15 @@ def compare_pooled(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
                             mcnemar_exact(only_a, only_b), verdict, ci_pos, len(np.unique(where, axis=0)))
 
 
-def _positions(results: Mapping[str, Any]) -> np.ndarray:
-    """(n, 2) each episode's cube (x, y) in ``pair_outcomes``'s order (sorted keys); the position index where an
-    episode does not record its cube."""
-    cubes = _cubes(results)
-    return np.array([cubes.get(k, (float(k[0]), float("inf"))) for k in sorted(episode_outcomes(results))])
+def _positions(evaluations: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """(n, 2) each episode's position as a cluster label, the evaluations' episodes concatenated, each in
+    ``pair_outcomes``'s order (sorted keys): its cube (x, y) when every episode records one, else (position index,
+    0) for all (one label per position either way; never a mix of the two)."""
+    keys = [sorted(episode_outcomes(r)) for r in evaluations]
+    cubes = [_cubes(r) for r in evaluations]
+    if all(k in c for ks, c in zip(keys, cubes, strict=True) for k in ks):
+        return np.array([c[k] for ks, c in zip(keys, cubes, strict=True) for k in ks], float)
+    return np.array([(float(k[0]), 0.0) for ks in keys for k in ks])
 
 
 def format_comparison(c: PairedComparison) -> str:

@@ -134,7 +134,8 @@ def reconstruction_r2(
 ) -> dict[str, float]:
     """Ridge ``source`` (T, Fs) → ``target`` (T, Ft) fit on the train episodes; on the held-out ones, R² of each
     target dimension (1 - SS_res / SS_tot of that dimension) averaged over the dimensions (``r2``), their median,
-    and the ridge strength. Dimensions constant on the held-out frames (SS_tot ≈ 0) are left out.
+    and the ridge strength. Dimensions constant on the held-out frames (SS_tot ≈ 0) are left out; when every one
+    is, R² is undefined and this raises ``ValueError``.
     """
     if len(source) != len(target) or len(source) != len(groups):
         raise ValueError(f"source ({len(source)}), target ({len(target)}) and groups ({len(groups)}) must have one "
@@ -148,7 +149,7 @@ def reconstruction_r2(
     ss_tot = ((y[test] - y[test].mean(0)) ** 2).sum(0)  # (Ft,)
     ss_res = ((y[test] - pred) ** 2).sum(0)
     keep = ss_tot > 1e-12 * max(float(ss_tot.max()), 1e-30)
-    if not keep.any() or float(ss_tot.max()) == 0.0:
+    if not keep.any():
         raise ValueError(f"every one of the {y.shape[1]} target dimensions is constant on the held-out frames, so "
                          "R² is undefined: the target features do not vary (a dead encoder, or identical frames)")
     r2 = 1.0 - ss_res[keep] / ss_tot[keep]

@@ -42,7 +42,7 @@ from s2robot.common.runlog import RunLogger, WandbConfig
 from s2robot.data.dataset import WindowDataset, batch_indices
 from s2robot.data.normalize import Normalizer
 from s2robot.data.training_set import load_training_data
-from s2robot.data.views import ViewsConfig
+from s2robot.data.views import ViewsConfig, draw_views
 from s2robot.policy.checkpoint import build_policy, load_training_state, read_parts, save_pretrained
 from s2robot.policy.configuration import PolicyConfig
 from s2robot.policy.modeling import ChunkTransformerPolicy
@@ -156,6 +156,7 @@ def validation_loss(policy: ChunkTransformerPolicy, data: WindowDataset, device:
 def _resume_problems(state: Mapping[str, Any], parts: Mapping[str, Any], cfg: TrainConfig, fingerprint: str,
                      shape: Mapping[str, Any]) -> list[str]:
     old, new = {"views": asdict(ViewsConfig())} | dict(state["train_config"]), asdict(cfg)  # runs from before views
+    old, new = ({**d, "views": d["views"] if d["views"]["n"] else {"n": 0}} for d in (old, new))  # n=0: no views
     diff = [k if k == "policy" else f"{k} ({old.get(k)} → {new.get(k)})" for k in RESUME_KEYS
             if old.get(k) != new.get(k)]
     found = parts["config"]["encoder_fingerprint"]
@@ -264,8 +265,9 @@ class Trainer:
     def _train_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         idx = batch_indices(len(self.data.train), cfg.batch_size, self.step, cfg.seed, self.dist.rank, self.dist.world)
-        rng = np.random.default_rng([cfg.seed, self.step, self.dist.rank]) if cfg.views.n else None  # which views
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in self.data.train.get_batch(idx, rng).items()}
+        view = (draw_views(cfg.views, cfg.batch_size, self.step, cfg.seed, self.dist.rank, self.dist.world)
+                if cfg.views.n else None)  # (B,) which shifted view each sample reads, -1: none
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in self.data.train.get_batch(idx, view).items()}
         with torch.autocast(self.device.type, self.amp or torch.bfloat16, enabled=self.amp is not None):
             loss = self.policy.compute_loss(batch) if model is self.policy else _ddp_loss(model, batch)
         self.optimizer.zero_grad(set_to_none=True)

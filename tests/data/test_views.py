@@ -16,8 +16,32 @@ from s2robot.data.features import (
     open_views_cache,
 )
 from s2robot.data.store import EpisodeStore
-from s2robot.data.views import ViewsConfig, shift_frames, view_offsets, views_cache_path
+from s2robot.data.views import ViewsConfig, draw_views, shift_frames, view_offsets, views_cache_path
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
+
+
+def test_prepare_views_builds_once_and_needs_no_demos_when_complete(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from helpers import micro_encoder_config
+
+    import s2robot.workflows.cache as C
+
+    demos = make_demos(tmp_path / "d.zarr")
+    cfg, views = micro_encoder_config(), ViewsConfig(n=1, shift=2)
+    cache, _ = C.prepare_cache(str(demos), None, cfg, progress=False)
+    built = []
+    real = C.build_encoder
+    monkeypatch.setattr(C, "build_encoder", lambda c: built.append(c) or real(c))
+    path = C.prepare_views(str(demos), cache, cfg, views, progress=False)
+    assert path == views_cache_path(cache, views) and len(built) == 1
+    assert C.prepare_views(str(demos), cache, cfg, views, progress=False) == path and len(built) == 1  # current
+    shutil.rmtree(demos)
+    assert C.prepare_views(str(demos), cache, cfg, views, progress=False) == path  # complete: the demos not needed
+    with pytest.raises(FileNotFoundError, match="are encoded from its frames"):
+        C.prepare_views(str(demos), cache, cfg, ViewsConfig(n=2, shift=2), progress=False)
+    assert C.prepare_views(str(demos), cache, cfg, ViewsConfig(n=0), progress=False) is None
 
 
 def micro() -> FrozenS2Encoder:
@@ -86,19 +110,32 @@ def window_data(n_steps: int = 10, n_views: int = 3) -> tuple[dict, dict]:
     return data, {"feat_front": views}
 
 
-def test_windows_read_one_view_per_sample_with_the_given_probability() -> None:
+def test_draw_is_per_global_batch_so_ddp_shards_draw_what_one_process_does() -> None:
+    cfg = ViewsConfig(n=3, prob=0.5)
+    one = draw_views(cfg, 64, step=7, seed=1)  # (64,)
+    assert np.array_equal(np.concatenate([draw_views(cfg, 64, 7, 1, rank, 4) for rank in range(4)]), one)
+    assert set(np.unique(one)) == {-1, 0, 1, 2} and 0.3 < (one >= 0).mean() < 0.7
+    assert not np.array_equal(one, draw_views(cfg, 64, step=8, seed=1))  # another step, another draw
+    assert (draw_views(ViewsConfig(n=2, prob=1.0), 32, 0, 0) >= 0).all()
+    assert (draw_views(ViewsConfig(n=2, prob=0.0), 32, 0, 0) == -1).all()
+
+
+def test_windows_read_the_view_drawn_for_them() -> None:
     data, views = window_data(40)
     ends = np.array([20, 40])
-    ds = WindowDataset(data, ends, t_obs=4, t_act=2, views=views, view_prob=0.5)
+    ds = WindowDataset(data, ends, t_obs=4, t_act=2, views=views)
     idx = np.arange(len(ds))
-    assert not ds.get_batch(idx)["feat_front"].any()  # no rng (validation): the rendered frames only
-    feats = ds.get_batch(idx, np.random.default_rng(0))["feat_front"].numpy()  # (40, To=4, 4)
-    per_sample = feats[:, :, 0]  # (40, To)
-    assert (per_sample == per_sample[:, :1]).all()  # one view for the whole window
-    assert 0.25 < (per_sample[:, 0] > 0).mean() < 0.75 and set(np.unique(per_sample)) == {0, 1, 2, 3}
-    always = WindowDataset(data, ends, t_obs=4, t_act=2, views=views, view_prob=1.0)
-    assert (always.get_batch(idx, np.random.default_rng(1))["feat_front"] > 0).all()
+    assert not ds.get_batch(idx)["feat_front"].any()  # no draw (validation): the rendered frames only
+    view = draw_views(ViewsConfig(n=3, prob=0.5), len(idx), step=0, seed=0)  # (40,)
+    feats = ds.get_batch(idx, view)["feat_front"].numpy()  # (40, To=4, 4)
+    assert np.array_equal(feats[:, :, 0], np.repeat(view[:, None] + 1, 4, axis=1))  # view k reads k + 1, -1 reads 0
+    assert not ds.get_batch(idx)["feat_front"].any()  # the draw left the stored features as they were
+    with pytest.raises(ValueError, match="view must be one of -1 … 2"):
+        ds.get_batch(idx, np.full(len(idx), 3))
     with pytest.raises(ValueError, match="views of feat_front"):
-        WindowDataset(data, ends, views={"feat_front": views["feat_front"][:, :, :3]}, view_prob=1.0)
+        WindowDataset(data, ends, views={"feat_front": views["feat_front"][:, :, :3]})
     with pytest.raises(ValueError, match="that do not exist"):
-        WindowDataset(data, ends, views={"feat_side": views["feat_front"]}, view_prob=1.0)
+        WindowDataset(data, ends, views={"feat_side": views["feat_front"]})
+    two = {**data, "feat_side": data["feat_front"]}
+    with pytest.raises(ValueError, match="same number of views"):
+        WindowDataset(two, ends, views={"feat_front": views["feat_front"], "feat_side": views["feat_front"][:, :2]})

@@ -13,6 +13,7 @@ import pytest
 from s2robot.workflows.paired import (
     cluster_bootstrap_ci,
     compare_evaluations,
+    compare_pooled,
     format_comparison,
     mcnemar_exact,
     pair_outcomes,
@@ -65,6 +66,26 @@ def test_cluster_bootstrap_resamples_whole_positions() -> None:
     assert cluster_bootstrap_ci(a, b, one) == (pytest.approx(a.mean()), pytest.approx(a.mean()))
     xy = np.stack([positions * 0.01, positions * 0.0 + 0.2], axis=1)  # (48, 2) cube (x, y) as the labels
     assert cluster_bootstrap_ci(a, b, xy) == cluster_bootstrap_ci(a, b, positions)
+
+
+def test_pooled_verdict_by_positions_and_clusters_never_mixed() -> None:
+    """by_positions: the verdict names the positions interval and follows it; positions are one cluster each
+    whether they are told by cube (x, y) or by index, never split into both."""
+    base = [False] * 48
+    s2 = [i < 9 for i in range(48)]  # 9 positions won once each
+    c = compare_pooled([(results(s2), results(base))], "s2", "plain", by_positions=True)
+    assert c.verdict.startswith("s2 better") and "with positions resampled" in c.verdict
+    assert c.ci95_positions[0] > 0 and c.n_positions == 16
+    w = compare_pooled([(results(base), results(s2))], "a", "b", by_positions=True)
+    assert w.verdict.startswith("b better") and w.ci95_positions[1] < 0
+    with_xy = results(s2)
+    for e in with_xy["episodes_detail"]:
+        e["cube_xy"] = [0.5 + 0.01 * e["position"], 0.1]
+    base_xy = {"episodes_detail": [{**e, "success": False} for e in with_xy["episodes_detail"]]}
+    mixed = compare_pooled([(with_xy, base_xy), (results(s2, seeds_from=5000), results(base, seeds_from=5000))],
+                           by_positions=True)
+    assert mixed.n_positions == 16 and mixed.n == 96  # one seed with cubes, one without: still 16 positions
+    assert compare_pooled([(with_xy, base_xy)], by_positions=True).n_positions == 16
 
 
 def test_known_answers_on_synthetic_results() -> None:

@@ -202,7 +202,7 @@ def test_shifted_views_train_and_change_what_the_policy_sees(tmp_path: Path) -> 
     train(plain)
     shifted = config(tmp_path, name="shifted", views=ViewsConfig(n=1, shift=4, prob=1.0))
     train(shifted)
-    cache = next((tmp_path / "features").glob("demos-*.zarr"))
+    cache = next(p for p in (tmp_path / "features").glob("demos-*.zarr") if "-views" not in p.name)
     assert views_cache_path(cache, shifted.views).is_dir()
     a, b = losses(plain), losses(shifted)
     assert a[1] != b[1] and all(np.isfinite(list(b.values())))
@@ -211,3 +211,7 @@ def test_shifted_views_train_and_change_what_the_policy_sees(tmp_path: Path) -> 
     del state["train_config"]["views"]  # a checkpoint written before views existed
     torch.save(state, plain.checkpoint_dir / "last" / "training_state.pt")
     assert Trainer(config(tmp_path, name="plain", steps=14)).step == 12  # resumes: no views is views.n=0
+    other_prob = config(tmp_path, name="plain", steps=14, views=ViewsConfig(n=0, prob=0.9))
+    assert Trainer(other_prob).step == 12  # with n=0 the other views settings change nothing
+    with pytest.raises(ValueError, match="trained with a different views"):
+        Trainer(config(tmp_path, name="plain", steps=14, views=ViewsConfig(n=1, shift=4)))
