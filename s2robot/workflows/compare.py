@@ -201,7 +201,7 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
     head = ["encoder", "variant", "scales [px]", "readout (dim)", "params [M]", "GFLOPs/frame"]
     head += [f"{PROBE_TARGETS[t]} probe R² / cm" for t in targets]
     head += ["success % (mean ± std, min–max)", "95% CI % (pooled)", "seeds", "episodes"]
-    head += ["paired Δ vs reference [95% CI], points"] if paired else []
+    head += ["paired Δ vs reference [95% CI, positions resampled], points"] if paired else []
     head += ["paper %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
