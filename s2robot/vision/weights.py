@@ -135,6 +135,9 @@ def _missing_weights_error(name: str) -> FileNotFoundError:
         f"download it with `python -m s2robot.workflows.weights download {name}` (needs internet; URL {url}) "
         f"or copy the file to {target}"
         if url
+        else f"pretrain it in-domain with `python scripts/pretrain_mae.py ... export_name={name}` (the README's "
+        f"command for it, under 'In-domain MVP pretraining'), which writes {REPO_WEIGHTS_DIR / f'{name}.pth'}"
+        if name.endswith("-cubepick")
         else f"place an MVP-format checkpoint ({{'model': state_dict}}) at {target}"
     )
     return FileNotFoundError(

@@ -3,8 +3,10 @@
 ``pretrain_mae(cfg)`` trains a ``s2robot.vision.mae.MaskedAutoencoder`` on frames from demo stores and/or the
 rendered-scene generator (``s2robot.sim.frames``) with MAE's augmentation (random resized crops, no flips),
 AdamW with warmup + cosine, bf16 autocast on GPU, exact resume, reconstruction PNGs every N steps and
-wandb; ``export_encoder`` writes the encoder as an MVP-format checkpoint (``{"model": state dict}``, timm
-key names) with a JSON of provenance, which ``s2robot.vision.weights`` loads like an official MVP file.
+wandb. With ``s2_img_sizes`` it pretrains with S² (the S² paper's pretraining at several scales): each image is
+one of the tiles S² will feed the frozen encoder, so the model learns the zoomed-in views it sees at 448².
+``export_encoder`` writes the encoder as an MVP-format checkpoint (``{"model": state dict}``, timm key names)
+with a JSON of provenance, which ``s2robot.vision.weights`` loads like an official MVP file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import datetime
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,8 @@ class PretrainConfig:
     weight_decay, betas: AdamW's (MAE: 0.05, (0.9, 0.95)); no decay on biases, norms and tokens
     crop_scale, crop_ratio: random-resized-crop area share and aspect-ratio ranges (MAE: (0.2, 1), (3/4, 4/3))
     hflip: random horizontal flips (MAE: on; off by default here: left and right matter to a robot)
+    s2_img_sizes: MAE with S²: image sides [px], each a multiple of the model's, e.g. ``[224, 448]``; every image
+        is then one tile of one scale (``s2_tiles``), before the crop. Empty: the plain MVP recipe
     device: ``auto`` (CUDA when present), ``cpu``, ``cuda``
     amp: autocast dtype: ``auto`` (bf16 on CUDA and on CPUs with native bf16, else none), ``bfloat16``, ``none``
     threads: torch CPU threads; None = torch's default
@@ -70,6 +75,7 @@ class PretrainConfig:
     crop_scale: tuple[float, float] = (0.35, 1.0)
     crop_ratio: tuple[float, float] = (0.75, 1.3333)
     hflip: bool = False
+    s2_img_sizes: list[int] = field(default_factory=list)
     device: str = "auto"
     amp: str = "auto"
     threads: int | None = None
@@ -90,6 +96,10 @@ class PretrainConfig:
             raise ValueError(f"amp must be one of {[*DTYPE_CHOICES, 'none']}; got {self.amp!r}")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError(f"crop_scale must be 0 < lo ≤ hi ≤ 1; got {self.crop_scale}")
+        size = get_config(self.model.variant).img_size
+        if any(s < size or s % size for s in self.s2_img_sizes):
+            raise ValueError(f"s2_img_sizes must be multiples of {self.model.variant}'s {size} px (each scale is "
+                             f"cut into tiles of the model's size, as S² does); got {list(self.s2_img_sizes)}")
         if self.export_name is not None:
             if get_config(self.export_name) != get_config(self.model.variant):  # raises for unknown names
                 raise ValueError(f"export_name {self.export_name!r} is registered with another architecture "
@@ -131,6 +141,32 @@ def random_resized_crop(
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, h, cy
     grid = F.affine_grid(theta.to(imgs.device), list(imgs.shape), align_corners=False)
     return F.grid_sample(imgs, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def s2_tiles(imgs: torch.Tensor, img_sizes: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """MAE with S²: each image of ``(B, C, S, S)`` becomes one tile S² feeds the encoder, ``(B, C, S, S)``.
+
+    A scale of ``n·S`` px is the image resized as ``s2_forward`` resizes it (bicubic, float32) and cut into n×n
+    tiles of S; every tile of every scale is equally likely (224²+448²: the whole image 1 in 5, each quarter
+    at 2× 1 in 5), which is the mix the frozen encoder sees under S².
+    """
+    b, side = imgs.shape[0], imgs.shape[-1]
+    splits = [size // side for size in img_sizes]
+    counts = torch.tensor([n * n for n in splits])
+    ends = counts.cumsum(0)
+    pick = torch.randint(int(ends[-1]), (b,), generator=generator)
+    scale = torch.bucketize(pick, ends, right=True)  # (B,) index into img_sizes
+    tile = pick - (ends - counts)[scale]  # (B,) tile-major index, row = tile // n (split_chessboard's order)
+    out = torch.empty_like(imgs)
+    for k, (size, n) in enumerate(zip(img_sizes, splits, strict=True)):
+        sel = (scale == k).nonzero().flatten().tolist()
+        if not sel:
+            continue
+        big = F.interpolate(imgs[sel].to(torch.float32), size=size, mode="bicubic").to(imgs.dtype)  # (b_k,C,nS,nS)
+        for j, i in enumerate(sel):
+            r, c = divmod(int(tile[i]), n)
+            out[i] = big[j, :, r * side : (r + 1) * side, c * side : (c + 1) * side]
+    return out
 
 
 @torch.no_grad()
@@ -192,6 +228,9 @@ class _MAERun:
         if ckpt["cfg"]["model"] != asdict(self.cfg.model):
             raise ValueError(f"{self.path} is of another model ({ckpt['cfg']['model']}, now "
                              f"{asdict(self.cfg.model)}); pick another name= or delete {self.cfg.run_dir}")
+        if list(ckpt["cfg"].get("s2_img_sizes", [])) != list(self.cfg.s2_img_sizes):
+            raise ValueError(f"{self.path} was pretrained with s2_img_sizes={ckpt['cfg'].get('s2_img_sizes', [])}, "
+                             f"now {list(self.cfg.s2_img_sizes)}; pick another name= or delete {self.cfg.run_dir}")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["scheduler"])
@@ -211,7 +250,10 @@ class _MAERun:
     def train_step(self, pool: torch.Tensor, device: torch.device, amp: torch.dtype | None) -> float:
         cfg, gen, model = self.cfg, self.gen, self.model
         idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen)
-        x = random_resized_crop(to_float(pool[idx], device), cfg.crop_scale, cfg.crop_ratio, cfg.hflip, gen)
+        x = to_float(pool[idx], device)
+        if cfg.s2_img_sizes:
+            x = s2_tiles(x, cfg.s2_img_sizes, gen)
+        x = random_resized_crop(x, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, gen)
         noise = torch.rand(cfg.batch_size, model.num_patches, generator=gen).to(device)
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             out = model(imagenet_normalize(x), noise)
@@ -228,7 +270,8 @@ class _MAERun:
 def _export(cfg: PretrainConfig, run: _MAERun, n_frames: int, command: str | None, progress: bool) -> Path:
     tail = run.history[-50:]
     provenance = {
-        "name": cfg.export_name, "variant": cfg.model.variant, "method": "MAE (MVP recipe)",
+        "name": cfg.export_name, "variant": cfg.model.variant,
+        "method": f"MAE with S² tiles of {list(cfg.s2_img_sizes)} px" if cfg.s2_img_sizes else "MAE (MVP recipe)",
         "mask_ratio": cfg.model.mask_ratio, "decoder": list(cfg.model.decoder_size()),
         "data": _describe_data(cfg, n_frames), "steps": run.step, "batch_size": cfg.batch_size,
         "images_seen": run.step * cfg.batch_size, "final_loss": sum(tail) / max(1, len(tail)),
@@ -306,4 +349,4 @@ def _describe_data(cfg: PretrainConfig, n_frames: int) -> dict[str, Any]:
             "generator": gen if cfg.data.generator.n_frames > 0 else None,
             "generator_key": cfg.data.generator.key() if cfg.data.generator.n_frames > 0 else None,
             "augmentation": {"crop_scale": list(cfg.crop_scale), "crop_ratio": list(cfg.crop_ratio),
-                             "hflip": cfg.hflip}}
+                             "hflip": cfg.hflip, "s2_img_sizes": list(cfg.s2_img_sizes)}}

@@ -73,6 +73,8 @@ def test_missing_official_weights_error_says_how_to_fix() -> None:
     msg = str(err.value)
     assert "python -m s2robot.workflows.weights download vitb-mae-egosoup" in msg
     assert str(W.cache_dir() / "vitb-mae-egosoup.pth") in msg and "weights=random" in msg
+    with pytest.raises(FileNotFoundError, match=r"scripts/pretrain_mae\.py .* export_name=vitti-s2mae-cubepick"):
+        W.resolve_weights("vitti-s2mae-cubepick")  # in-domain weights not shipped: how to make them
 
 
 def test_official_mvp_package_is_used_and_pypi_namesake_is_not(monkeypatch: pytest.MonkeyPatch) -> None:

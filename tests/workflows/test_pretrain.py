@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from s2robot.common.optim import lr_factor
 from s2robot.vision import weights as W
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.vision.mae import MAEConfig, MaskedAutoencoder
+from s2robot.vision.s2 import split_chessboard
 from s2robot.vision.vit import build_vit
-from s2robot.workflows.pretrain import PretrainConfig, pretrain_mae, random_resized_crop, reconstruction_grid
+from s2robot.workflows.pretrain import PretrainConfig, pretrain_mae, random_resized_crop, reconstruction_grid, s2_tiles
 
 
 def synthetic_frames(n: int = 16, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -110,3 +112,35 @@ def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frames must be uint8"):
         pretrain_mae(replace(tiny_cfg(tmp_path), steps=1), np.zeros((2, 16, 16, 3)))
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_s2_tiles_are_the_tiles_s2_feeds_the_encoder() -> None:
+    """Every output is the whole image or one quarter of its bicubic 2× (split_chessboard's tiles), each of the 5
+    about equally often; one scale of the model's size is the identity."""
+    x = torch.rand(400, 3, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(s2_tiles(x, [16], g), x)
+    out = s2_tiles(x, [16, 32], g)
+    quarters = split_chessboard(F.interpolate(x, size=32, mode="bicubic"), 2).view(4, 400, 3, 16, 16)
+    candidates = torch.cat([x[None], quarters])  # (5, B, C, S, S): the whole image, then the tiles row by row
+    match = [(candidates[:, i] - out[i]).abs().flatten(1).amax(1) < 1e-6 for i in range(len(x))]
+    assert all(int(m.sum()) == 1 for m in match)
+    counts = torch.stack(match).float().sum(0)  # how often each of the 5 was picked
+    assert counts.min() > 50 and counts.max() < 110, counts
+
+
+def test_pretraining_with_s2_records_it_and_refuses_a_plain_resume(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(W, "REPO_WEIGHTS_DIR", tmp_path / "weights")
+    frames = synthetic_frames()
+    with pytest.raises(ValueError, match="multiples of vit-micro's 32 px"):
+        tiny_cfg(tmp_path, s2_img_sizes=[32, 48])
+    plain = pretrain_mae(tiny_cfg(tmp_path / "a", steps=2), frames, progress=False)
+    s2 = pretrain_mae(tiny_cfg(tmp_path, steps=2, export_name="vit-micro", s2_img_sizes=[32, 64]), frames,
+                      progress=False)
+    assert s2.losses != plain.losses  # other images, the same seed
+    info = json.loads(s2.export_path.with_suffix(".json").read_text())
+    assert info["method"] == "MAE with S² tiles of [32, 64] px"
+    assert info["data"]["augmentation"]["s2_img_sizes"] == [32, 64]
+    with pytest.raises(ValueError, match=r"s2_img_sizes=\[32, 64\], now \[\]"):
+        pretrain_mae(tiny_cfg(tmp_path, steps=3), frames, progress=False)
