@@ -3,9 +3,9 @@
     python scripts/compare_evals.py runs/a/eval runs/b/eval                      # folders or results.json files
     python scripts/compare_evals.py A B --labels vitb vitb_s2 --out runs/paired
 
-Prints the agreement table, both success rates with Wilson intervals, the difference with its 95% paired-bootstrap
-interval and the exact McNemar p-value; writes <out>/paired.{md,json}. A better/worse verdict only when the
-interval excludes zero.
+Prints the agreement table, both success rates with Wilson intervals, the difference with its 95% bootstrap
+intervals (episodes resampled in pairs; whole cube positions resampled) and the exact McNemar p-value; writes
+<out>/paired.{md,json}. A better/worse verdict only when the positions interval excludes zero.
 """
 
 from __future__ import annotations

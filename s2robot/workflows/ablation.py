@@ -3,8 +3,8 @@ interval, and its paired difference from a reference row (by default the row bef
 
     python scripts/ablation_table.py base=runs/a/eval +tail=runs/b/eval +noise=runs/c/eval --out runs/ablation
 
-A row is called better or worse than its reference only when the paired-bootstrap 95% interval of the difference
-excludes zero (``workflows.paired``).
+A row is called better or worse than its reference only when the 95% interval of the paired difference with the cube
+positions resampled excludes zero; the interval over episodes is shown beside it (``workflows.paired``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from s2robot.workflows.paired import compare_evaluations, load_results
+from s2robot.workflows.paired import PairedComparison, compare_evaluations, load_results
 from s2robot.workflows.report import set_summaries, wilson_interval
 
 
@@ -58,20 +58,25 @@ def ablation_rows(rows: Sequence[tuple[str, Mapping[str, Any]]], reference: str 
 
 def format_ablation(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: one row per run — success per set [Wilson 95%], the paired difference from its reference with its
-    95% interval and McNemar p, and the failure modes."""
+    95% intervals (positions resampled, then episodes) and McNemar p, and the failure modes."""
     names = list(dict.fromkeys(name for row in rows for name, _, _ in row["sets"]))  # every row's sets, in order
-    head = ["| row | " + " | ".join(f"{n} success [95% CI]" for n in names) + " | Δ vs reference (paired 95% CI; "
-            "McNemar p) | failures |", "|---|" + "---|" * len(names) + "---|---|"]
+    head = ["| row | " + " | ".join(f"{n} success [95% CI]" for n in names) + " | Δ vs reference (paired 95% CI: "
+            "positions resampled; episodes; McNemar p) | failures |", "|---|" + "---|" * len(names) + "---|---|"]
     lines = []
     for row in rows:
         rates = {name: _rate(k, n) for name, k, n in row["sets"]}
         c = row["paired"]
-        diff = "—" if c is None else (f"{100 * c.difference:+.1f} vs {c.label_b} ({100 * c.ci95[0]:+.1f} to "
-                                      f"{100 * c.ci95[1]:+.1f}; p = {c.mcnemar_p:.2g})"
-                                      + (" **better**" if c.ci95[0] > 0 else " **worse**" if c.ci95[1] < 0 else ""))
+        diff = "—" if c is None else _difference(c)
         modes = ", ".join(f"{m} {v}" for m, v in (row["failure_modes"] or {}).items() if v) or "—"
         lines.append(f"| {row['label']} | " + " | ".join(rates.get(n, "—") for n in names) + f" | {diff} | {modes} |")
     return "\n".join(head + lines)
+
+
+def _difference(c: PairedComparison) -> str:
+    lo, hi = c.ci95_positions or c.ci95
+    return (f"{100 * c.difference:+.1f} vs {c.label_b} ({100 * lo:+.1f} to {100 * hi:+.1f}; {100 * c.ci95[0]:+.1f} "
+            f"to {100 * c.ci95[1]:+.1f}; p = {c.mcnemar_p:.2g})"
+            + (" **better**" if lo > 0 else " **worse**" if hi < 0 else ""))
 
 
 def ablation_table(entries: Sequence[str], out: str | Path | None = None, reference: str | None = None) -> str:

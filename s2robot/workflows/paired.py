@@ -2,11 +2,11 @@
 
 Sixteen episodes carry about ±12 points of standard error, so two success rates side by side rarely say which
 policy is better. Evaluated on the *same* episodes, two policies can be compared episode by episode: the
-agreement table (both succeed, only A, only B, neither), the success difference A − B with a 95% paired-bootstrap
-interval, and the exact McNemar test on the discordant episodes. A difference is called only when its interval
-excludes zero (``scripts/compare_evals.py``). A second interval resamples whole cube positions instead of episodes
-(``cluster_bootstrap_ci``): the repeats (and training seeds) at one position tend to succeed or fail together, so
-it is the wider and more honest one; the encoder comparison calls its rows by it.
+agreement table (both succeed, only A, only B, neither), the success difference A − B with two 95% bootstrap
+intervals, and the exact McNemar test on the discordant episodes. One interval resamples episodes in pairs; the
+other resamples whole cube positions (``cluster_bootstrap_ci``): the repeats (and training seeds) at one position
+tend to succeed or fail together, so it is the wider and more honest one. A difference is called only when the
+positions interval excludes zero (``scripts/compare_evals.py``, the ablation table, the encoder comparison).
 """
 
 from __future__ import annotations
@@ -121,19 +121,19 @@ def _cubes(results: Mapping[str, Any]) -> dict[EpisodeKey, tuple[float, ...]]:
 
 
 def compare_evaluations(a: Mapping[str, Any], b: Mapping[str, Any], label_a: str = "A", label_b: str = "B",
-                        seed: int = 0) -> PairedComparison:
-    """The paired comparison of two ``results.json`` dicts (see the module docstring)."""
-    return compare_pooled([(a, b)], label_a, label_b, seed)
+                        seed: int = 0, by_positions: bool = True) -> PairedComparison:
+    """The paired comparison of two ``results.json`` dicts (see the module docstring and ``compare_pooled``)."""
+    return compare_pooled([(a, b)], label_a, label_b, seed, by_positions)
 
 
 def compare_pooled(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], label_a: str = "A",
-                   label_b: str = "B", seed: int = 0, by_positions: bool = False) -> PairedComparison:
+                   label_b: str = "B", seed: int = 0, by_positions: bool = True) -> PairedComparison:
     """The paired comparison over several pairs of evaluations pooled (e.g. one pair per training seed: A and B
     trained with seed k, evaluated on the same episodes); each pair is matched episode by episode first.
 
     Both intervals are computed: over episodes (``ci95``) and with the cube positions resampled
-    (``ci95_positions``, see ``cluster_bootstrap_ci``). The verdict follows ``ci95``, or ``ci95_positions`` with
-    ``by_positions``.
+    (``ci95_positions``, see ``cluster_bootstrap_ci``). The verdict follows ``ci95_positions``, or ``ci95`` (the
+    episodes interval) when ``by_positions`` is False.
     """
     if not pairs:
         raise ValueError("need at least one pair of evaluations to compare")

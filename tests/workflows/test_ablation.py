@@ -41,6 +41,20 @@ def test_rows_compare_with_the_previous_row_and_call_only_clear_differences() ->
     assert against_base[2]["reference"] == "base" and against_base[0]["paired"] is None
 
 
+def test_a_difference_at_three_positions_is_not_called() -> None:
+    """A fixes all 3 repeats at 3 of the 16 paper positions: the episodes interval excludes 0, the one with the
+    cube positions resampled does not, and the table (whose verdict follows positions) calls nothing."""
+    base = results([i >= 9 for i in range(80)])
+    fix = results([True] * 80)  # positions 0, 1 and 2: 9 more successes
+    c = ablation_rows([("base", base), ("fix", fix)])[1]["paired"]
+    assert c.difference == pytest.approx(9 / 80) and c.ci95[0] > 0 and c.ci95_positions[0] <= 0 < c.ci95_positions[1]
+    text = format_ablation(ablation_rows([("base", base), ("fix", fix)]))
+    lo, hi = (f"{100 * v:+.1f}" for v in c.ci95_positions)
+    assert f"{100 * c.difference:+.1f} vs base ({lo} to {hi}; {100 * c.ci95[0]:+.1f} to" in text
+    assert "**better**" not in text
+    assert "positions resampled; episodes; McNemar p" in text
+
+
 def test_bad_rows_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="distinct"):
         ablation_rows([("a", results([True] * 80)), ("a", results([True] * 80))])
