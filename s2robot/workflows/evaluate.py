@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from s2robot.common.device import resolve_device
 from s2robot.common.runlog import WandbConfig, wandb_run
 from s2robot.data.store import EpisodeStore
 from s2robot.policy.checkpoint import from_pretrained
+from s2robot.policy.configuration import EXECUTIONS
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.policy.prefetch import PrefetchingPolicy
 from s2robot.real.timing import combine_timing, format_timing
@@ -68,6 +69,9 @@ class EvalConfig:
     prefetch: background inference (``policy.prefetch``): predict the next chunk in a thread once this many queued
         actions are left, dropping the ones that went stale meanwhile (0: off, predict when the queue runs out; for a
         real arm whose 10 Hz deadline the prediction would miss)
+    execution / execute_steps: run the checkpoint's chunks another way than it was trained with (``receding`` or
+        ACT's ``ensemble``; actions run per chunk under ``receding``): compares execution on the same weights.
+        None keeps the checkpoint's
     encoder_device / encoder_dtype: override where and in what precision the encoder runs (the features'
         meaning, and so the fingerprint, stay the same)
     out: output folder; default ``<run dir>/eval``
@@ -86,6 +90,8 @@ class EvalConfig:
     n_envs: int = 16
     videos: int = 4
     prefetch: int = 0
+    execution: str | None = None
+    execute_steps: int | None = None
     encoder_device: str | None = None
     encoder_dtype: str | None = None
     device: str = "auto"
@@ -107,6 +113,11 @@ class EvalConfig:
                              f"{self.joint_noise}")
         if self.prefetch < 0:
             raise ValueError(f"prefetch must be ≥ 0 (0: off), got {self.prefetch}")
+        if self.execution is not None and self.execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {list(EXECUTIONS)} or null (the checkpoint's), got "
+                             f"{self.execution!r}")
+        if self.execute_steps is not None and self.execute_steps < 1:
+            raise ValueError(f"execute_steps must be ≥ 1 or null (the checkpoint's), got {self.execute_steps}")
         if self.videos < -1:
             raise ValueError(f"videos must be ≥ -1 (-1 all, 0 none, else how many), got {self.videos}")
         if self.n_random_positions < 0 or self.position_seed < 0:
@@ -157,9 +168,24 @@ def _label(desc: Mapping[str, Any]) -> str:
     return f"{desc['variant']} {desc['img_sizes']} {desc['readout']}, {weights}"
 
 
+def _override_execution(policy: ChunkTransformerPolicy, execution: str | None, execute_steps: int | None
+                        ) -> dict[str, Any]:
+    """Set the policy's execution (and ``execute_steps``) where given; returns what runs, as results.json keeps it."""
+    trained = {"execution": policy.cfg.execution, "execute_steps": policy.cfg.execute_steps}
+    given = {k: v for k, v in (("execution", execution), ("execute_steps", execute_steps)) if v is not None}
+    if given:
+        try:
+            policy.cfg = replace(policy.cfg, **given)
+        except ValueError as e:
+            raise ValueError(f"cannot evaluate this checkpoint with {given}: {e}") from None
+        print(f"execution for this evaluation: {given} (the checkpoint's: {trained})")
+    return {"execution": policy.cfg.execution, "execute_steps": policy.cfg.execute_steps, "checkpoint": trained}
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Load, roll out, write ``results.json``, table, success map and videos; returns the results dict."""
     policy, parts = from_pretrained(cfg.checkpoint, resolve_device(cfg.device), use_ema=cfg.use_ema)
+    execution = _override_execution(policy, cfg.execution, cfg.execute_steps)
     encoder = encoder_for_checkpoint(parts["encoder"], cfg.encoder_device, cfg.encoder_dtype)
     env_cfg: EnvConfig = _structured(EnvConfig, parts["env"])
     env_cfg.action_mode = policy.action_space  # the demos record both; the env runs the policy's
@@ -189,7 +215,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     report = {**summary, "label": _label(desc), "checkpoint": str(Path(cfg.checkpoint).resolve()),
               "checkpoint_step": step, "encoder": desc, "weights_random": desc["weights_random"],
               "env": asdict(env_cfg), "eval": asdict(cfg), "positions": positions_desc, "demo_cubes": demo_desc,
-              "seeds": [e.seed for e in episodes], "time_s": time.perf_counter() - t0,
+              "execution": execution, "seeds": [e.seed for e in episodes], "time_s": time.perf_counter() - t0,
               "episodes_detail": [asdict(r) for r in results]}
     if cfg.prefetch:
         report["prefetch"] = dict(runner.stats)

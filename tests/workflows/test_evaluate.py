@@ -83,6 +83,23 @@ def test_background_inference_runs_and_reports(checkpoint: Path, tmp_path: Path)
     assert report["prefetch"]["chunks"] >= 1
 
 
+def test_execution_can_be_changed_for_an_evaluation(checkpoint: Path, tmp_path: Path) -> None:
+    """execute_steps / execution override the checkpoint's for one evaluation, on the same weights, and say so."""
+    kw = {"n_envs": 0, "videos": 0, "max_steps": 5, "repeats": 1, "positions": [[0.5, 0.0]]}
+    trained = {"execution": "receding", "execute_steps": 8}
+    base = run(checkpoint, tmp_path / "a", **kw)
+    assert base["execution"] == {**trained, "checkpoint": trained}
+    one = run(checkpoint, tmp_path / "b", execute_steps=1, **kw)
+    ens = run(checkpoint, tmp_path / "c", execution="ensemble", **kw)
+    assert one["execution"] == {"execution": "receding", "execute_steps": 1, "checkpoint": trained}
+    assert ens["execution"]["execution"] == "ensemble"
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["eval"]["execute_steps"] == 1
+    tip = {k: np.array(r["episodes_detail"][0]["final_fingertip"]) for k, r in (("8", base), ("1", one), ("e", ens))}
+    assert np.abs(tip["8"] - tip["1"]).max() > 1e-5 and np.abs(tip["8"] - tip["e"]).max() > 1e-5  # re-planned
+    with pytest.raises(ValueError, match=r"cannot evaluate this checkpoint with \{'execute_steps': 17\}"):
+        run(checkpoint, tmp_path / "d", execute_steps=17, **kw)
+
+
 def test_fingerprint_mismatch_is_refused(checkpoint: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(checkpoint, bad)
@@ -199,6 +216,8 @@ def test_positions_from_a_list_a_file_and_the_held_out_stream_round_trip(checkpo
     ({"joint_noise": -0.1}, "joint_noise must be a finite value ≥ 0"),
     ({"joint_noise": float("inf")}, "joint_noise must be a finite value ≥ 0"),
     ({"videos": -2}, "videos must be ≥ -1"),
+    ({"execution": "chunked"}, "execution must be one of"),
+    ({"execute_steps": 0}, "execute_steps must be ≥ 1"),
 ])
 def test_bad_evaluation_settings_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
