@@ -27,8 +27,8 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "vitti_mae": {"variant": "vitti-mae-cubepick", "img_sizes": [224]},
     # the same with S² at 224²+448², 384-D CLS features
     "vitti_s2_mae": {"variant": "vitti-mae-cubepick", "img_sizes": [224, 448]},
-    # ViT-Ti/16 MAE-pretrained with S² (issue 16's stretch; vitti-s2mae-cubepick.pth is not shipped: make it with
-    # the README's command, "Does a small ViT with S² beat a larger ViT?"), used with S² at 224²+448²
+    # ViT-Ti/16 MAE-pretrained with S² (issue 16's stretch; shipped: weights/vitti-s2mae-cubepick.pth, made by the
+    # README's command under "In-domain MVP pretraining"), used with S² at 224²+448²
     "vitti_s2_s2mae": {"variant": "vitti-s2mae-cubepick", "img_sizes": [224, 448]},
     # ViT-S/16 (MVP's ViT-S shape) MAE-pretrained in-domain with the ViT-Ti's recipe, frames and images seen
     # (shipped: weights/vits-mae-cubepick.pth, made on a GPU), plain 224², 384-D CLS

@@ -68,7 +68,7 @@ VARIANTS: dict[str, ViTConfig] = {
     "vitti": ViTConfig(embed_dim=192, depth=12, num_heads=3),
     # ViT-Ti/16 MAE-pretrained on rendered cube-pick frames (scripts/pretrain_mae.py); ships in weights/.
     "vitti-mae-cubepick": ViTConfig(embed_dim=192, depth=12, num_heads=3),
-    # The same, pretrained with S² (scripts/pretrain_mae.py s2_img_sizes=[224,448]: tiles of both scales); not shipped.
+    # The same, pretrained with S² (scripts/pretrain_mae.py s2_img_sizes=[224,448]); ships in weights/.
     "vitti-s2mae-cubepick": ViTConfig(embed_dim=192, depth=12, num_heads=3),
     # The same recipe at MVP's sizes (ViT-S ships in weights/; ViT-B and ViT-L are trained on a GPU).
     "vits-mae-cubepick": _VIT_S,

@@ -73,8 +73,8 @@ def test_missing_official_weights_error_says_how_to_fix() -> None:
     msg = str(err.value)
     assert "python -m s2robot.workflows.weights download vitb-mae-egosoup" in msg
     assert str(W.cache_dir() / "vitb-mae-egosoup.pth") in msg and "weights=random" in msg
-    with pytest.raises(FileNotFoundError, match=r"scripts/pretrain_mae\.py .* export_name=vitti-s2mae-cubepick"):
-        W.resolve_weights("vitti-s2mae-cubepick")  # in-domain weights not shipped: how to make them
+    with pytest.raises(FileNotFoundError, match=r"scripts/pretrain_mae\.py .* export_name=vitb-mae-cubepick"):
+        W.resolve_weights("vitb-mae-cubepick")  # in-domain weights not shipped: how to make them
 
 
 def test_official_mvp_package_is_used_and_pypi_namesake_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,3 +257,7 @@ def test_in_domain_encoders_share_one_pretraining_budget() -> None:
     assert ti["images_seen"] == s["images_seen"] == 76_800
     assert ti["data"]["generator_key"] == s["data"]["generator_key"] and ti["data"]["frames"] == s["data"]["frames"]
     assert (ti["mask_ratio"], ti["data"]["augmentation"]) == (s["mask_ratio"], s["data"]["augmentation"])
+    s2 = json.loads((W.REPO_WEIGHTS_DIR / "vitti-s2mae-cubepick.json").read_text())  # MAE with S²: only the tiles
+    assert s2["images_seen"] == ti["images_seen"] and s2["data"]["generator_key"] == ti["data"]["generator_key"]
+    assert s2["data"]["augmentation"] == {**ti["data"]["augmentation"], "s2_img_sizes": [224, 448]}
+    assert s2["sha256"] == W.file_sha256(W.REPO_WEIGHTS_DIR / "vitti-s2mae-cubepick.pth")
