@@ -10,6 +10,9 @@ from s2robot.data.keys import ACTION_SPACES
 
 LOSSES = ("l1", "mse")
 EXECUTIONS = ("receding", "ensemble")
+# How a trained policy's chunks are executed: training never reads these, so a run resumes across a change of them
+# and an evaluation may override them on the same weights
+EXECUTION_FIELDS = ("execution", "execute_steps", "ensemble_decay")
 
 
 @dataclass

@@ -205,7 +205,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     n_envs = 0 if env_cfg.one_robot else cfg.n_envs
     if n_envs != cfg.n_envs:
         print(f"evaluating on the robot at {env_cfg.options['host']}: one episode at a time, in this process")
-    runner = PrefetchingPolicy(policy, cfg.prefetch) if cfg.prefetch else policy
+    try:
+        runner = PrefetchingPolicy(policy, cfg.prefetch) if cfg.prefetch else policy
+    except ValueError as err:
+        if policy.cfg.execution != "receding":
+            raise
+        raise ValueError(f"{err}: this evaluation runs {policy.cfg.execute_steps} of each {policy.cfg.t_act}-step "
+                         "chunk; for background inference pass fewer, e.g. execute_steps=8 (the override runs the "
+                         "same weights), or prefetch=0") from None
     results, frames = run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress)
     if demo_cubes is not None:
         for r, d in zip(results, nearest_distances([r.cube_xy for r in results], demo_cubes), strict=True):

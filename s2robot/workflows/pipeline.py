@@ -23,7 +23,9 @@ class PipelineConfig:
 
     train: everything about data, encoder, policy and env (``train.demos`` is where demos are recorded)
     n_demos / record_workers / record_seed / noise_std / tail_steps: the scripted-expert recording (see RecordConfig)
-    eval: the evaluation (its ``checkpoint`` is set to this run's ``evaluate_checkpoint``: last or best)
+    eval: the evaluation (its ``checkpoint`` is set to this run's ``evaluate_checkpoint``: last or best; its
+        ``execution``/``execute_steps``, when null, to ``train.policy``'s, so a run trained before they changed is
+        evaluated as configured)
     """
 
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -59,4 +61,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     held = f" + {positions['n_random']} held-out × {e.held_out_repeats or e.repeats}" if positions["n_random"] else ""
     print(f"[4/4] evaluation of {ckpt}: {positions['fixed']} cube positions ({positions['set']}) × {e.repeats}{held}")
     cfg.eval.checkpoint = str(ckpt)
+    for key in ("execution", "execute_steps"):  # training never reads them: a finished run's checkpoint may differ
+        if getattr(e, key) is None:
+            setattr(e, key, getattr(t.policy, key))
     return evaluate(cfg.eval)

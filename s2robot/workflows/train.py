@@ -44,7 +44,7 @@ from s2robot.data.normalize import Normalizer
 from s2robot.data.training_set import load_training_data
 from s2robot.data.views import ViewsConfig, draw_views
 from s2robot.policy.checkpoint import build_policy, load_training_state, read_parts, save_pretrained
-from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.configuration import EXECUTION_FIELDS, PolicyConfig
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.sim.env import EnvConfig
 from s2robot.vision.encoder import EncoderConfig
@@ -52,7 +52,8 @@ from s2robot.workflows.cache import prepare_cache, prepare_views
 
 # What a checkpoint must agree on with the config to resume from it. The optimizer's lr and weight decay live in
 # its saved state, so a changed value would be recorded but never applied: refused (hostile-testing finding 5).
-# The rest may change and takes effect for real: steps (the schedule is recomputed), grad_clip, amp, eval/val cadence.
+# The rest may change and takes effect for real: steps (the schedule is recomputed), grad_clip, amp, eval/val cadence,
+# and the policy's EXECUTION_FIELDS (later checkpoints carry the new ones).
 RESUME_KEYS = ("policy", "seed", "batch_size", "val_fraction", "lr", "weight_decay", "warmup_steps", "ema_decay",
                "views")
 Evaluator = Callable[[ChunkTransformerPolicy, int], Mapping[str, float]]
@@ -158,6 +159,7 @@ def _resume_problems(state: Mapping[str, Any], parts: Mapping[str, Any], cfg: Tr
     old, new = dict(state["train_config"]), asdict(cfg)
     for d in (old, new):  # no views (runs from before views have no key): n=0, whatever the other settings
         d["views"] = d["views"] if d.get("views", {"n": 0})["n"] else {"n": 0}
+        d["policy"] = {k: v for k, v in d["policy"].items() if k not in EXECUTION_FIELDS}  # training never reads
     diff = [k if k == "policy" else f"{k} ({old.get(k)} → {new.get(k)})" for k in RESUME_KEYS
             if old.get(k) != new.get(k)]
     found = parts["config"]["encoder_fingerprint"]

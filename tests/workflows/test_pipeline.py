@@ -26,10 +26,17 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
     assert results["episodes"] == 48 + 4 and results["checkpoint_step"] == 6
     assert [(s["positions"], s["episodes"]) for s in results["sets"]] == [(16, 48), (4, 4)]
     assert results["positions"]["set"] == "paper" and "16 cube positions (paper) × 3 + 4 held-out × 1" in run.stdout
-    # re-running resumes every stage: nothing re-recorded or re-trained, the evaluation reruns
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # make run executes all 16 actions of each chunk (configs/pipeline.yaml), and its checkpoint says so
+    assert results["execution"] == {"execution": "receding", "execute_steps": 16,
+                                    "checkpoint": {"execution": "receding", "execute_steps": 16}}
+    # re-running resumes every stage: nothing re-recorded or re-trained, the evaluation reruns; a changed execution
+    # is not a different training run: it is evaluated as configured on the finished checkpoint
+    again = subprocess.run([*cmd, "train.policy.execute_steps=8"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already trained for 6" in again.stdout and "caching" not in again.stderr
+    results = json.loads((tmp_path / "runs" / "smoke" / "eval" / "results.json").read_text())
+    assert results["execution"]["execute_steps"] == 8 and results["execution"]["checkpoint"]["execute_steps"] == 16
 
 
 def test_oracle_absolute_pipeline_smoke(tmp_path: Path) -> None:

@@ -102,6 +102,17 @@ def test_resume_refuses_another_config_and_overwrite_restarts(tmp_path: Path) ->
     assert load_checkpoint(train(other))["step"] == 8
 
 
+def test_resume_takes_a_changed_execution(tmp_path: Path) -> None:
+    """How chunks are executed is never trained on: a run resumes across a change of it, and later checkpoints
+    carry the new one (make run switched to executing all 16 actions of a chunk after runs were trained with 8)."""
+    small = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ff_mult": 2, "dropout": 0.1}
+    train(config(tmp_path, steps=4, policy=PolicyConfig(**small, execute_steps=8)))
+    last = train(config(tmp_path, steps=8, policy=PolicyConfig(**small, execute_steps=16)))
+    assert load_checkpoint(last)["step"] == 8 and read_parts(last)["config"]["policy"]["execute_steps"] == 16
+    with pytest.raises(ValueError, match="different policy"):  # anything that is trained on is still refused
+        train(config(tmp_path, steps=12, policy=PolicyConfig(**{**small, "dropout": 0.2})))
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
     cfg = config(tmp_path, steps=12)
