@@ -148,7 +148,8 @@ def s2_tiles(imgs: torch.Tensor, img_sizes: Sequence[int], generator: torch.Gene
 
     A scale of ``n·S`` px is the image resized as ``s2_forward`` resizes it (bicubic, float32) and cut into n×n
     tiles of S; every tile of every scale is equally likely (224²+448²: the whole image 1 in 5, each quarter
-    at 2× 1 in 5), which is the mix the frozen encoder sees under S².
+    at 2× 1 in 5), which is the mix the frozen encoder sees under S². Only the picked tile is resized
+    (``_bicubic_tile``), not the whole n·S image.
     """
     b, side = imgs.shape[0], imgs.shape[-1]
     splits = [size // side for size in img_sizes]
@@ -157,16 +158,32 @@ def s2_tiles(imgs: torch.Tensor, img_sizes: Sequence[int], generator: torch.Gene
     pick = torch.randint(int(ends[-1]), (b,), generator=generator)
     scale = torch.bucketize(pick, ends, right=True)  # (B,) index into img_sizes
     tile = pick - (ends - counts)[scale]  # (B,) tile-major index, row = tile // n (split_chessboard's order)
-    out = torch.empty_like(imgs)
-    for k, (size, n) in enumerate(zip(img_sizes, splits, strict=True)):
-        sel = (scale == k).nonzero().flatten().tolist()
-        if not sel:
-            continue
-        big = F.interpolate(imgs[sel].to(torch.float32), size=size, mode="bicubic").to(imgs.dtype)  # (b_k,C,nS,nS)
-        for j, i in enumerate(sel):
-            r, c = divmod(int(tile[i]), n)
-            out[i] = big[j, :, r * side : (r + 1) * side, c * side : (c + 1) * side]
+    out = imgs.clone()  # a scale of n = 1 is the image itself
+    for k, n in enumerate(splits):
+        for t in range(n * n) if n > 1 else ():
+            sel = ((scale == k) & (tile == t)).nonzero().flatten()
+            if len(sel):
+                out[sel] = _bicubic_tile(imgs[sel].to(torch.float32), n, *divmod(t, n)).to(imgs.dtype)
     return out
+
+
+def _bicubic_tile(imgs: torch.Tensor, n: int, row: int, col: int) -> torch.Tensor:
+    """Tile (row, col) of ``imgs`` (B, C, S, S) resized bicubically to n·S, without resizing the rest: (B, C, S, S).
+
+    Resizes only the input rows and columns the tile's pixels read (bicubic reads 2 neighbours on each side of a
+    sample at (i + 0.5) / n - 0.5, so a margin of 3 covers them) and crops the result. An integer factor n maps crop
+    and image onto the same sample positions, and a margin that reaches the image's edge keeps its clamping: the same
+    as cutting ``F.interpolate(imgs, size=n·S, mode="bicubic")`` (to float rounding; tested).
+    """
+    side = imgs.shape[-1]
+
+    def span(i: int) -> tuple[int, int]:  # input rows (or columns) [lo, hi) that tile i at scale n reads
+        return max(0, (i * side) // n - 3), min(side, -(-((i + 1) * side) // n) + 3)
+
+    (r0, r1), (c0, c1) = span(row), span(col)
+    big = F.interpolate(imgs[:, :, r0:r1, c0:c1], size=(n * (r1 - r0), n * (c1 - c0)), mode="bicubic")
+    top, left = row * side - n * r0, col * side - n * c0
+    return big[:, :, top : top + side, left : left + side]
 
 
 @torch.no_grad()

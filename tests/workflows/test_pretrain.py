@@ -17,7 +17,14 @@ from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.vision.mae import MAEConfig, MaskedAutoencoder
 from s2robot.vision.s2 import split_chessboard
 from s2robot.vision.vit import build_vit
-from s2robot.workflows.pretrain import PretrainConfig, pretrain_mae, random_resized_crop, reconstruction_grid, s2_tiles
+from s2robot.workflows.pretrain import (
+    PretrainConfig,
+    _bicubic_tile,
+    pretrain_mae,
+    random_resized_crop,
+    reconstruction_grid,
+    s2_tiles,
+)
 
 
 def synthetic_frames(n: int = 16, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -127,6 +134,18 @@ def test_s2_tiles_are_the_tiles_s2_feeds_the_encoder() -> None:
     assert all(int(m.sum()) == 1 for m in match)
     counts = torch.stack(match).float().sum(0)  # how often each of the 5 was picked
     assert counts.min() > 50 and counts.max() < 110, counts
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_each_tile_is_resized_alone_as_the_whole_image_would_be(n: int) -> None:
+    """Resizing only the rows and columns a tile reads gives the tile of the whole image's bicubic n× (edges
+    included): exactly where 1/n is exact in floating point, to rounding otherwise (20 / 3: tiles that do not start
+    on whole input pixels)."""
+    x = torch.rand(3, 3, 20, 20)
+    whole = split_chessboard(F.interpolate(x, size=20 * n, mode="bicubic"), n).view(n * n, 3, 3, 20, 20)
+    for t in range(n * n):
+        tol = 0.0 if n in (2, 4) else 1e-5
+        torch.testing.assert_close(_bicubic_tile(x, n, *divmod(t, n)), whole[t], atol=tol, rtol=0)
 
 
 def test_pretraining_with_s2_records_it_and_refuses_a_plain_resume(tmp_path: Path,
