@@ -11,8 +11,8 @@ from s2robot.data.keys import ACTION_SPACES
 LOSSES = ("l1", "mse")
 EXECUTIONS = ("receding", "ensemble")
 # How a trained policy's chunks are executed: training never reads these, so a run resumes across a change of them
-# and an evaluation may override them on the same weights
-EXECUTION_FIELDS = ("execution", "execute_steps", "ensemble_decay")
+# and an evaluation may override them on the same weights (EvalConfig's fields of the same names)
+EXECUTION_FIELDS = ("execution", "execute_steps")
 
 
 @dataclass

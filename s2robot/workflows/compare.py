@@ -24,6 +24,7 @@ import numpy as np
 from s2robot.common.device import DTYPE_CHOICES
 from s2robot.common.runlog import wandb_run
 from s2robot.policy.checkpoint import read_parts
+from s2robot.policy.configuration import EXECUTION_FIELDS
 from s2robot.sim.frames import FrameDataConfig
 from s2robot.vision.encoder import READOUTS, EncoderConfig, FrozenS2Encoder, encoder_fingerprint
 from s2robot.vision.weights import resolve_weights
@@ -342,15 +343,20 @@ def check_weights(cfg: CompareConfig) -> dict[str, EncoderConfig]:
 
 
 def _saved_report(results: Path, checkpoint: Path, step: int, eval_cfg: EvalConfig) -> dict[str, Any] | None:
-    """A run's saved ``results.json`` when it is for this checkpoint at this step with these settings."""
+    """A run's saved ``results.json`` when it is for this checkpoint at this step with these settings, executed as
+    ``eval_cfg`` would (its execution fields, else the checkpoint's)."""
     if not results.is_file():
         return None
     try:
         report = json.loads(results.read_text())
     except json.JSONDecodeError:
         return None
+    trained = read_parts(checkpoint)["config"]["policy"]
+    ran = report.get("execution", trained)  # results from before it was recorded ran the checkpoint's
     same = (report.get("checkpoint") == str(checkpoint.resolve()) and report.get("checkpoint_step") == step
             and all(report.get("eval", {}).get(k) == getattr(eval_cfg, k) for k in EVAL_KEYS)
+            and all(ran.get(k) == (trained[k] if getattr(eval_cfg, k) is None else getattr(eval_cfg, k))
+                    for k in EXECUTION_FIELDS)
             and [tuple(p["cube_xy"]) for p in report.get("per_position", [])] == eval_cfg.position_set()[0])
     return report if same else None  # (the last check: a positions file that changed since)
 
@@ -363,7 +369,7 @@ def train_and_evaluate(train_cfg: TrainConfig, eval_cfg: EvalConfig, which: str 
         raise FileNotFoundError(f"{ckpt} does not exist: best/ is written only when validating "
                                 "(base.train.val_fraction > 0); use base.evaluate_checkpoint=last")
     out = Path(eval_cfg.out) / train_cfg.name if eval_cfg.out else train_cfg.run_dir / "eval"
-    eval_cfg = replace(eval_cfg, checkpoint=str(ckpt), out=str(out))
+    eval_cfg = replace(eval_cfg.executing(train_cfg.policy), checkpoint=str(ckpt), out=str(out))
     step = read_parts(ckpt)["config"]["step"]
     report = _saved_report(out / "results.json", ckpt, step, eval_cfg)
     if report is not None:

@@ -25,7 +25,7 @@ from s2robot.common.device import resolve_device
 from s2robot.common.runlog import WandbConfig, wandb_run
 from s2robot.data.store import EpisodeStore
 from s2robot.policy.checkpoint import from_pretrained
-from s2robot.policy.configuration import EXECUTIONS
+from s2robot.policy.configuration import EXECUTION_FIELDS, EXECUTIONS
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.policy.prefetch import PrefetchingPolicy
 from s2robot.real.timing import combine_timing, format_timing
@@ -132,6 +132,11 @@ class EvalConfig:
         """The cube positions in evaluation order and their description (``workflows.positions``)."""
         return position_set(self.positions, self.n_random_positions, self.position_seed)
 
+    def executing(self, policy: Any) -> EvalConfig:
+        """This evaluation with ``policy``'s (a PolicyConfig's) ``execution``/``execute_steps`` where it names none:
+        training never reads them, so a finished run's checkpoint may record others than its config now has."""
+        return replace(self, **{k: getattr(policy, k) for k in EXECUTION_FIELDS if getattr(self, k) is None})
+
     def repeat_counts(self, positions: dict[str, Any]) -> list[int]:
         """Repeats of every position of ``position_set``: ``repeats`` for the fixed set, ``held_out_repeats`` after."""
         held = self.repeats if self.held_out_repeats is None else self.held_out_repeats
@@ -173,7 +178,7 @@ def _override_execution(policy: ChunkTransformerPolicy, execution: str | None, e
     """Set the policy's execution (and ``execute_steps``) where given; returns what runs, as results.json keeps it."""
     trained = {"execution": policy.cfg.execution, "execute_steps": policy.cfg.execute_steps}
     given = {k: v for k, v in (("execution", execution), ("execute_steps", execute_steps)) if v is not None}
-    if given:
+    if any(v != trained[k] for k, v in given.items()):
         try:
             policy.cfg = replace(policy.cfg, **given)
         except ValueError as e:
@@ -208,11 +213,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     try:
         runner = PrefetchingPolicy(policy, cfg.prefetch) if cfg.prefetch else policy
     except ValueError as err:
-        if policy.cfg.execution != "receding":
+        fits = policy.cfg.t_act - cfg.prefetch - 1  # the most actions per chunk that leave room to prefetch
+        if policy.cfg.execution != "receding" or policy.cfg.execute_steps <= fits or cfg.prefetch >= fits:
             raise
         raise ValueError(f"{err}: this evaluation runs {policy.cfg.execute_steps} of each {policy.cfg.t_act}-step "
-                         "chunk; for background inference pass fewer, e.g. execute_steps=8 (the override runs the "
-                         "same weights), or prefetch=0") from None
+                         f"chunk; for background inference pass execute_steps ≤ {fits} (eval.execute_steps in make "
+                         "run; the same weights), or prefetch=0") from None
     results, frames = run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress)
     if demo_cubes is not None:
         for r, d in zip(results, nearest_distances([r.cube_xy for r in results], demo_cubes), strict=True):

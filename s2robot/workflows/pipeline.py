@@ -61,7 +61,4 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     held = f" + {positions['n_random']} held-out × {e.held_out_repeats or e.repeats}" if positions["n_random"] else ""
     print(f"[4/4] evaluation of {ckpt}: {positions['fixed']} cube positions ({positions['set']}) × {e.repeats}{held}")
     cfg.eval.checkpoint = str(ckpt)
-    for key in ("execution", "execute_steps"):  # training never reads them: a finished run's checkpoint may differ
-        if getattr(e, key) is None:
-            setattr(e, key, getattr(t.policy, key))
-    return evaluate(cfg.eval)
+    return evaluate(cfg.eval.executing(t.policy))

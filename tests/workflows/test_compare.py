@@ -177,6 +177,13 @@ def test_compare_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert out.count("already trained for 4") == 2 and out.count("is up to date") == 2
     assert results.stat().st_mtime_ns == stamp and again["rows"] == rows
+    # another execution is not another training run, but it is another evaluation: the saved results are not reused
+    compare_encoders(compose_config(tmp_path, extra=["base.train.policy.execute_steps=4"]))
+    out = capsys.readouterr().out
+    assert out.count("already trained for 4") == 2 and "is up to date" not in out
+    ran = json.loads(results.read_text())["execution"]
+    assert ran == {"execution": "receding", "execute_steps": 4, "checkpoint": {"execution": "receding",
+                                                                               "execute_steps": 8}}
 
 
 def test_in_domain_preset_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
