@@ -70,6 +70,10 @@ VARIANTS: dict[str, ViTConfig] = {
     "vitti-mae-cubepick": ViTConfig(embed_dim=192, depth=12, num_heads=3),
     # The same, pretrained with S² (scripts/pretrain_mae.py s2_img_sizes=[224,448]); ships in weights/.
     "vitti-s2mae-cubepick": ViTConfig(embed_dim=192, depth=12, num_heads=3),
+    # ViT-Ti/16 at 112² (S² 112²+224² of the 224² camera frames costs 4.4× less than 224²+448²), and the same
+    # pretrained with S² tiles of 112²+224² (scripts/pretrain_mae.py model.variant=vitti-112 ...); ships in weights/.
+    "vitti-112": ViTConfig(img_size=112, embed_dim=192, depth=12, num_heads=3),
+    "vitti-112-s2mae-cubepick": ViTConfig(img_size=112, embed_dim=192, depth=12, num_heads=3),
     # The same recipe at MVP's sizes (ViT-S ships in weights/; ViT-B and ViT-L are trained on a GPU).
     "vits-mae-cubepick": _VIT_S,
     "vitb-mae-cubepick": _VIT_B,

@@ -143,27 +143,40 @@ def random_resized_crop(
     return F.grid_sample(imgs, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def s2_tiles(imgs: torch.Tensor, img_sizes: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-    """MAE with S²: each image of ``(B, C, S, S)`` becomes one tile S² feeds the encoder, ``(B, C, S, S)``.
+def s2_tiles(
+    imgs: torch.Tensor, img_sizes: Sequence[int], generator: torch.Generator, tile_size: int | None = None
+) -> torch.Tensor:
+    """MAE with S²: each image of ``(B, C, S, S)`` becomes one tile S² feeds the encoder, ``(B, C, T, T)``.
 
-    A scale of ``n·S`` px is the image resized as ``s2_forward`` resizes it (bicubic, float32) and cut into n×n
-    tiles of S; every tile of every scale is equally likely (224²+448²: the whole image 1 in 5, each quarter
-    at 2× 1 in 5), which is the mix the frozen encoder sees under S². Only the picked tile is resized
-    (``_bicubic_tile``), not the whole n·S image.
+    ``T`` is ``tile_size`` (the model's size), by default ``S``. A scale of ``n·T`` px is the image resized as
+    ``s2_forward`` resizes it (bicubic, float32) and cut into n×n tiles of T; every tile of every scale is equally
+    likely (224²+448² of 224² frames: the whole image 1 in 5, each quarter at 2× 1 in 5; 112²+224² of the same
+    frames for a 112-px model: the image halved 1 in 5, each native quarter 1 in 5), which is the mix the frozen
+    encoder sees under S². A scale of the image's own size is cut, not resized; an upscaled tile of a model-sized
+    image is resized alone (``_bicubic_tile``), not the whole n·T image.
     """
     b, side = imgs.shape[0], imgs.shape[-1]
-    splits = [size // side for size in img_sizes]
+    tile_size = tile_size or side
+    splits = [size // tile_size for size in img_sizes]
     counts = torch.tensor([n * n for n in splits])
     ends = counts.cumsum(0)
     pick = torch.randint(int(ends[-1]), (b,), generator=generator)
     scale = torch.bucketize(pick, ends, right=True)  # (B,) index into img_sizes
     tile = pick - (ends - counts)[scale]  # (B,) tile-major index, row = tile // n (split_chessboard's order)
-    out = imgs.clone()  # a scale of n = 1 is the image itself
-    for k, n in enumerate(splits):
-        for t in range(n * n) if n > 1 else ():
+    out = imgs.new_empty(b, imgs.shape[1], tile_size, tile_size)
+    for k, (size, n) in enumerate(zip(img_sizes, splits, strict=True)):
+        for t in range(n * n):
             sel = ((scale == k) & (tile == t)).nonzero().flatten()
-            if len(sel):
-                out[sel] = _bicubic_tile(imgs[sel].to(torch.float32), n, *divmod(t, n)).to(imgs.dtype)
+            if not len(sel):
+                continue
+            (row, col), x = divmod(t, n), imgs[sel]
+            if size == side:  # the image's own scale: cut
+                out[sel] = x[:, :, row * tile_size : (row + 1) * tile_size, col * tile_size : (col + 1) * tile_size]
+            elif side == tile_size:  # upscaled by n: resize only the tile
+                out[sel] = _bicubic_tile(x.to(torch.float32), n, row, col).to(imgs.dtype)
+            else:  # any other ratio (e.g. the image halved): resize the image whole, then cut
+                big = F.interpolate(x.to(torch.float32), size=size, mode="bicubic").to(imgs.dtype)
+                out[sel] = big[:, :, row * tile_size : (row + 1) * tile_size, col * tile_size : (col + 1) * tile_size]
     return out
 
 
@@ -218,10 +231,13 @@ def export_encoder(
     return path, info
 
 
-def _check_frames(frames: np.ndarray, variant: str) -> None:
-    size = get_config(variant).img_size
-    if frames.ndim != 4 or frames.shape[1:] != (size, size, 3) or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (T, {size}, {size}, 3) for {variant}; got "
+def _check_frames(frames: np.ndarray, variant: str, s2_img_sizes: Sequence[int] = ()) -> None:
+    """Frames are what the encoder will be given: the model's size, or with S² one of its scales (each scale is
+    then the frame resized as S² resizes it)."""
+    sizes = sorted({get_config(variant).img_size, *s2_img_sizes})
+    if frames.ndim != 4 or frames.shape[1] not in sizes or frames.shape[1:] != (frames.shape[1],) * 2 + (3,) \
+            or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, S, S, 3) with S in {sizes} for {variant}; got "
                          f"{frames.dtype} {frames.shape} (set the generator's or recorder's image_size)")
 
 
@@ -269,7 +285,7 @@ class _MAERun:
         idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen)
         x = to_float(pool[idx], device)
         if cfg.s2_img_sizes:
-            x = s2_tiles(x, cfg.s2_img_sizes, gen)
+            x = s2_tiles(x, cfg.s2_img_sizes, gen, model.encoder.cfg.img_size)
         x = random_resized_crop(x, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, gen)
         noise = torch.rand(cfg.batch_size, model.num_patches, generator=gen).to(device)
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
@@ -320,13 +336,17 @@ def pretrain_mae(
     device = resolve_device(cfg.device)
     amp = autocast_dtype(cfg.amp, device)
     frames = load_frames(cfg.data, progress) if frames is None else frames
-    _check_frames(frames, cfg.model.variant)
+    _check_frames(frames, cfg.model.variant, cfg.s2_img_sizes)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     pool = torch.from_numpy(frames)
 
     # 2. model, optimizer, schedule; resume when a checkpoint exists
     run = _MAERun(cfg, device, progress)
-    vis = pool[torch.linspace(0, len(pool) - 1, 4).long()]
+    vis = pool[torch.linspace(0, len(pool) - 1, 4).long()]  # (4, S, S, 3) uint8
+    size = run.model.encoder.cfg.img_size
+    if vis.shape[1] != size:  # frames at an S² scale other than the model's: shown whole, resized
+        vis = F.interpolate(vis.permute(0, 3, 1, 2).float(), size=size, mode="bicubic")
+        vis = vis.round().clamp(0, 255).byte().permute(0, 2, 3, 1)
     logger = RunLogger(cfg.run_dir / "log.jsonl", cfg.wandb, cfg.name, asdict(cfg), run.wandb_id)
 
     # 3. train

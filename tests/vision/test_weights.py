@@ -261,3 +261,8 @@ def test_in_domain_encoders_share_one_pretraining_budget() -> None:
     assert s2["images_seen"] == ti["images_seen"] and s2["data"]["generator_key"] == ti["data"]["generator_key"]
     assert s2["data"]["augmentation"] == {**ti["data"]["augmentation"], "s2_img_sizes": [224, 448]}
     assert s2["sha256"] == W.file_sha256(W.REPO_WEIGHTS_DIR / "vitti-s2mae-cubepick.pth")
+    small = json.loads((W.REPO_WEIGHTS_DIR / "vitti-112-s2mae-cubepick.json").read_text())  # ViT-Ti at 112²
+    assert small["variant"] == "vitti-112" and small["images_seen"] == ti["images_seen"]
+    assert small["data"]["generator_key"] == ti["data"]["generator_key"]
+    assert small["data"]["augmentation"] == {**ti["data"]["augmentation"], "s2_img_sizes": [112, 224]}
+    assert small["sha256"] == W.file_sha256(W.REPO_WEIGHTS_DIR / "vitti-112-s2mae-cubepick.pth")

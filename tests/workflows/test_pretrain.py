@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import imageio.v3 as imageio
 import numpy as np
 import pytest
 import torch
@@ -134,6 +135,34 @@ def test_s2_tiles_are_the_tiles_s2_feeds_the_encoder() -> None:
     assert all(int(m.sum()) == 1 for m in match)
     counts = torch.stack(match).float().sum(0)  # how often each of the 5 was picked
     assert counts.min() > 50 and counts.max() < 110, counts
+
+
+def test_s2_tiles_of_frames_larger_than_the_model() -> None:
+    """A 16-px model with S² at 16²+32² of 32-px frames (ViT-Ti at 112² on the 224² camera): every output is the
+    frame halved as S² halves it, or one of its native quarters cut as is, each of the 5 about equally often."""
+    x = torch.rand(400, 3, 32, 32)
+    out = s2_tiles(x, [16, 32], torch.Generator().manual_seed(0), tile_size=16)
+    assert out.shape == (400, 3, 16, 16)
+    halved = F.interpolate(x, size=16, mode="bicubic")  # as s2_forward resizes a scale
+    candidates = torch.cat([halved[None], split_chessboard(x, 2).view(4, 400, 3, 16, 16)])  # (5, B, C, 16, 16)
+    match = [(candidates[:, i] - out[i]).abs().flatten(1).amax(1) == 0 for i in range(len(x))]
+    assert all(int(m.sum()) == 1 for m in match)
+    counts = torch.stack(match).float().sum(0)
+    assert counts.min() > 50 and counts.max() < 110, counts
+
+
+def test_pretraining_a_model_smaller_than_its_frames(tmp_path: Path) -> None:
+    """vit-micro (32 px) pretrained with S² at 32²+64² on 64-px frames; frames at no scale of it are refused."""
+    frames = synthetic_frames(size=64)
+    cfg = tiny_cfg(tmp_path, steps=2, recon_every=2, s2_img_sizes=[32, 64])
+    with pytest.raises(ValueError, match=r"S in \[32, 64\]"):
+        pretrain_mae(cfg, synthetic_frames(size=48), progress=False)
+    with pytest.raises(ValueError, match=r"S in \[32\]"):  # without S² only the model's size
+        pretrain_mae(replace(cfg, s2_img_sizes=[]), frames, progress=False)
+    res = pretrain_mae(cfg, frames, progress=False)
+    assert res.step == 2 and all(np.isfinite(res.losses))
+    grid = imageio.imread(res.run_dir / "recon" / "step_000002.png")
+    assert grid.shape == (4 * 32, 4 * 32, 3)  # the frames shown halved to the model's size
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
