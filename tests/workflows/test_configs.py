@@ -39,20 +39,30 @@ def expected_config(name: str) -> tuple[Any, dict]:
     return OmegaConf.merge(cfg, raw), raw
 
 
-def _selected(defaults: list, base: str) -> Any:
+def _selected(defaults: list, base: str, overrides: dict[tuple[str, str], str] | None = None) -> Any:
     """What a defaults list's group entries put into the config, packages relative to ``base``; a ``recipe`` is a
-    yaml file of configs/recipe/ with its own defaults list and values."""
-    cfg = OmegaConf.create({})
+    yaml file of configs/recipe/ with its own defaults list and values. ``override /group@package: option`` swaps
+    the option a nested list (a recipe's) picks for that group and package."""
+    overrides = dict(overrides or {})
+    entries = []
     for entry in defaults:
         if isinstance(entry, dict):
             (key, option), = entry.items()
-            group, _, package = key.lstrip("/").partition("@")
+            is_override = key.startswith("override ")
+            group, _, package = key.removeprefix("override ").lstrip("/").partition("@")
             path = ".".join(p for p in (base, "" if package == "_here_" else package or group) if p)
-            if group in GROUPS:
-                cfg = OmegaConf.merge(cfg, _at(path, GROUPS[group][option]))
-            elif group == "recipe":
-                recipe = OmegaConf.to_container(OmegaConf.load(CONFIGS / "recipe" / f"{option}.yaml"))
-                cfg = OmegaConf.merge(cfg, _selected(recipe.pop("defaults", []), path), _at(path, recipe))
+            if is_override:
+                overrides[(group, path)] = option
+            else:
+                entries.append((group, path, option))
+    cfg = OmegaConf.create({})
+    for group, path, option in entries:
+        option = overrides.get((group, path), option)
+        if group in GROUPS:
+            cfg = OmegaConf.merge(cfg, _at(path, GROUPS[group][option]))
+        elif group == "recipe":
+            recipe = OmegaConf.to_container(OmegaConf.load(CONFIGS / "recipe" / f"{option}.yaml"))
+            cfg = OmegaConf.merge(cfg, _selected(recipe.pop("defaults", []), path, overrides), _at(path, recipe))
     return cfg
 
 
