@@ -5,7 +5,7 @@ the speed-up (reference time / ours), and our model FLOP/s as a share of a matmu
 run. Random weights (speed does not depend on them).
 
     python benchmarks/bench_encoder.py                      # ViT-B, ViT-B-S², ViT-L on the default device
-    python benchmarks/bench_encoder.py --quick              # CPU-sized: ViT-Ti and ViT-Ti-S² (make run)
+    python benchmarks/bench_encoder.py --quick              # CPU-sized: ViT-Ti, ViT-Ti-S², make run's ViT-Ti-S² at 112²
     python benchmarks/bench_encoder.py --device cuda --batch 64 --reps 30
 """
 
@@ -47,7 +47,8 @@ def bench_one(name: str, dtype: str, device: torch.device, batch: int, reps: int
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--encoders", nargs="+", default=["mvp_vitb", "mvp_vitb_s2", "mvp_vitl"])
-    p.add_argument("--quick", action="store_true", help="CPU-sized run: vitti_random and vitti_s2_random")
+    p.add_argument("--quick", action="store_true",
+                   help="CPU-sized run: vitti_random, vitti_s2_random and make run's vitti112_s2_s2mae")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=sorted(DTYPES))
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", type=int, default=None, help="throughput batch (default 4 on CPU, 64 on GPU)")
@@ -57,7 +58,7 @@ def main() -> None:
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     batch, reps = args.batch or (64 if gpu else 4), args.reps or (30 if gpu else 3)
-    encoders = ["vitti_random", "vitti_s2_random"] if args.quick else args.encoders
+    encoders = ["vitti_random", "vitti_s2_random", "vitti112_s2_s2mae"] if args.quick else args.encoders
     print(f"{'variant':22s} {'img':>4s} {'params':>8s} {'GFLOP/img':>9s}")
     for name, v in VARIANTS.items():
         print(f"{name:22s} {v.img_size:4d} {param_count(v) / 1e6:7.1f}M {flops_per_image(v) / 1e9:9.2f}")
@@ -65,7 +66,7 @@ def main() -> None:
     print(f"device: {device_name(device)}; torch {torch.__version__}; batch {batch}; median of {reps}")
     print("matmul rate: " + ", ".join(f"{dt} {r / 1e12:.2f} TFLOP/s" for dt, r in rates.items()))
     print(
-        f"{'encoder':16s} {'dtype':8s} {'params':>7s} {'GFLOP/f':>8s} | {'b1 ours':>9s} {'b1 ref':>9s} "
+        f"{'encoder':18s} {'dtype':8s} {'params':>7s} {'GFLOP/f':>8s} | {'b1 ours':>9s} {'b1 ref':>9s} "
         f"{'speedup':>7s} | {'fps ours':>9s} {'fps ref':>9s} {'speedup':>7s} | {'TFLOP/s':>7s} {'%mm':>5s}"
     )
     rows = []
@@ -75,7 +76,7 @@ def main() -> None:
             rows.append(r)
             b1, bb = r["b1"], r[f"b{batch}"]
             print(
-                f"{name:16s} {dt:8s} {r['params_M']:6.1f}M {r['gflops_per_frame']:8.1f} | "
+                f"{name:18s} {dt:8s} {r['params_M']:6.1f}M {r['gflops_per_frame']:8.1f} | "
                 f"{b1['ours_ms']:7.1f}ms {b1['ref_ms']:7.1f}ms {b1['speedup']:6.2f}x | "
                 f"{bb['ours_fps']:9.1f} {bb['ref_fps']:9.1f} {bb['speedup']:6.2f}x | "
                 f"{r['model_tflops']:7.3f} {100 * r['share_of_matmul']:4.0f}% {r['attention']:>9s}",
