@@ -19,7 +19,9 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from envs import variation
 from envs.positions import demo_cube_xy
+from envs.scene import SceneEditor
 
 SCENE_XML = Path(__file__).parent / "assets" / "cube_pick_scene.xml"
 
@@ -36,6 +38,7 @@ ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 ARM_ACTUATORS = tuple(f"actuator{i}" for i in range(1, 8))
 FINGER_JOINTS = ("finger_joint1", "finger_joint2")
 CAMERAS = ("front", "wrist", "video")
+SCENE_STREAM = 0x7363656E  # tags the per-episode scene-variation stream, apart from the cube and arm-noise draws
 
 
 class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -59,7 +62,11 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     Info: ``cube_pos`` (3,) [m], ``cube_quat`` (4,) (w, x, y, z), ``fingertip_pos`` (3,) [m],
         ``is_grasped`` (both finger pads touch the cube), ``lift_height`` [m] above rest, ``is_success``,
         ``arm_target`` (7,) the commanded joint positions [rad], ``clipped_steps`` steps so far whose action
-        was clipped.
+        was clipped; at reset also ``variation``, the episode's scene parameters (``envs.variation``; {} for none).
+    Scene variation: ``reset(options={"variation": spec})`` varies lights, colours, the camera, distractors, the
+        frames or the cube (``envs.variation``: e.g. ``"standard"``, ``"light_intensity:high"``), drawn from the
+        episode's seed on a stream of its own, so the cube, the arm noise and (for visual factors) the physics
+        are those of the same seed without variation. Without the option the scene is as built.
     Success: the cube centre is ≥ LIFT_SUCCESS_HEIGHT above its resting height while both finger pads
         touch it and the gripper command is closed (≥ 0.5). Reward is 1.0 on success steps, else 0.0.
 
@@ -168,6 +175,9 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             spaces[cam] = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
 
+        self.scene = SceneEditor(model, self.cameras)
+        self._frame_rng = np.random.default_rng(0)  # image-factor noise, reseeded per episode
+        self._cube_rest_z = CUBE_REST_Z
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._arm_target = self.home_qpos.copy()  # (7,) commanded joint positions [rad]
         self._gripper_cmd = 0.0
@@ -187,13 +197,17 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         options: ``{"cube_xy": (x, y)}`` puts the cube centre exactly at (x, y) [m]; without it the cube goes to
         ``demo_cube_xy(seed)`` (the demo stream of ``envs.positions``: never within 1 mm of an evaluation
         position), with ``seed=None`` a seed drawn from ``self.np_random``. The arm noise comes from
-        ``self.np_random``. Same seed → same episode, bit for bit.
+        ``self.np_random``. ``{"variation": spec}`` varies the scene (see the class docstring). Same seed and
+        options → same episode, bit for bit.
         """
         super().reset(seed=seed)
         options = dict(options or {})
-        unknown = set(options) - {"cube_xy", "label"}  # label: the position's name, for an operator (unused here)
+        unknown = set(options) - {"cube_xy", "label", "variation"}  # label: the position's name, for an operator
         if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; supported: ['cube_xy', 'label']")
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; supported: ['cube_xy', 'label', "
+                             "'variation']")
+        spec = options.get("variation") or "none"
+        variation.parse(spec)  # a bad spec is refused before anything changes
         if options.get("cube_xy") is None:
             cube_seed = seed if seed is not None else int(self.np_random.integers(2**63))
             cube_xy = demo_cube_xy(cube_seed)
@@ -203,11 +217,19 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 raise ValueError(f"options['cube_xy'] must be two finite numbers (x, y) [m], got {cube_xy!r}")
         noise = self.np_random.uniform(-self.joint_noise, self.joint_noise, size=7)
         q0 = np.clip(self.home_qpos + noise, self.joint_limits[:, 0], self.joint_limits[:, 1])
+        params: variation.Params = {}
+        if not variation.is_none(spec):
+            scene_seed = seed if seed is not None else int(self.np_random.integers(2**63))
+            rng = np.random.default_rng([SCENE_STREAM, scene_seed])
+            params = variation.sample(spec, rng, cube_xy)
+            self._frame_rng = np.random.default_rng(rng.integers(2**63))
+        self.scene.apply(params)
+        self._cube_rest_z = TABLE_TOP_Z + self.scene.cube_half_size
 
         m, d = self.model, self.data
         mujoco.mj_resetDataKeyframe(m, d, self._home_key)
         d.qpos[self.arm_qpos_adr] = q0
-        d.qpos[self._cube_pos] = (cube_xy[0], cube_xy[1], CUBE_REST_Z)
+        d.qpos[self._cube_pos] = (cube_xy[0], cube_xy[1], self._cube_rest_z)
         d.qpos[self._cube_quat] = (1.0, 0.0, 0.0, 0.0)
         self._arm_target = q0.copy()
         self._gripper_cmd = 0.0
@@ -217,7 +239,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         mujoco.mj_forward(m, d)
         self._steps = 0
         self._clipped = 0
-        return self._observation(), self._info()
+        return self._observation(), {**self._info(), "variation": params}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Apply one 0.1 s control step; see the class docstring for the action convention."""
@@ -278,6 +300,8 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         size = (self.image_size, self.image_size)
         for cam in self.cameras:
             obs[cam] = self._render(cam, size)
+            if self.scene.changes_frames:
+                obs[cam] = self.scene.postprocess(obs[cam], self._frame_rng)
         return obs
 
     def _pads_touch_cube(self) -> bool:
@@ -294,7 +318,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def _info(self) -> dict[str, Any]:
         d = self.data
         cube_pos = d.qpos[self._cube_pos].copy()
-        lift = float(cube_pos[2] - CUBE_REST_Z)
+        lift = float(cube_pos[2] - self._cube_rest_z)
         grasped = self._pads_touch_cube()
         success = lift >= LIFT_SUCCESS_HEIGHT and grasped and self._gripper_cmd >= 0.5
         return {
