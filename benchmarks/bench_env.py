@@ -1,9 +1,13 @@
-"""Benchmark CubePickEnv control steps/s against its own floor: bare mj_step physics + bare rendering.
+"""Benchmark CubePickEnv control steps/s against its own floor: bare mj_step physics + bare rendering; and the
+cost of scene variation against the scene as built.
 
 Usage: MUJOCO_GL=egl python benchmarks/bench_env.py [--steps 300] [--image-size 224] [--repeats 3]
+           [--variations standard visual:high image_jpeg:high]
 For each camera setting the env runs `steps` random-action control steps; the floor replays the very same
 controls through `mujoco.mj_step(nstep=50)` on a bare MjData, plus `Renderer.update_scene + render` per
-camera, so `env / floor` is the env's own overhead (target ≤ 1.10).
+camera, so `env / floor` is the env's own overhead (target ≤ 1.10). Then, with the front camera, each scene
+variation runs the same steps over episodes of 20 steps (a new scene each), interleaved with the scene as built:
+`variation / none` is what varying the scene costs (target ≤ 1.10 for `standard`).
 """
 
 import argparse
@@ -13,6 +17,26 @@ import mujoco
 import numpy as np
 
 from envs import CubePickEnv
+
+
+def time_variation(spec: str, steps: int, size: int, episode: int = 20) -> float:
+    """Seconds per control step with the front camera, a new episode (and scene of ``spec``) every ``episode``
+    steps, resets included."""
+    env = CubePickEnv(cameras=("front",), image_size=size, max_steps=episode + 1)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(env.action_space.low, env.action_space.high, size=(steps, 8)).astype(np.float32)
+    actions[:, :7] *= 0.3
+    options = {"variation": spec}
+    env.reset(seed=0, options=options)
+    env.step(actions[0])  # warm up: creates the renderer
+    start = time.perf_counter()
+    for i, a in enumerate(actions):
+        if i % episode == 0:
+            env.reset(seed=i, options=options)
+        env.step(a)
+    elapsed = time.perf_counter() - start
+    env.close()
+    return elapsed / steps
 
 
 def time_env(cameras: tuple[str, ...], steps: int, size: int) -> tuple[float, np.ndarray, np.ndarray]:
@@ -69,6 +93,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="control steps per setting")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3, help="timings per number; the minimum is reported")
+    parser.add_argument("--variations", nargs="*", default=["standard", "visual:high"],
+                        help="scene variations timed against none (envs.variation specs)")
     args = parser.parse_args()
     size = args.image_size
 
@@ -89,6 +115,14 @@ def main() -> None:
             f"{label:<22}{1 / env_s:>15.1f}{1 / floor_s:>15.1f}{1e3 * physics_s:>15.3f}"
             f"{1e3 * render_s:>15.2f}{env_s / floor_s:>15.3f}"
         )
+    if args.variations:
+        print(f"\n{'variation (front ' + str(size) + ')':<26}{'ms/step':>10}{'none ms':>10}{'ratio':>8}")
+        for spec in args.variations:
+            best, none = np.inf, np.inf
+            for _ in range(args.repeats):  # interleaved with the scene as built, best of each
+                none = min(none, time_variation("none", args.steps, size))
+                best = min(best, time_variation(spec, args.steps, size))
+            print(f"{spec:<26}{1e3 * best:>10.2f}{1e3 * none:>10.2f}{best / none:>8.3f}")
 
 
 if __name__ == "__main__":

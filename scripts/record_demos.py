@@ -2,6 +2,7 @@
 
     python scripts/record_demos.py n_episodes=120 workers=2 out=demos/cube_pick.zarr
     python scripts/record_demos.py resume=true        # after an interruption: appends until n_episodes
+    python scripts/record_demos.py variation=standard out=demos/varied.zarr    # every episode in another scene
     python -m s2robot.workflows.store info demos/cube_pick.zarr # what was recorded
 """
 

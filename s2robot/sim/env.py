@@ -49,6 +49,18 @@ class EnvConfig:
             raise ValueError(f"joint_noise must be a finite value ≥ 0 [rad], got {self.joint_noise}")
 
 
+def check_variation(spec: str, env_id: str = "s2robot/CubePick-v0") -> str:
+    """``spec`` when it names a scene variation (``envs.variation``: ``none``, ``standard``, ``<factor>:<level>``, …)
+    that the env ``env_id`` can apply; otherwise a ValueError naming the valid forms."""
+    from envs.variation import is_none, parse
+
+    parse(spec)  # raises with the valid presets, factors, groups and levels
+    if env_id == ARM_ENV_ID and not is_none(spec):
+        raise ValueError(f"variation={spec!r}: scene variation is drawn in simulation; on the arm the scene varies by "
+                         "itself (lights, table, camera mount): use variation=none")
+    return spec
+
+
 def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
     """Build the environment of ``cfg`` (registering s2robot's own environments first)."""
     import envs  # noqa: F401  (registers s2robot/CubePick-v0 and s2robot/FrankaReal-v0)

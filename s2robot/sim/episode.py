@@ -70,10 +70,11 @@ def run_episode(env: Any, seed: int, start: Callable[[dict, dict], Policy], obse
     then per step t: the policy's action, ``observe(obs, info, label, executed)`` → that step's arrays, and
     ``stop(t, info)`` ends the episode after step t; else the env steps until it terminates or truncates.
 
-    Returns {key: (T, ...)} and {seed, cube_xy, success, length, max_lift}.
+    Returns {key: (T, ...)} and {seed, cube_xy, success, length, max_lift}, plus ``variation`` (the scene parameters
+    the env drew, ``envs.variation``) when the scene was varied.
     """
     obs, info = env.reset(seed=seed, options=options)
-    cube = info["cube_pos"]
+    cube, scene = info["cube_pos"], info.get("variation")
     policy = start(obs, info)
     steps: dict[str, list[np.ndarray]] = {}
     success, max_lift = False, 0.0
@@ -95,6 +96,8 @@ def run_episode(env: Any, seed: int, start: Callable[[dict, dict], Policy], obse
             break
     meta = {"seed": seed, "cube_xy": [float(cube[0]), float(cube[1])], "success": success, "length": t + 1,
             "max_lift": max_lift}
+    if scene:
+        meta["variation"] = scene
     timer = getattr(env.unwrapped, "timer", None)  # a real arm's control-loop deadlines (s2robot.real.timing)
     if timer is not None:
         meta["timing"] = timer.summary()
@@ -125,6 +128,7 @@ class RecordJob:
     env: EnvConfig
     factory: PolicyFactory
     tail_steps: int = 0  # steps recorded after the first success (0: the episode ends at success, as the env's)
+    variation: str = "none"  # scene variation drawn per episode (``envs.variation``; the simulated env only)
 
     def setup(self) -> Any:
         cfg = EnvConfig(**{**asdict(self.env), "terminate_on_success": self.env.terminate_on_success and not
@@ -134,8 +138,9 @@ class RecordJob:
     def run(self, env: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         policy = self.factory(env, seed)  # built before the reset, as any controller would be
         stop = StopAfterSuccess(self.env.max_steps, self.tail_steps) if self.tail_steps else None
+        options = {"variation": self.variation} if self.variation != "none" else None
         return run_episode(env, seed, lambda obs, info: policy, partial(observe_demo, list(self.env.cameras)),
-                           stop=stop)
+                           options=options, stop=stop)
 
     def close(self, env: Any) -> None:
         env.close()

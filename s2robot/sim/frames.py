@@ -3,7 +3,7 @@
 The generator renders the cube-pick scene as the policy sees it: the scripted expert (with noise) picks
 cubes placed over the workspace and a margin beyond it, from randomly perturbed start postures, so arm
 poses lie near the expert's trajectories (gripper open and closed, cube resting and lifted in the gripper).
-Optionally it randomizes light intensity and the cube/table colours. Every frame comes with privileged
+Optionally it varies the scene (``variation``: ``envs.variation``, e.g. ``standard``). Every frame comes with privileged
 labels for probes: ``cube_pos`` (3,) [m], ``fingertip_pos`` (3,) [m], ``gripper`` (1,) opening [m].
 
 Generated frames are written once to an ``EpisodeStore`` (one episode per cube placement; keys
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from s2robot.data.keys import rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
-from s2robot.sim.env import EnvConfig, make_env
+from s2robot.sim.env import EnvConfig, check_variation, make_env
 from s2robot.sim.episode import StopAfterSuccess, run_episode
 from s2robot.sim.pool import seed_ordered
 
@@ -47,7 +47,7 @@ class GeneratorConfig:
     noise_std_max: expert noise std is drawn uniformly in [0, this] per episode [rad]
     extra_steps_max: steps kept after a success (cube lifted higher), drawn in [0, this]
     max_steps: longest episode [control steps]
-    randomize_appearance: scale the lights by U(0.6, 1.4) and jitter the cube and table colours
+    variation: the scene variation each episode draws (``envs.variation``: ``none``, ``standard``, ...)
     workers: rendering processes
     out: store path; default ``runs/frames/gen-<hash of this config>.zarr``
     """
@@ -61,7 +61,7 @@ class GeneratorConfig:
     noise_std_max: float = 0.03
     extra_steps_max: int = 15
     max_steps: int = 80
-    randomize_appearance: bool = False
+    variation: str = "none"
     workers: int = 2
     out: str | None = None
 
@@ -69,10 +69,14 @@ class GeneratorConfig:
         if self.n_frames < 0 or self.image_size < 8 or not self.cameras:
             raise ValueError(f"need n_frames ≥ 0, image_size ≥ 8 and a camera; got {self.n_frames}, "
                              f"{self.image_size}, {self.cameras}")
+        check_variation(self.variation)
 
     def key(self) -> str:
-        """Hash of everything that changes the frames (not ``n_frames``, ``workers`` or ``out``)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("n_frames", "workers", "out")}
+        """Hash of everything that changes the frames (not ``n_frames``, ``workers`` or ``out``). The scene as built
+        hashes as it did before variations existed (``randomize_appearance: false``), so its stores and the
+        provenance of the weights pretrained on them keep their keys."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("n_frames", "workers", "out", "variation")}
+        d |= {"randomize_appearance": False} if self.variation == "none" else {"variation": self.variation}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def store_path(self) -> Path:
@@ -109,17 +113,6 @@ class LabeledFrames:
 
 
 # ------------------------------------------------------------------------------------------ generator
-def _perturb_appearance(env: Any, rng: np.random.Generator, base: dict[str, np.ndarray]) -> None:
-    """Randomize light intensity and cube/table colours by name (the env's own model; no physics change)."""
-    model = env.unwrapped.model
-    for i in range(model.nlight):
-        model.light_diffuse[i] = base["light_diffuse"][i] * rng.uniform(0.6, 1.4)
-    for name, jitter in (("cube", 0.15), ("table", 0.1)):
-        mat = model.material(name).id
-        rgb = base["mat_rgba"][mat, :3] + rng.uniform(-jitter, jitter, 3)
-        model.mat_rgba[mat, :3] = np.clip(rgb, 0.0, 1.0)
-
-
 def _observe_labeled(cameras: list[str], obs: dict[str, np.ndarray], info: dict[str, Any], label: np.ndarray,
                      executed: np.ndarray) -> dict[str, np.ndarray]:
     return {**{rgb_key(cam): obs[cam] for cam in cameras}, "proprio": obs["proprio"],
@@ -127,16 +120,15 @@ def _observe_labeled(cameras: list[str], obs: dict[str, np.ndarray], info: dict[
             "gripper": obs["proprio"][7:8].astype(np.float32)}
 
 
-def generate_episode(env: Any, cfg: GeneratorConfig, seed: int, base: dict | None = None) -> dict[str, np.ndarray]:
-    """One expert episode from a random cube placement and start posture: frames + labels per step."""
+def generate_episode(env: Any, cfg: GeneratorConfig, seed: int) -> dict[str, np.ndarray]:
+    """One expert episode from a random cube placement and start posture, in a scene drawn from ``cfg.variation``:
+    frames + labels per step."""
     from envs.expert import ScriptedExpert
     from envs.positions import WORKSPACE
 
-    rng = np.random.default_rng(seed)  # draws, in order: appearance, cube, expert noise, extra steps, expert
+    rng = np.random.default_rng(seed)  # draws, in order: cube, expert noise, extra steps, expert
     lo = (WORKSPACE.x_min - cfg.margin, WORKSPACE.y_min - cfg.margin)
     hi = (WORKSPACE.x_max + cfg.margin, WORKSPACE.y_max + cfg.margin)
-    if cfg.randomize_appearance and base is not None:
-        _perturb_appearance(env, rng, base)
     cube_xy = rng.uniform(lo, hi)
     stop = StopAfterSuccess(cfg.max_steps)
 
@@ -145,33 +137,31 @@ def generate_episode(env: Any, cfg: GeneratorConfig, seed: int, base: dict | Non
         stop.extra = int(rng.integers(0, cfg.extra_steps_max + 1))
         return expert.act
 
-    data, _ = run_episode(env, seed, start, partial(_observe_labeled, list(cfg.cameras)), {"cube_xy": cube_xy}, stop)
+    options = {"cube_xy": cube_xy, **({"variation": cfg.variation} if cfg.variation != "none" else {})}
+    data, _ = run_episode(env, seed, start, partial(_observe_labeled, list(cfg.cameras)), options, stop)
     return data
 
 
-def _make_env(cfg: GeneratorConfig) -> tuple[Any, dict[str, np.ndarray]]:
+def _make_env(cfg: GeneratorConfig) -> Any:
     env_cfg = EnvConfig(cameras=list(cfg.cameras), image_size=cfg.image_size, max_steps=cfg.max_steps + 1,
                         terminate_on_success=False, joint_noise=cfg.joint_noise)
-    env = make_env(env_cfg, render_mode=None)
-    model = env.unwrapped.model
-    return env, {"light_diffuse": model.light_diffuse.copy(), "mat_rgba": model.mat_rgba.copy()}
+    return make_env(env_cfg, render_mode=None)
 
 
 @dataclass(frozen=True)
 class _FrameJob:
-    """Frame generation as a ``sim.pool`` job: one env (and its base appearance) per worker."""
+    """Frame generation as a ``sim.pool`` job: one env per worker."""
 
     cfg: GeneratorConfig
 
-    def setup(self) -> tuple[Any, dict[str, np.ndarray]]:
+    def setup(self) -> Any:
         return _make_env(self.cfg)
 
-    def run(self, state: tuple[Any, dict[str, np.ndarray]], seed: int) -> dict[str, np.ndarray]:
-        env, base = state
-        return generate_episode(env, self.cfg, seed, base)
+    def run(self, env: Any, seed: int) -> dict[str, np.ndarray]:
+        return generate_episode(env, self.cfg, seed)
 
-    def close(self, state: tuple[Any, dict[str, np.ndarray]]) -> None:
-        state[0].close()
+    def close(self, env: Any) -> None:
+        env.close()
 
 
 def generate_frames(cfg: GeneratorConfig, progress: bool = True) -> Path:
@@ -231,6 +221,28 @@ def read_labeled(path: str | Path, camera: str, max_frames: int | None = None) -
     labels = {k: store.get_steps(k, 0, store.n_steps)[idx].astype(np.float32) for k in LABELS}
     episodes = np.repeat(np.arange(store.n_episodes), store.episode_lengths)[idx]
     return LabeledFrames(read_frames(path, camera, max_frames), labels, episodes)
+
+
+def paired_frames(cfg: FrameDataConfig, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The generator's frames in its varied scenes and the same frames in the scene as built: (varied, clean), each
+    (T, S, S, 3) uint8, row t of one the same state (cube, arm, camera step) as row t of the other. Only generated
+    frames pair (demo stores hold one rendering), and only under visual variations (a physical one changes the
+    episodes themselves)."""
+    gen = cfg.generator
+    if cfg.stores or gen.n_frames <= 0 or gen.variation == "none":
+        raise ValueError("paired frames come from the generator rendering each episode twice: set "
+                         "data.generator.n_frames > 0, data.generator.variation to a visual variation (e.g. "
+                         f"standard_visual) and no data.stores; got stores={list(cfg.stores)}, "
+                         f"n_frames={gen.n_frames}, variation={gen.variation!r}")
+    clean_gen = replace(gen, variation="none", out=gen.out and str(Path(gen.out).with_name(
+        f"{Path(gen.out).stem}-clean.zarr")))
+    varied, clean = (generate_frames(g, progress) for g in (gen, clean_gen))
+    a, b = (read_labeled(p, cfg.camera, gen.n_frames) for p in (varied, clean))
+    if len(a) != len(b) or not all(np.allclose(a.labels[k], b.labels[k], atol=1e-5) for k in LABELS):
+        raise ValueError(f"variation {gen.variation!r} changed the episodes themselves (a physical factor such as "
+                         "cube_size): its frames do not pair with the scene as built; use a visual one "
+                         "(standard_visual, visual:high, ...)")
+    return a.frames, b.frames
 
 
 def load_frames(cfg: FrameDataConfig, progress: bool = True) -> np.ndarray:

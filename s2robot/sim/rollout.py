@@ -248,13 +248,15 @@ def _features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: li
 
 
 def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], width: int, start: int,
-              max_steps: int, videos: int, bar: tqdm, success_height: float
+              max_steps: int, videos: int, bar: tqdm, success_height: float, variation: str = "none"
               ) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
     cameras = feat_cameras(policy.feature_keys)
     device = next(policy.parameters()).device
     slots = wave + [wave[0]] * (width - len(wave))  # pad the last wave; extra slots are ignored
+    scene = {"variation": variation} if variation != "none" else {}
     try:
-        per_env = [{"cube_xy": e.cube_xy, "label": str(e.position + 1)} for e in slots]  # label: the sheet's mark
+        # label: the position's mark on an operator's sheet (the arm env); variation: the scene drawn from the seed
+        per_env = [{"cube_xy": e.cube_xy, "label": str(e.position + 1), **scene} for e in slots]
         obs, info = envs.reset(seed=[e.seed for e in slots], options={"per_env": per_env})
     except (EOFError, BrokenPipeError, ConnectionResetError) as e:
         raise _dead_worker(envs, wave, e) from e
@@ -281,9 +283,10 @@ def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], wid
 
 @torch.no_grad()
 def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Sequence[Episode], n_envs: int = 16,
-                 videos: int = 0, progress: bool = True) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
+                 videos: int = 0, progress: bool = True, variation: str = "none"
+                 ) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
     """Roll ``policy`` (``reset``/``act``) out on ``episodes`` in waves of ``n_envs`` parallel envs (0: one at
-    a time here).
+    a time here), every episode's scene varied by ``variation`` (``envs.variation``, drawn from its seed).
 
     Returns the results (in ``episodes`` order, each with its failure mode) and the video frames of the first
     ``videos`` episodes ({episode index: [(H, W, 3) uint8 frames]}).
@@ -307,7 +310,7 @@ def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Se
         for start in range(0, len(episodes), width):
             wave = list(episodes[start : start + width])
             res, clips = _run_wave(policy, encoder, envs, wave, width, start, env_cfg.max_steps, videos, bar,
-                                   LIFT_SUCCESS_HEIGHT)
+                                   LIFT_SUCCESS_HEIGHT, variation)
             results += res
             frames |= clips
     finally:

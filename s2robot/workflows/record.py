@@ -23,7 +23,7 @@ from s2robot.common.lock import writer_lock
 from s2robot.data.keys import ACTION_SPACES
 from s2robot.data.store import EpisodeStore
 from s2robot.real.timing import combine_timing, format_timing
-from s2robot.sim.env import ARM_ENV_ID, EnvConfig
+from s2robot.sim.env import ARM_ENV_ID, EnvConfig, check_variation
 from s2robot.sim.episode import PolicyFactory, RecordJob, expert_policy
 from s2robot.sim.pool import seed_ordered
 
@@ -57,6 +57,9 @@ class RecordConfig:
     max_attempts: give up after this many episodes without reaching n_episodes (None: 3 × n_episodes + 10)
     controller: who acts: ``expert`` (the scripted expert: the simulated env, or the arm in franky-sim), ``keyboard``
         or ``spacemouse`` (Cartesian teleoperation of the arm, ``s2robot.real.teleop``: one process, an operator)
+    variation: scene variation drawn per episode (``envs.variation``): ``none`` (the scene as built, the paper's),
+        ``standard`` (the randomisation preset for robust policies), or factors at levels such as
+        ``light_intensity:high``; each episode's drawn parameters go in its info
     """
 
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -71,8 +74,10 @@ class RecordConfig:
     tail_steps: int = 10
     max_attempts: int | None = None
     controller: str = "expert"
+    variation: str = "none"
 
     def __post_init__(self) -> None:
+        check_variation(self.variation, self.env.id)
         if self.controller not in CONTROLLERS:
             raise ValueError(f"controller must be one of {CONTROLLERS}, got {self.controller!r}")
         if self.controller != "expert" and self.env.id != ARM_ENV_ID:
@@ -101,7 +106,7 @@ def _open_store(cfg: RecordConfig, policy: str = "scripted expert") -> tuple[Epi
     attrs = {"env": asdict(cfg.env), "cameras": list(cfg.env.cameras), "image_size": cfg.env.image_size,
              "control_hz": 10, "recorder": {"policy": policy, "noise_std": cfg.noise_std,
                                             "tail_steps": cfg.tail_steps, "keep_failures": cfg.keep_failures,
-                                            "first_seed": cfg.seed},
+                                            "first_seed": cfg.seed, "variation": cfg.variation},
              "attempts": []}
     path = Path(cfg.out)
     if not path.exists() or cfg.overwrite:
@@ -126,20 +131,20 @@ def _open_store(cfg: RecordConfig, policy: str = "scripted expert") -> tuple[Epi
 
 
 def _changed_settings(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """What a resume would change about how the store's episodes are made (hostile-testing finding 5)."""
+    """What a resume would change about how the store's episodes are made."""
     env = {**asdict(EnvConfig()), **recorded.get("env", {})}  # fields added since: their defaults
     changed = [f"env.{k} ({env.get(k)} → {v})" for k, v in wanted["env"].items() if env.get(k) != v]
     changed += [f"{k} ({recorded.get(k)} → {wanted[k]})" for k in ("cameras", "image_size")
                 if recorded.get(k) != wanted[k]]
     old = {**_RECORDER_BEFORE, **recorded.get("recorder", {})}
     new = wanted["recorder"]
-    keys = ("policy", "noise_std", "tail_steps", "keep_failures", "first_seed")
+    keys = ("policy", "noise_std", "tail_steps", "keep_failures", "first_seed", "variation")
     changed += [f"recorder.{k} ({old.get(k)} → {new[k]})" for k in keys if k in old and old[k] != new[k]]
     return changed
 
 
-# What a store recorded before a recorder setting existed was made with: no post-success tail.
-_RECORDER_BEFORE = {"tail_steps": 0}
+# What a store recorded before a recorder setting existed was made with: no post-success tail, one scene.
+_RECORDER_BEFORE = {"tail_steps": 0, "variation": "none"}
 
 
 def record_demos(cfg: RecordConfig, factory: PolicyFactory | None = None, progress: bool = True) -> Path:
@@ -159,7 +164,7 @@ def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) ->
     bar = tqdm(total=cfg.n_episodes, initial=store.n_episodes, unit="ep", disable=not progress,
                desc=f"recording {Path(cfg.out).name}", file=sys.stdout)
     steps, t0, new_attempts = 0, time.perf_counter(), 0
-    job = RecordJob(cfg.env, factory, cfg.tail_steps)
+    job = RecordJob(cfg.env, factory, cfg.tail_steps, cfg.variation)
     workers = 1 if cfg.env.one_robot or cfg.controller != "expert" else cfg.workers
     if workers != cfg.workers:
         print(f"recording on the robot at {cfg.env.options['host']}: one episode at a time, in this process")

@@ -208,3 +208,31 @@ def test_old_stores_and_absolute_recording_are_refused_clearly(tmp_path: Path) -
               "recorder": {"policy": "scripted expert", "noise_std": 0.0, "tail_steps": 10, "keep_failures": False,
                            "first_seed": 0}}
     assert _changed_settings(recorded, wanted) == ["recorder.tail_steps (0 → 10)"]
+
+
+def test_a_varied_recording_keeps_each_episodes_scene(tmp_path: Path) -> None:
+    """variation=standard: the store's attrs name it, each episode's info holds the scene parameters it drew (the
+    same ones a re-recording draws), and a resume with another variation is refused."""
+    path = record_demos(cfg(tmp_path, variation="standard", n_episodes=2), progress=False)
+    store = EpisodeStore.open(path)
+    assert store.attrs["recorder"]["variation"] == "standard"
+    scenes = [store.episode_info(i)["variation"] for i in range(2)]
+    assert all(isinstance(s, dict) and s for s in scenes) and scenes[0] != scenes[1]
+    again = EpisodeStore.open(record_demos(cfg(tmp_path, out=str(tmp_path / "b.zarr"), variation="standard"),
+                                           progress=False))
+    assert [again.episode_info(i)["variation"] for i in range(2)] == scenes and again.fingerprint == store.fingerprint
+    clean = EpisodeStore.open(record_demos(cfg(tmp_path, out=str(tmp_path / "c.zarr")), progress=False))
+    assert "variation" not in clean.episode_info(0) and clean.attrs["recorder"]["variation"] == "none"
+    assert not np.array_equal(clean.get_episode(0)["rgb_front"], store.get_episode(0)["rgb_front"])
+    with pytest.raises(ValueError, match=r"recorder.variation \(standard → none\)"):
+        record_demos(cfg(tmp_path, n_episodes=3, resume=True), progress=False)
+
+
+@pytest.mark.parametrize("spec,match", [("lights:high", "unknown variation factor 'lights'.*light_intensity"),
+                                        ("light_intensity:max", r"unknown level 'max'.*\['low', 'high'\]"),
+                                        ("random", "preset.*standard")])
+def test_a_bad_variation_is_refused_with_the_valid_list(tmp_path: Path, spec: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        cfg(tmp_path, variation=spec)
+    with pytest.raises(ValueError, match="scene variation is drawn in simulation"):
+        RecordConfig(env=EnvConfig(id="s2robot/FrankaReal-v0"), variation="standard")
