@@ -29,7 +29,7 @@ from s2robot.policy.configuration import EXECUTION_FIELDS, EXECUTIONS
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.policy.prefetch import PrefetchingPolicy
 from s2robot.real.timing import combine_timing, format_timing
-from s2robot.sim.env import EnvConfig
+from s2robot.sim.env import EnvConfig, check_variation
 from s2robot.sim.rollout import eval_episodes, run_episodes
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, build_encoder, encoder_fingerprint, weights_digest
 from s2robot.vision.oracle import OracleEncoder
@@ -74,7 +74,10 @@ class EvalConfig:
         None keeps the checkpoint's
     encoder_device / encoder_dtype: override where and in what precision the encoder runs (the features'
         meaning, and so the fingerprint, stay the same)
-    out: output folder; default ``<run dir>/eval``
+    variation: the scene every episode runs in (``envs.variation``, drawn from the episode's seed): ``none`` (as
+        built), a factor at a level (``light_intensity:high``), ``visual:high`` (every visual factor at once), ...;
+        the same seeds give the same cubes and arm noise under every variation, so evaluations pair
+    out: output folder; default ``<run dir>/eval`` (``<run dir>/eval-<variation>`` for a varied scene)
     """
 
     checkpoint: str = "runs/cube_pick/checkpoints/last"
@@ -94,6 +97,7 @@ class EvalConfig:
     execute_steps: int | None = None
     encoder_device: str | None = None
     encoder_dtype: str | None = None
+    variation: str = "none"
     device: str = "auto"
     out: str | None = None
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -118,6 +122,7 @@ class EvalConfig:
                              f"{self.execution!r}")
         if self.execute_steps is not None and self.execute_steps < 1:
             raise ValueError(f"execute_steps must be ≥ 1 or null (the checkpoint's), got {self.execute_steps}")
+        check_variation(self.variation)
         if self.videos < -1:
             raise ValueError(f"videos must be ≥ -1 (-1 all, 0 none, else how many), got {self.videos}")
         if self.n_random_positions < 0 or self.position_seed < 0:
@@ -201,10 +206,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if max(cfg.repeats, cfg.held_out_repeats or 1) > 1 and env_cfg.joint_noise == 0:
         raise ValueError(f"repeats={cfg.repeats} with joint_noise=0 runs each position's one episode {cfg.repeats} "
                          "times (nothing else is random): set joint_noise > 0 [rad] (default 0.02) or repeats=1")
+    check_variation(cfg.variation, env_cfg.id)
     positions, positions_desc = cfg.position_set()
     demo_cubes, demo_desc = training_cubes(parts)
     episodes = eval_episodes(positions, cfg.repeat_counts(positions_desc), cfg.seed)
-    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).resolve().parent.parent / "eval"
+    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).resolve().parent.parent / eval_dir_name(cfg.variation)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     n_envs = 0 if env_cfg.one_robot else cfg.n_envs
@@ -219,7 +225,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         raise ValueError(f"{err}: this evaluation runs {policy.cfg.execute_steps} of each {policy.cfg.t_act}-step "
                          f"chunk; for background inference pass execute_steps ≤ {fits} (eval.execute_steps in make "
                          "run; the same weights), or prefetch=0") from None
-    results, frames = run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress)
+    if cfg.variation != "none":
+        print(f"scene variation: {cfg.variation} (drawn per episode from its seed)")
+    results, frames = run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress,
+                                   cfg.variation)
     if demo_cubes is not None:
         for r, d in zip(results, nearest_distances([r.cube_xy for r in results], demo_cubes), strict=True):
             r.nearest_demo = d
@@ -227,7 +236,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     summary["sets"] = set_summaries(results, positions_desc)
     report = {**summary, "label": _label(desc), "checkpoint": str(Path(cfg.checkpoint).resolve()),
               "checkpoint_step": step, "encoder": desc, "weights_random": desc["weights_random"],
-              "env": asdict(env_cfg), "eval": asdict(cfg), "positions": positions_desc, "demo_cubes": demo_desc,
+              "env": asdict(env_cfg), "eval": asdict(cfg), "variation": cfg.variation, "positions": positions_desc,
+              "demo_cubes": demo_desc,
               "execution": execution, "seeds": [e.seed for e in episodes], "time_s": time.perf_counter() - t0,
               "episodes_detail": [asdict(r) for r in results]}
     if cfg.prefetch:
@@ -244,6 +254,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     report["outputs"] = {"dir": str(out), "videos": [str(v) for v in videos]}
     _log_wandb(cfg, name, report, out, videos)
     return report
+
+
+def eval_dir_name(variation: str) -> str:
+    """The default evaluation folder's name in a run: ``eval`` for the scene as built, else ``eval-<variation>``."""
+    if variation == "none":
+        return "eval"
+    return "eval-" + variation.replace(":", "_").replace("+", "__")
 
 
 def training_cubes(parts: Mapping[str, Any]) -> tuple[np.ndarray | None, dict[str, Any]]:

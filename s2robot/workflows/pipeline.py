@@ -22,7 +22,8 @@ class PipelineConfig:
     """``scripts/run_pipeline.py`` (``configs/pipeline.yaml``).
 
     train: everything about data, encoder, policy and env (``train.demos`` is where demos are recorded)
-    n_demos / record_workers / record_seed / noise_std / tail_steps: the scripted-expert recording (see RecordConfig)
+    n_demos / record_workers / record_seed / noise_std / tail_steps / variation: the scripted-expert recording (see
+        RecordConfig; ``variation`` is the scene variation the demos are recorded in)
     eval: the evaluation (its ``checkpoint`` is set to this run's ``evaluate_checkpoint``: last or best; its
         ``execution``/``execute_steps``, when null, to ``train.policy``'s, so a run trained before they changed is
         evaluated as configured)
@@ -35,11 +36,20 @@ class PipelineConfig:
     record_seed: int = 0
     noise_std: float = RecordConfig.noise_std  # the recorder's defaults: one place
     tail_steps: int = RecordConfig.tail_steps
+    variation: str = RecordConfig.variation
     evaluate_checkpoint: str = "last"
 
     def __post_init__(self) -> None:
         if self.evaluate_checkpoint not in ("last", "best"):
             raise ValueError(f"evaluate_checkpoint must be 'last' or 'best', got {self.evaluate_checkpoint!r}")
+        self.record_config()  # refuses bad recording settings (e.g. an unknown variation) before anything runs
+
+    def record_config(self) -> RecordConfig:
+        """The recording of ``train.demos``: resumed until it holds ``n_demos`` episodes."""
+        t = self.train
+        return RecordConfig(env=t.env, out=t.demos, n_episodes=self.n_demos, workers=self.record_workers,
+                            seed=self.record_seed, resume=True, noise_std=self.noise_std, tail_steps=self.tail_steps,
+                            variation=self.variation)
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
@@ -48,11 +58,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if cfg.evaluate_checkpoint == "best" and t.val_fraction == 0 and not t.eval_every:
         raise ValueError("evaluate_checkpoint=best needs a validation split (train.val_fraction > 0) or periodic "
                          "evaluation (train.eval_every > 0) to choose best/ by; or use evaluate_checkpoint=last")
+    scene = f", scene variation {cfg.variation}" if cfg.variation != "none" else ""
     print(f"[1/4] demos: {t.demos} ({cfg.n_demos} scripted-expert episodes, cameras {list(t.env.cameras)} "
-          f"at {t.env.image_size}²)")
-    record_demos(RecordConfig(env=t.env, out=t.demos, n_episodes=cfg.n_demos, workers=cfg.record_workers,
-                              seed=cfg.record_seed, resume=True, noise_std=cfg.noise_std,
-                              tail_steps=cfg.tail_steps), progress=t.progress)
+          f"at {t.env.image_size}²{scene})")
+    record_demos(cfg.record_config(), progress=t.progress)
     print(f"[2/4 + 3/4] feature cache and training: {t.run_dir}")
     last = train(t)
     ckpt = last if cfg.evaluate_checkpoint == "last" else Path(last).with_name("best")
