@@ -15,6 +15,7 @@ from s2robot.workflows.pipeline import PipelineConfig
 from s2robot.workflows.pretrain import PretrainConfig
 from s2robot.workflows.probe import ProbeConfig
 from s2robot.workflows.record import RecordConfig
+from s2robot.workflows.robustness import RobustnessConfig
 from s2robot.workflows.train import TrainConfig
 
 # config name (configs/<name>.yaml, scripts use "<name>_schema") -> the dataclass that holds its defaults
@@ -29,6 +30,7 @@ ENTRY_POINTS: dict[str, type] = {
     "compare_in_domain": CompareConfig,  # the in-domain MAE encoders' Table 6, --config-name compare_in_domain
     "pretrain_mae": PretrainConfig,
     "probe_features": ProbeConfig,
+    "robustness": RobustnessConfig,
 }
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "cube_pick": {},  # EnvConfig's defaults: the simulated cube-pick task
