@@ -28,12 +28,14 @@ from s2robot.policy.configuration import EXECUTION_FIELDS
 from s2robot.sim.frames import FrameDataConfig
 from s2robot.vision.encoder import READOUTS, EncoderConfig, FrozenS2Encoder, encoder_fingerprint
 from s2robot.vision.weights import resolve_weights
+from s2robot.workflows.compare_robustness import write_robustness_comparison
 from s2robot.workflows.evaluate import EvalConfig, evaluate
 from s2robot.workflows.paired import compare_pooled, pair_outcomes
 from s2robot.workflows.pipeline import PipelineConfig
 from s2robot.workflows.probe import encode_readouts, load_labeled, probe
-from s2robot.workflows.record import RecordConfig, record_demos
+from s2robot.workflows.record import record_demos
 from s2robot.workflows.report import wilson_interval
+from s2robot.workflows.robustness import RobustnessConfig, run_robustness
 from s2robot.workflows.train import TrainConfig, train
 
 PAPER_ENCODERS = ["mvp_vitb", "mvp_vitb_s2", "mvp_vitl"]
@@ -66,6 +68,9 @@ class CompareConfig:
     probe: held-out labeled frames (rendered scenes, see ``scripts/probe_features.py``) for ridge probes of the
         cube and fingertip positions from each encoder × readout; ``probe.generator.n_frames=0``: no probes
     encoder_dtype / encoder_device / encoder_max_batch: override these of every encoder (None keeps the yaml's)
+    robustness: scene variations (``envs.variation`` specs) every run is also evaluated under, clean first, on
+        ``robustness_positions`` held-out positions once each (``workflows.robustness``); the comparison then writes
+        ``robustness.{md,json,png}``: which encoder keeps its success when the scene changes. Empty: none
     out: where ``comparison.{json,md,png}`` (and ``probes.json``) go
     """
 
@@ -78,6 +83,8 @@ class CompareConfig:
     encoder_dtype: str | None = None
     encoder_device: str | None = None
     encoder_max_batch: int | None = None
+    robustness: list[str] = field(default_factory=list)
+    robustness_positions: int = 32
     out: str = "runs/compare"
 
     def __post_init__(self) -> None:
@@ -93,6 +100,8 @@ class CompareConfig:
         if self.reference is not None and self.reference not in self.encoders:
             raise ValueError(f"reference {self.reference!r} is not one of encoders {self.encoders}: add it to "
                              "encoders=[...] or set reference=null")
+        if self.robustness:
+            self.robustness_config("runs/x/checkpoints/last")  # refuses bad conditions before any work
 
     def encoder_config(self, name: str, readout: str | None = None) -> EncoderConfig:
         """``configs/encoder/<name>.yaml`` with this comparison's dtype/device/max_batch overrides and ``readout``
@@ -100,6 +109,15 @@ class CompareConfig:
         overrides = {"dtype": self.encoder_dtype, "device": self.encoder_device, "max_batch": self.encoder_max_batch,
                      "readout": readout}
         return EncoderConfig.from_name(name, **{k: v for k, v in overrides.items() if v is not None})
+
+    def robustness_config(self, checkpoint: str) -> RobustnessConfig:
+        """The perturbation suite every run of this comparison goes through (same episodes for every run)."""
+        e = self.base.eval
+        return RobustnessConfig(checkpoint=checkpoint, conditions=list(self.robustness), expert=False,
+                                n_random_positions=self.robustness_positions, position_seed=e.position_seed,
+                                seed=e.seed, joint_noise=e.joint_noise, max_steps=e.max_steps, n_envs=e.n_envs,
+                                execution=e.execution, execute_steps=e.execute_steps, wandb=e.wandb,
+                                progress=e.progress)
 
     def readout_list(self) -> list[str | None]:
         """The readouts to run (None: each encoder's own)."""
@@ -435,21 +453,27 @@ def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
     configs = {(n, r): cfg.encoder_config(n, r) for n in check_weights(cfg) for r in cfg.readout_list()}
     b, t = cfg.base, cfg.base.train
     runs = [(name, seed, readout) for readout in cfg.readout_list() for seed in cfg.seeds for name in cfg.encoders]
-    print(f"[1/4] demos: {t.demos} ({b.n_demos} scripted-expert episodes at {t.env.image_size}²)")
-    record_demos(RecordConfig(env=t.env, out=t.demos, n_episodes=b.n_demos, workers=b.record_workers,
-                              seed=b.record_seed, resume=True, noise_std=b.noise_std, tail_steps=b.tail_steps),
-                 progress=t.progress)
+    scene = f", scene variation {b.variation}" if b.variation != "none" else ""
+    print(f"[1/4] demos: {t.demos} ({b.n_demos} scripted-expert episodes at {t.env.image_size}²{scene})")
+    record_demos(b.record_config(), progress=t.progress)
     print(f"[2/4] probes: {cfg.probe.generator.n_frames or 'none'} held-out rendered frames")
     probes = probe_rows(cfg, t.progress)
     reports: dict[str, dict[int, dict[str, Any]]] = {cfg.label(n, r): {} for r in cfg.readout_list()
                                                      for n in cfg.encoders}
     seconds_file = Path(cfg.out) / "run_seconds.json"
     seconds = _previous_seconds(seconds_file)
+    robust: dict[str, dict[int, dict[str, Any]]] = {}  # {row label: {seed: {condition: results}}}
     for k, (name, seed, readout) in enumerate(runs, 1):
         run_cfg = replace(t, name=cfg.run_name(name, seed, readout), seed=seed, encoder=configs[name, readout])
         print(f"[3/4] run {k}/{len(runs)}: {run_cfg.name} (cache, train, evaluate checkpoints/{b.evaluate_checkpoint})")
         t0 = time.perf_counter()
-        reports[cfg.label(name, readout)][seed] = train_and_evaluate(run_cfg, b.eval, b.evaluate_checkpoint)
+        reports[cfg.label(name, readout)][seed] = report = train_and_evaluate(run_cfg, b.eval, b.evaluate_checkpoint)
+        if cfg.robustness:
+            suite = cfg.robustness_config(report["checkpoint"])
+            suite.out = str(run_cfg.run_dir / "robustness")
+            robust.setdefault(cfg.label(name, readout), {})[seed] = run_robustness(suite)["results"]
+            write_robustness_comparison(Path(cfg.out), robust, cfg.reference, f"{t.name}: "
+                                        f"{cfg.robustness_positions} held-out positions per training seed")
         seconds[run_cfg.name] = seconds.get(run_cfg.name, 0.0) + time.perf_counter() - t0
         seconds_file.parent.mkdir(parents=True, exist_ok=True)
         seconds_file.write_text(json.dumps(seconds, indent=2))  # after each run: a stopped comparison keeps them

@@ -254,3 +254,45 @@ def test_a_stopped_comparison_leaves_the_table_so_far(tmp_path: Path, monkeypatc
     assert saved["partial"] and [r["encoder"] for r in saved["rows"]] == ["micro_s2_random"]
     assert saved["rows"][0]["paired"] is None  # its reference has no evaluation yet
     assert (tmp_path / "cmp" / "comparison.md").read_text().startswith("**Partial: 1 of 2 runs done**")
+
+
+def test_robustness_rows_pair_conditions_and_drops() -> None:
+    """Per condition: pooled success, the paired difference from the reference, and the difference of the drops from
+    clean (an encoder that loses nothing against one that loses everything: +100 points)."""
+    from s2robot.workflows.compare_robustness import drop_difference, format_robustness_comparison, robustness_rows
+
+    def res(successes: list[bool]) -> dict:
+        eps = [{"position": i, "repeat": 0, "seed": 10 + i, "success": s, "cube_xy": [0.4 + 0.01 * i, 0.0]}
+               for i, s in enumerate(successes)]
+        return {"successes": sum(successes), "episodes": len(successes), "episodes_detail": eps}
+
+    ok, bad = [True] * 12, [False] * 12
+    steady = {0: {"none": res(ok), "dark": res(ok)}, 1: {"none": res(ok), "dark": res(ok)}}
+    fragile = {0: {"none": res(ok), "dark": res(bad)}, 1: {"none": res(ok), "dark": res(bad)}}
+    d = drop_difference(steady, fragile, "dark")
+    assert d["difference"] == pytest.approx(1.0) and d["ci95_positions"][0] > 0 and d["n"] == 24
+    rows = robustness_rows({"S2": steady, "big": fragile}, "big")
+    assert [r["condition"] for r in rows] == ["none", "dark"]
+    s2 = rows[1]["encoders"]["S2"]
+    assert s2["success_rate"] == 1.0 and s2["vs_reference"]["difference"] == pytest.approx(1.0)
+    assert rows[1]["encoders"]["big"]["drop"] == 1.0 and "vs_reference" not in rows[1]["encoders"]["big"]
+    assert "drop_vs_reference" not in rows[0]["encoders"]["S2"]
+    text = format_robustness_comparison(rows, "big")
+    assert "| dark | 24/24 = 100.0% [86–100] | 0/24 = 0.0% [0–14] |" in text and "**better**" in text
+
+
+def test_compare_runs_every_encoder_through_the_perturbation_suite(tmp_path: Path) -> None:
+    """robustness=[...]: each run also goes through the suite on held-out positions, and the comparison writes which
+    encoder keeps its success (robustness.{md,json,png})."""
+    cfg = compose_config(tmp_path, extra=["reference=micro_random", "robustness=[light_intensity:high]",
+                                          "robustness_positions=2", "base.eval.positions=[[0.5,0.0]]",
+                                          "base.eval.repeats=1"])
+    compare_encoders(cfg)
+    saved = json.loads((tmp_path / "cmp" / "robustness.json").read_text())
+    assert [r["condition"] for r in saved["rows"]] == ["none", "light_intensity:high"]
+    cell = saved["rows"][1]["encoders"]["micro_s2_random"]
+    assert cell["episodes"] == 2 and "vs_reference" in cell and "drop_vs_reference" in cell
+    assert (tmp_path / "runs" / "t-micro_random-s0" / "robustness" / "robustness.md").is_file()
+    assert (tmp_path / "cmp" / "robustness.png").stat().st_size > 2000
+    with pytest.raises(ValueError, match="unknown variation factor"):
+        compose_config(tmp_path, extra=["robustness=[glare:high]"])
