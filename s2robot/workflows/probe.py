@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from s2robot.sim.frames import LABELS, FrameDataConfig, LabeledFrames, generate_frames, read_labeled
+from s2robot.sim.env import check_variation
+from s2robot.sim.frames import LABELS, FrameDataConfig, GeneratorConfig, LabeledFrames, generate_frames, read_labeled
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.vision.s2 import s2_forward
 
@@ -218,10 +219,15 @@ class ProbeConfig:
     test_frac: share of episodes held out for scoring
     batch_size: frames per encoder call
     encoder_dtype, device: compute dtype and device of every encoder (``auto``: bf16 on CUDA and native-bf16 CPUs)
+    grid_size: the ``cls+grid`` readout's grid side for every encoder (None: each preset's)
     threads: torch CPU threads; None = torch's default
     reconstruct: pairs ``[source, target]`` of ``encoders``: how well a ridge map from the source's features
         reconstructs the target's, per readout (e.g. ``[vitti_s2_mae, vits_mae]``: small model with S² → larger)
     reconstruct_splits: each reconstruction is scored on this many random episode splits (mean, min–max)
+    variations: scene variations (``envs.variation``) to probe under: the generator renders the same episodes (cube
+        placements, arm motion) in each varied scene, and every probe is scored on that scene's held-out episodes
+        twice: fit on the scene as built (does the clean readout transfer?) and fit on the varied scene itself (is
+        the information still in the features?). Needs generated frames (``data.generator.n_frames > 0``)
     out: JSON results path (the markdown table goes next to it as ``.md``)
     """
 
@@ -233,18 +239,57 @@ class ProbeConfig:
     batch_size: int = 32
     encoder_dtype: str = "auto"
     device: str = "auto"
+    grid_size: int | None = None
     threads: int | None = None
     reconstruct: list[list[str]] = field(default_factory=list)
     reconstruct_splits: int = 3
+    variations: list[str] = field(default_factory=list)
     out: str = "runs/probe/probe.json"
 
     def __post_init__(self) -> None:
+        for spec in self.variations:
+            check_variation(spec)
+        if self.variations and (self.data.stores or self.data.generator.n_frames <= 0):
+            raise ValueError("variations= probes generated frames rendered again in each varied scene: set "
+                             "data.generator.n_frames > 0 and no data.stores")
         bad = [p for p in self.reconstruct if len(p) != 2 or p[0] == p[1] or not set(p) <= set(self.encoders)]
         if self.reconstruct_splits < 1:
             raise ValueError(f"reconstruct_splits must be ≥ 1, got {self.reconstruct_splits}")
         if bad:
             raise ValueError(f"reconstruct pairs must be [source, target], two different names of encoders "
                              f"{self.encoders}; got {bad}")
+
+
+def transfer_probe(clean: np.ndarray, varied: np.ndarray, labels: dict[str, np.ndarray], groups: np.ndarray,
+                   test_frac: float = 0.25, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """Probes of the same frames in two scenes (rows aligned: the same episodes and steps): on the varied scene's
+    held-out episodes, one fit on the clean scene's training episodes (``transfer``) and one on the varied scene's
+    (``within``); ``{target: {"transfer": {r2, err_cm}, "within": {...}}}``."""
+    if clean.shape[0] != varied.shape[0] or clean.shape[0] != len(groups):
+        raise ValueError(f"clean ({clean.shape[0]}) and varied ({varied.shape[0]}) frames must be the same episodes, "
+                         f"one row per frame ({len(groups)} groups)")
+    train, test = split_groups(groups, test_frac, seed)
+    out = {}
+    for name, y in labels.items():
+        y = y.reshape(len(y), -1)
+        scores = {}
+        for kind, x in (("transfer", clean), ("within", varied)):
+            pred = fit_ridge_cv(x[train], y[train], groups[train]).predict(varied[test])
+            scores[kind] = {"r2": r2_score(y[test], pred), "err_cm": error_cm(y[test], pred)}
+        out[name] = scores
+    return out
+
+
+def variation_table(rows: list[dict[str, Any]], targets: list[str]) -> str:
+    """One line per (encoder, readout, variation): R² / cm of each target fit on clean frames, then on varied ones."""
+    lines = ["| encoder | readout | variation | " + " | ".join(f"{t}: fit clean → R² / cm | fit varied → R² / cm"
+                                                         for t in targets) + " |",
+             "|" + "---|" * (3 + 2 * len(targets))]
+    for r in rows:
+        cells = [f"{r['targets'][t][k]['r2']:.3f} / {r['targets'][t][k]['err_cm']:.2f}" for t in targets
+                 for k in ("transfer", "within")]
+        lines.append(f"| {r['encoder']} | {r['readout']} | {r['variation']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def reconstruction_row(source: np.ndarray, target: np.ndarray, groups: np.ndarray, cfg: ProbeConfig, src: str,
@@ -274,17 +319,32 @@ def load_labeled(cfg: FrameDataConfig, progress: bool = True) -> LabeledFrames:
     )
 
 
+def _varied(gen: GeneratorConfig, variation: str) -> GeneratorConfig:
+    """The generator of the same episodes in the scene varied by ``variation``; an explicit ``out`` store gets a
+    sibling named after the variation."""
+    out = gen.out and str(Path(gen.out).with_name(f"{Path(gen.out).stem}-{variation.replace(':', '_')}.zarr"))
+    return replace(gen, variation=variation, out=out)
+
+
 def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
     """Probe every encoder × readout on the same frames and split; returns the markdown table and JSON path."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_labeled(cfg.data, progress)
+    varied = {v: load_labeled(replace(cfg.data, generator=_varied(cfg.data.generator, v)), progress)
+              for v in cfg.variations}
+    for v, d in varied.items():  # visual variations leave the episodes as they were: the labels must agree
+        if not all(np.allclose(d.labels[k], data.labels[k], atol=1e-5) for k in LABELS):
+            raise ValueError(f"variation {v!r} changed the episodes themselves (a physical factor): its frames "
+                             "cannot be paired with the clean ones; probe visual variations")
+    variation_rows: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     features: dict[str, dict[str, np.ndarray]] = {}  # {encoder: {readout: (T, F)}}, for the reconstruction probe
     for name in cfg.encoders:
         try:
-            encoder = FrozenS2Encoder(EncoderConfig.from_name(name, dtype=cfg.encoder_dtype, device=cfg.device))
+            grid = {} if cfg.grid_size is None else {"grid_size": cfg.grid_size}
+            encoder = FrozenS2Encoder(EncoderConfig.from_name(name, dtype=cfg.encoder_dtype, device=cfg.device, **grid))
         except FileNotFoundError as e:
             skipped.append({"encoder": name, "reason": str(e).split(". ")[0]})
             if progress:
@@ -295,6 +355,13 @@ def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
         seconds = time.perf_counter() - t0
         if any(name in pair for pair in cfg.reconstruct):
             features[name] = feats
+        for v, d in varied.items():
+            vfeats = encode_readouts(encoder, d.frames, list(cfg.readouts), cfg.batch_size)
+            for readout, x in vfeats.items():
+                variation_rows.append({"encoder": name, "readout": readout, "variation": v, "targets": transfer_probe(
+                    feats[readout], x, data.labels, data.episodes, cfg.test_frac, cfg.seed)})
+                if progress:
+                    print(variation_table(variation_rows[-1:], list(LABELS)).splitlines()[-1], flush=True)
         weights = "random" if encoder.weights.is_random else Path(str(encoder.weights.path or "mvp")).stem
         for readout, x in feats.items():
             rows.append({
@@ -310,11 +377,15 @@ def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
     table = markdown_table(rows, list(LABELS))
     if recon:
         table += "\n\nLinear reconstruction of one encoder's features from another's:\n\n" + reconstruction_table(recon)
+    if variation_rows:
+        table += ("\n\nThe same episodes in varied scenes, scored on their held-out episodes, probes fit on the clean "
+                  "scene's frames and on the varied scene's:\n\n" + variation_table(variation_rows, list(LABELS)))
     if skipped:
         table += "\n\nskipped (weights not on this machine): " + ", ".join(s["encoder"] for s in skipped)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"rows": rows, "reconstruction": recon, "skipped": skipped, "n_frames": len(data), "n_train": len(train),
+    summary = {"rows": rows, "reconstruction": recon, "variations": variation_rows, "skipped": skipped,
+               "n_frames": len(data), "n_train": len(train),
                "n_test": len(test), "n_episodes": len(np.unique(data.episodes)), "config": asdict(cfg)}
     out.write_text(json.dumps(summary, indent=2) + "\n")
     out.with_suffix(".md").write_text(table + "\n")

@@ -120,3 +120,24 @@ def test_probe_script_end_to_end(tmp_path: Path) -> None:
     assert result["n_train"] + result["n_test"] == result["n_frames"] >= 60
     assert "| micro_s2_random | random | 32+64 | cls | 64 |" in table
     assert path.with_suffix(".md").read_text().startswith("| encoder")
+
+
+def test_probes_under_a_scene_variation(tmp_path: Path) -> None:
+    """variations=[...]: the same episodes rendered in the varied scene are probed with a fit on clean frames and one
+    on the varied frames; a physical variation (other episodes) and stores are refused."""
+    gen = GeneratorConfig(n_frames=60, image_size=32, max_steps=20, workers=1, out=str(tmp_path / "g.zarr"))
+    cfg = ProbeConfig(encoders=["micro_random"], readouts=["cls"], data=FrameDataConfig(generator=gen),
+                      out=str(tmp_path / "probe.json"), device="cpu", encoder_dtype="float32",
+                      variations=["light_intensity:high"])
+    table, path = run_probes(cfg, progress=False)
+    rows = json.loads(path.read_text())["variations"]
+    assert [(r["encoder"], r["readout"], r["variation"]) for r in rows] == [("micro_random", "cls",
+                                                                             "light_intensity:high")]
+    assert set(rows[0]["targets"]["cube_pos"]) == {"transfer", "within"}
+    assert (tmp_path / "g-light_intensity_high.zarr").is_dir() and "fit clean" in table
+    with pytest.raises(ValueError, match="changed the episodes themselves"):
+        run_probes(ProbeConfig(encoders=["micro_random"], readouts=["cls"], data=FrameDataConfig(generator=gen),
+                               out=str(tmp_path / "p2.json"), device="cpu", variations=["cube_size:high"]),
+                   progress=False)
+    with pytest.raises(ValueError, match=r"set data\.generator\.n_frames > 0"):
+        ProbeConfig(variations=["light_intensity:high"])
