@@ -213,14 +213,22 @@ class MaskedAutoencoder(nn.Module):
         return (per_patch * mask).sum() / mask.sum()
 
     def forward(
-        self, imgs: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, imgs: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+        target: torch.Tensor | None = None,
     ) -> MAEOutput:
-        """imgs: normalized (B, 3, S, S); noise (B, N) picks the masks (default: uniform from ``generator``)."""
+        """imgs: normalized (B, 3, S, S); noise (B, N) picks the masks (default: uniform from ``generator``).
+
+        target: normalized (B, 3, S, S) images to reconstruct instead of ``imgs`` (the same scene rendered another
+        way, e.g. as built while ``imgs`` is varied); then every patch is scored, visible ones too, so the encoder
+        must also say what the patches it sees look like in the target.
+        """
         if noise is None:
             noise = torch.rand(imgs.shape[0], self.num_patches, generator=generator).to(imgs.device)
         latent, mask, ids_restore = self.forward_encoder(imgs, noise)
         pred = self.forward_decoder(latent, ids_restore)
-        return MAEOutput(self.loss(imgs, pred, mask), pred, mask)
+        if target is None:
+            return MAEOutput(self.loss(imgs, pred, mask), pred, mask)
+        return MAEOutput(self.loss(target, pred, torch.ones_like(mask)), pred, mask)
 
     def reconstruct(self, imgs: torch.Tensor, out: MAEOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images (B, 3, S, S) in ``imgs``' space: masked input, prediction, prediction with visible pasted.

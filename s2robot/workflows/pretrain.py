@@ -31,11 +31,13 @@ from s2robot.common.device import DTYPE_CHOICES, autocast_dtype, resolve_device
 from s2robot.common.optim import lr_factor, param_groups, save_checkpoint
 from s2robot.common.runlog import RunLogger, WandbConfig
 from s2robot.policy.checkpoint import load_tensors
-from s2robot.sim.frames import FrameDataConfig, load_frames
+from s2robot.sim.frames import FrameDataConfig, load_frames, paired_frames
 from s2robot.vision.image import imagenet_normalize, to_float
 from s2robot.vision.mae import MAEConfig, MaskedAutoencoder
 from s2robot.vision.vit import get_config
 from s2robot.vision.weights import file_sha256
+
+TARGETS = ("input", "clean")
 
 
 @dataclass
@@ -50,6 +52,11 @@ class PretrainConfig:
     hflip: random horizontal flips (MAE: on; off by default here: left and right matter to a robot)
     s2_img_sizes: MAE with S²: image sides [px], each a multiple of the model's, e.g. ``[224, 448]``; every image
         is then one tile of one scale (``s2_tiles``), before the crop. Empty: the plain MVP recipe
+    target: what the decoder reconstructs: ``input`` (MAE: the image itself) or ``clean`` (the same state rendered
+        in the scene as built, ``sim.frames.paired_frames``: the generator renders every episode in its varied
+        scenes (``data.generator.variation``, a visual one) and as built; half the images are varied, half clean,
+        and every patch of the clean rendering is the target. The encoder learns to see through lights, colours,
+        camera shifts and distractors to what a policy needs, and a frozen policy input stays put under them)
     device: ``auto`` (CUDA when present), ``cpu``, ``cuda``
     amp: autocast dtype: ``auto`` (bf16 on CUDA and on CPUs with native bf16, else none), ``bfloat16``, ``none``
     threads: torch CPU threads; None = torch's default
@@ -76,6 +83,7 @@ class PretrainConfig:
     crop_ratio: tuple[float, float] = (0.75, 1.3333)
     hflip: bool = False
     s2_img_sizes: list[int] = field(default_factory=list)
+    target: str = "input"
     device: str = "auto"
     amp: str = "auto"
     threads: int | None = None
@@ -94,6 +102,13 @@ class PretrainConfig:
                              f"{self.batch_size}, {self.warmup_steps}")
         if self.amp not in (*DTYPE_CHOICES, "none"):
             raise ValueError(f"amp must be one of {[*DTYPE_CHOICES, 'none']}; got {self.amp!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {list(TARGETS)}; got {self.target!r}")
+        if self.target == "clean" and (self.data.generator.variation == "none" or self.data.generator.n_frames <= 0
+                                       or self.data.stores):
+            raise ValueError("target=clean reconstructs the scene as built from varied renderings of the same state: "
+                             "set data.generator.n_frames > 0, data.generator.variation=standard_visual (or another "
+                             "visual variation) and no data.stores")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError(f"crop_scale must be 0 < lo ≤ hi ≤ 1; got {self.crop_scale}")
         size = get_config(self.model.variant).img_size
@@ -215,10 +230,10 @@ def reconstruction_grid(model: MaskedAutoencoder, frames: torch.Tensor, seed: in
 
 
 def export_encoder(
-    model: MaskedAutoencoder, path: Path, fp16: bool, provenance: dict[str, Any]
+    state: dict[str, torch.Tensor], path: Path, fp16: bool, provenance: dict[str, Any]
 ) -> tuple[Path, dict[str, Any]]:
-    """Write ``{"model": encoder state dict}`` (MVP format) to ``path`` and its provenance to ``.json``."""
-    state = model.encoder_state_dict()
+    """Write ``{"model": state}`` (an encoder's state dict: MVP format) to ``path`` and its provenance to
+    ``.json``."""
     if fp16:
         state = {k: v.half() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,6 +276,9 @@ class _MAERun:
         if ckpt["cfg"]["model"] != asdict(self.cfg.model):
             raise ValueError(f"{self.path} is of another model ({ckpt['cfg']['model']}, now "
                              f"{asdict(self.cfg.model)}); pick another name= or delete {self.cfg.run_dir}")
+        if ckpt["cfg"].get("target", "input") != self.cfg.target:
+            raise ValueError(f"{self.path} was pretrained with target={ckpt['cfg'].get('target', 'input')}, now "
+                             f"{self.cfg.target}; pick another name= or delete {self.cfg.run_dir}")
         if list(ckpt["cfg"].get("s2_img_sizes", [])) != list(self.cfg.s2_img_sizes):
             raise ValueError(f"{self.path} was pretrained with s2_img_sizes={ckpt['cfg'].get('s2_img_sizes', [])}, "
                              f"now {list(self.cfg.s2_img_sizes)}; pick another name= or delete {self.cfg.run_dir}")
@@ -280,16 +298,22 @@ class _MAERun:
             "cfg": asdict(self.cfg), "rng": {"generator": self.gen.get_state(), "torch": torch.get_rng_state()},
             "wandb_id": wandb_id})
 
-    def train_step(self, pool: torch.Tensor, device: torch.device, amp: torch.dtype | None) -> float:
+    def train_step(self, pool: torch.Tensor, device: torch.device, amp: torch.dtype | None,
+                   targets: torch.Tensor | None = None) -> float:
+        """One step on a batch of ``pool`` (T, S, S, 3) uint8; with ``targets`` (T', S, S, 3), image i of the pool
+        reconstructs ``targets[i % T']`` (the same state rendered as built), cropped and tiled as the image is."""
         cfg, gen, model = self.cfg, self.gen, self.model
         idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen)
-        x = to_float(pool[idx], device)
+        x = to_float(pool[idx], device)  # (B, 3, S, S)
+        if targets is not None:  # one augmentation for both: stacked on channels
+            x = torch.cat([x, to_float(targets[idx % len(targets)], device)], dim=1)  # (B, 6, S, S)
         if cfg.s2_img_sizes:
             x = s2_tiles(x, cfg.s2_img_sizes, gen, model.encoder.cfg.img_size)
         x = random_resized_crop(x, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, gen)
+        x, y = (x[:, :3], x[:, 3:]) if targets is not None else (x, None)
         noise = torch.rand(cfg.batch_size, model.num_patches, generator=gen).to(device)
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            out = model(imagenet_normalize(x), noise)
+            out = model(imagenet_normalize(x), noise, target=None if y is None else imagenet_normalize(y))
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
@@ -304,14 +328,18 @@ def _export(cfg: PretrainConfig, run: _MAERun, n_frames: int, command: str | Non
     tail = run.history[-50:]
     provenance = {
         "name": cfg.export_name, "variant": cfg.model.variant,
-        "method": f"MAE with S² tiles of {list(cfg.s2_img_sizes)} px" if cfg.s2_img_sizes else "MAE (MVP recipe)",
+        "method": (f"MAE with S² tiles of {list(cfg.s2_img_sizes)} px" if cfg.s2_img_sizes else "MAE (MVP recipe)")
+        + (f", reconstructing the scene as built from renderings varied by {cfg.data.generator.variation!r}"
+           if cfg.target == "clean" else ""), "target": cfg.target,
         "mask_ratio": cfg.model.mask_ratio, "decoder": list(cfg.model.decoder_size()),
-        "data": _describe_data(cfg, n_frames), "steps": run.step, "batch_size": cfg.batch_size,
+        "data": describe_data(cfg.data, n_frames, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, cfg.s2_img_sizes),
+        "steps": run.step, "batch_size": cfg.batch_size,
         "images_seen": run.step * cfg.batch_size, "final_loss": sum(tail) / max(1, len(tail)),
         "first_loss": run.history[0] if run.history else None, "seed": cfg.seed, "command": command,
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    path, _ = export_encoder(run.model, Path(cfg.export_dir) / f"{cfg.export_name}.pth", cfg.export_fp16, provenance)
+    path, _ = export_encoder(run.model.encoder_state_dict(), Path(cfg.export_dir) / f"{cfg.export_name}.pth",
+                             cfg.export_fp16, provenance)
     if progress:
         print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return path
@@ -326,8 +354,9 @@ def pretrain_mae(
 ) -> PretrainResult:
     """Pretrain (or resume, from ``runs/<name>/last.pt``) an MAE; export the encoder when asked.
 
-    frames: uint8 (T, S, S, 3) to train on; default ``load_frames(cfg.data)``. command: the command line,
-    recorded in the export's provenance. stop_at: stop at this step after a checkpoint, as an interrupted
+    frames: uint8 (T, S, S, 3) to train on, default ``load_frames(cfg.data)``; with ``target=clean`` a pair
+    (varied, clean) of such arrays, row by row the same states, default ``paired_frames(cfg.data)``. command: the
+    command line, recorded in the export's provenance. stop_at: stop at this step after a checkpoint, as an interrupted
     run would (no export); the same call without it resumes.
     """
     # 1. setup: device, precision, data
@@ -335,7 +364,12 @@ def pretrain_mae(
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     amp = autocast_dtype(cfg.amp, device)
-    frames = load_frames(cfg.data, progress) if frames is None else frames
+    targets = None
+    if cfg.target == "clean":  # varied and clean renderings of the same states: half the inputs are each
+        varied, clean = paired_frames(cfg.data, progress) if frames is None else frames
+        frames, targets = np.concatenate([clean, varied]), torch.from_numpy(clean)
+    elif frames is None:
+        frames = load_frames(cfg.data, progress)
     _check_frames(frames, cfg.model.variant, cfg.s2_img_sizes)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     pool = torch.from_numpy(frames)
@@ -356,7 +390,7 @@ def pretrain_mae(
     t0, seen = time.perf_counter(), 0
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while run.step < end:
-        losses.append(run.train_step(pool, device, amp))
+        losses.append(run.train_step(pool, device, amp, targets))
         seen += cfg.batch_size
         bar.update(1)
         step = run.step
@@ -380,10 +414,12 @@ def pretrain_mae(
     return PretrainResult(cfg.run_dir, run.step, losses, run.history, export_path)
 
 
-def _describe_data(cfg: PretrainConfig, n_frames: int) -> dict[str, Any]:
-    gen = asdict(cfg.data.generator)
-    return {"frames": n_frames, "camera": cfg.data.camera, "stores": list(cfg.data.stores),
-            "generator": gen if cfg.data.generator.n_frames > 0 else None,
-            "generator_key": cfg.data.generator.key() if cfg.data.generator.n_frames > 0 else None,
-            "augmentation": {"crop_scale": list(cfg.crop_scale), "crop_ratio": list(cfg.crop_ratio),
-                             "hflip": cfg.hflip, "s2_img_sizes": list(cfg.s2_img_sizes)}}
+def describe_data(data: FrameDataConfig, n_frames: int, crop_scale: Sequence[float], crop_ratio: Sequence[float],
+                  hflip: bool, s2_img_sizes: Sequence[int]) -> dict[str, Any]:
+    """The provenance of an exported encoder's training images: frames, their source, the augmentation."""
+    gen = asdict(data.generator)
+    return {"frames": n_frames, "camera": data.camera, "stores": list(data.stores),
+            "generator": gen if data.generator.n_frames > 0 else None,
+            "generator_key": data.generator.key() if data.generator.n_frames > 0 else None,
+            "augmentation": {"crop_scale": list(crop_scale), "crop_ratio": list(crop_ratio),
+                             "hflip": hflip, "s2_img_sizes": list(s2_img_sizes)}}
