@@ -10,6 +10,7 @@ from s2robot.sim.env import ARM_ENV_ID
 from s2robot.vision.presets import ENCODER_PRESETS
 from s2robot.workflows.cache import FeatureCacheConfig
 from s2robot.workflows.compare import CompareConfig
+from s2robot.workflows.distill import DistillConfig
 from s2robot.workflows.evaluate import EvalConfig
 from s2robot.workflows.pipeline import PipelineConfig
 from s2robot.workflows.pretrain import PretrainConfig
@@ -31,6 +32,7 @@ ENTRY_POINTS: dict[str, type] = {
     "pretrain_mae": PretrainConfig,
     "probe_features": ProbeConfig,
     "robustness": RobustnessConfig,
+    "distill_invariance": DistillConfig,
 }
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "cube_pick": {},  # EnvConfig's defaults: the simulated cube-pick task
