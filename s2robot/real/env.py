@@ -164,7 +164,8 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.timer = LoopTimer(CONTROL_DT)
         self._deadline = self.arm.time()
         obs = self._observation()
-        return obs, self._info(obs)
+        # the room is as it is: no scene variation is ever applied to the arm (sim.env.check_variation refuses one)
+        return obs, {**self._info(obs), "variation": {}}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         acted = time.perf_counter()

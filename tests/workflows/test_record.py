@@ -206,7 +206,7 @@ def test_old_stores_and_absolute_recording_are_refused_clearly(tmp_path: Path) -
     wanted = {"env": vars(EnvConfig(image_size=32, max_steps=40)),
               "cameras": ["front"], "image_size": 32,
               "recorder": {"policy": "scripted expert", "noise_std": 0.0, "tail_steps": 10, "keep_failures": False,
-                           "first_seed": 0}}
+                           "first_seed": 0, "variation": "none"}}
     assert _changed_settings(recorded, wanted) == ["recorder.tail_steps (0 → 10)"]
 
 
