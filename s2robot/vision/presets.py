@@ -33,6 +33,9 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     # ViT-Ti/16 at 112², MAE-pretrained with S² tiles of 112²+224² (shipped: weights/vitti-112-s2mae-cubepick.pth;
     # command in its .json), S² at 112²+224² of the 224² frames: 4.4× fewer FLOPs per frame than vitti_s2_mae
     "vitti112_s2_s2mae": {"variant": "vitti-112-s2mae-cubepick", "img_sizes": [112, 224]},
+    # vitti112_s2_s2mae's model distilled to see through scene changes (shipped: weights/vitti-112-invariant-
+    # cubepick.pth, made by scripts/distill_invariance.py; command in its .json): docs/robustness.md
+    "vitti112_s2_invariant": {"variant": "vitti-112-invariant-cubepick", "img_sizes": [112, 224]},
     # ViT-S/16 (MVP's ViT-S shape) MAE-pretrained in-domain with the ViT-Ti's recipe, frames and images seen
     # (shipped: weights/vits-mae-cubepick.pth, made on a GPU), plain 224², 384-D CLS
     "vits_mae": {"variant": "vits-mae-cubepick", "img_sizes": [224]},

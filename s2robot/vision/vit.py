@@ -74,6 +74,9 @@ VARIANTS: dict[str, ViTConfig] = {
     # pretrained with S² tiles of 112²+224² (scripts/pretrain_mae.py model.variant=vitti-112 ...); ships in weights/.
     "vitti-112": ViTConfig(img_size=112, embed_dim=192, depth=12, num_heads=3),
     "vitti-112-s2mae-cubepick": ViTConfig(img_size=112, embed_dim=192, depth=12, num_heads=3),
+    # vitti-112-s2mae-cubepick distilled to give, for a frame of a varied scene, its tokens of the same state in the
+    # scene as built (scripts/distill_invariance.py); ships in weights/.
+    "vitti-112-invariant-cubepick": ViTConfig(img_size=112, embed_dim=192, depth=12, num_heads=3),
     # The same recipe at MVP's sizes (ViT-S ships in weights/; ViT-B and ViT-L are trained on a GPU).
     "vits-mae-cubepick": _VIT_S,
     "vitb-mae-cubepick": _VIT_B,
