@@ -143,6 +143,11 @@ def is_none(spec: str) -> bool:
     return not parse(spec)
 
 
+def is_visual(spec: str) -> bool:
+    """Whether ``spec`` varies only what the cameras see (every episode stays the one of its seed as built)."""
+    return all(FACTORS[d.factor].kind == "visual" for d in parse(spec))
+
+
 def sample(spec: str, rng: np.random.Generator, cube_xy: tuple[float, float] | np.ndarray) -> Params:
     """One episode's parameters of ``spec``: ``{factor: {...}}`` for the factors that are on.
 

@@ -36,7 +36,14 @@ from tqdm import tqdm
 from s2robot.common.lock import writer_lock
 from s2robot.data.keys import PRIVILEGED_CUBE, feat_key, is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
-from s2robot.data.views import ViewsConfig, shift_frames, view_offsets, views_cache_path
+from s2robot.data.views import (
+    ViewsConfig,
+    paired_scene_steps,
+    scene_store,
+    shift_frames,
+    view_offsets,
+    views_cache_path,
+)
 from s2robot.vision.encoder import FrozenS2Encoder
 from s2robot.vision.oracle import ORACLE, OracleEncoder
 
@@ -223,6 +230,10 @@ def _build(source: EpisodeStore, demo_path: str | Path, encoder: Encoder, path: 
         path.parent.mkdir(parents=True, exist_ok=True)
         attrs = _cache_attrs(demo_path, source, encoder) | ({"views": views.key()} if views else {})
         cache = EpisodeStore.create(path, attrs=attrs, overwrite=True)
+    scenes = scene_store(views.scenes) if views is not None and views.scenes is not None else None
+    if scenes is not None and scenes.n_episodes != source.n_episodes:
+        raise ValueError(f"the scene store {views.scenes} holds {scenes.n_episodes} episodes, the demos {demo_path} "
+                         f"{source.n_episodes}: record it to the same count (it resumes) with the demos' seeds")
     start = cache.n_episodes
     todo_steps = source.n_steps - (int(source.episode_ends[start - 1]) if start else 0)
     todo_steps *= views.n if views else 1
@@ -234,7 +245,7 @@ def _build(source: EpisodeStore, demo_path: str | Path, encoder: Encoder, path: 
     with ThreadPoolExecutor(1, thread_name_prefix="feature-cache-writer") as writer:
         written: Future | None = None
         for group in _prefetch(source, episode_groups(source.episode_ends, start, batch_size)):
-            episodes = (_encode_views(group, source, encoder, cameras, batch_size, views) if views
+            episodes = (_encode_views(group, source, encoder, cameras, batch_size, views, scenes) if views
                         else _encode_episodes(group, source, encoder, cameras, batch_size))
             if written is not None:
                 written.result()  # one group in flight: errors surface here, commits stay in order
@@ -278,13 +289,15 @@ def _encode_views(
     cameras: list[str],
     batch_size: int,
     views: ViewsConfig,
+    scenes: EpisodeStore | None = None,
 ) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
-    """The ``views.n`` shifted views of a group's frames, encoded: ``({feat_<camera>: (T, n, F)}, info)`` per
-    episode."""
+    """The ``views.n`` shifted views of a group's frames (of the same episodes in ``scenes``, when given), encoded:
+    ``({feat_<camera>: (T, n, F)}, info)`` per episode."""
     offsets = [view_offsets(views, i) for i, _ in group]  # (n, 2) per episode
     feats: dict[str, np.ndarray] = {}
     for cam in cameras:
-        frames = group.data[rgb_key(cam)]  # (sum T, S, S, 3)
+        frames = (group.data[rgb_key(cam)] if scenes is None  # (sum T, S, S, 3)
+                  else np.concatenate([paired_scene_steps(scenes, source, i, rgb_key(cam)) for i, _ in group]))
         per_view = [_encode(encoder, np.concatenate([shift_frames(frames[a:b], *off[k])
                                                      for (a, b), off in zip(group.bounds, offsets, strict=True)]),
                             batch_size) for k in range(views.n)]  # n × (sum T, F)

@@ -49,12 +49,16 @@ class EnvConfig:
             raise ValueError(f"joint_noise must be a finite value ≥ 0 [rad], got {self.joint_noise}")
 
 
-def check_variation(spec: str, env_id: str = "s2robot/CubePick-v0") -> str:
+def check_variation(spec: str, env_id: str = "s2robot/CubePick-v0", visual: bool = False) -> str:
     """``spec`` when it names a scene variation (``envs.variation``: ``none``, ``standard``, ``<factor>:<level>``, …)
-    that the env ``env_id`` can apply; otherwise a ValueError naming the valid forms."""
-    from envs.variation import is_none, parse
+    that the env ``env_id`` can apply (and, with ``visual``, that changes only what the cameras see); otherwise a
+    ValueError naming the valid forms."""
+    from envs.variation import PHYSICAL, is_none, is_visual, parse
 
     parse(spec)  # raises with the valid presets, factors, groups and levels
+    if visual and not is_visual(spec):
+        raise ValueError(f"variation={spec!r} changes the physics ({list(PHYSICAL)}), so its episodes are not the "
+                         "demos' own: use a visual one (standard_visual, visual:<level>, <visual factor>:<level>)")
     if env_id == ARM_ENV_ID and not is_none(spec):
         raise ValueError(f"variation={spec!r}: scene variation is drawn in simulation; on the arm the scene varies by "
                          "itself (lights, table, camera mount): use variation=none")

@@ -8,10 +8,11 @@ once when it has reached ``steps``); only the evaluation always runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from s2robot.sim.env import check_variation
 from s2robot.workflows.evaluate import EvalConfig, evaluate
 from s2robot.workflows.record import RecordConfig, record_demos
 from s2robot.workflows.train import TrainConfig, train
@@ -24,6 +25,8 @@ class PipelineConfig:
     train: everything about data, encoder, policy and env (``train.demos`` is where demos are recorded)
     n_demos / record_workers / record_seed / noise_std / tail_steps / variation: the scripted-expert recording (see
         RecordConfig; ``variation`` is the scene variation the demos are recorded in)
+    scene_variation: when ``train.views.scenes`` names a scene store (scene views, ``s2robot.data.views``), the
+        visual variation it is recorded in: the same episodes as the demos (same settings and seeds), other scenes
     eval: the evaluation (its ``checkpoint`` is set to this run's ``evaluate_checkpoint``: last or best; its
         ``execution``/``execute_steps``, when null, to ``train.policy``'s, so a run trained before they changed is
         evaluated as configured)
@@ -37,12 +40,14 @@ class PipelineConfig:
     noise_std: float = RecordConfig.noise_std  # the recorder's defaults: one place
     tail_steps: int = RecordConfig.tail_steps
     variation: str = RecordConfig.variation
+    scene_variation: str = "standard_visual"
     evaluate_checkpoint: str = "last"
 
     def __post_init__(self) -> None:
         if self.evaluate_checkpoint not in ("last", "best"):
             raise ValueError(f"evaluate_checkpoint must be 'last' or 'best', got {self.evaluate_checkpoint!r}")
         self.record_config()  # refuses bad recording settings (e.g. an unknown variation) before anything runs
+        check_variation(self.scene_variation, self.train.env.id, visual=True)
 
     def record_config(self) -> RecordConfig:
         """The recording of ``train.demos``: resumed until it holds ``n_demos`` episodes."""
@@ -62,6 +67,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     print(f"[1/4] demos: {t.demos} ({cfg.n_demos} scripted-expert episodes, cameras {list(t.env.cameras)} "
           f"at {t.env.image_size}²{scene})")
     record_demos(cfg.record_config(), progress=t.progress)
+    if t.views.n and t.views.scenes is not None:
+        print(f"      scene views: {t.views.scenes} (the same episodes in scenes varied by {cfg.scene_variation})")
+        record_demos(replace(cfg.record_config(), out=t.views.scenes, variation=cfg.scene_variation),
+                     progress=t.progress)
     print(f"[2/4 + 3/4] feature cache and training: {t.run_dir}")
     last = train(t)
     ckpt = last if cfg.evaluate_checkpoint == "last" else Path(last).with_name("best")

@@ -157,8 +157,9 @@ def validation_loss(policy: ChunkTransformerPolicy, data: WindowDataset, device:
 def _resume_problems(state: Mapping[str, Any], parts: Mapping[str, Any], cfg: TrainConfig, fingerprint: str,
                      shape: Mapping[str, Any]) -> list[str]:
     old, new = dict(state["train_config"]), asdict(cfg)
-    for d in (old, new):  # no views (runs from before views have no key): n=0, whatever the other settings
-        d["views"] = d["views"] if d.get("views", {"n": 0})["n"] else {"n": 0}
+    for d in (old, new):  # no views (runs from before views have no key): n=0, whatever the other settings; views
+        # saved before scene stores existed read their own frames (scenes None)
+        d["views"] = {"scenes": None, **d["views"]} if d.get("views", {"n": 0})["n"] else {"n": 0}
         d["policy"] = {k: v for k, v in d["policy"].items() if k not in EXECUTION_FIELDS}  # training never reads
     diff = [k if k == "policy" else f"{k} ({old.get(k)} → {new.get(k)})" for k in RESUME_KEYS
             if old.get(k) != new.get(k)]

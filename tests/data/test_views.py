@@ -139,3 +139,50 @@ def test_windows_read_the_view_drawn_for_them() -> None:
     two = {**data, "feat_side": data["feat_front"]}
     with pytest.raises(ValueError, match="same number of views"):
         WindowDataset(two, ends, views={"feat_front": views["feat_front"], "feat_side": views["feat_front"][:, :2]})
+
+
+def paired_scenes(path: Path, demos: Path, seed: int = 5) -> Path:
+    """The demos' episodes with other frames: what recording them again in varied scenes gives."""
+    src, rng = EpisodeStore.open(demos), np.random.default_rng(seed)
+    store = EpisodeStore.create(path, attrs={"env_id": "test"})
+    for i in range(src.n_episodes):
+        ep = src.get_episode(i)
+        store.add_episode({**ep, "rgb_front": rng.integers(0, 256, ep["rgb_front"].shape, dtype=np.uint8)},
+                          info=src.episode_info(i))
+    return path
+
+
+def test_scene_views_are_the_scene_stores_frames_of_the_same_episodes(tmp_path: Path) -> None:
+    """With scenes=, view 0 of each episode is the encoder run on the scene store's frames of that episode (shift
+    0: as recorded); the views are keyed by the scene store's content; a scene store of other episodes (other
+    actions or another count) is refused naming the problem; shift=0 needs scenes and n=1."""
+    demos = make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4))
+    scenes = paired_scenes(tmp_path / "d-scenes.zarr", demos)
+    enc, views = micro(), ViewsConfig(n=1, shift=0, scenes=str(scenes))
+    path = build_feature_cache(demos, enc, batch_size=4, progress=False, views=views)
+    assert path.name.endswith("-views1s0r0-d-scenes.zarr")
+    src, other = EpisodeStore.open(demos), EpisodeStore.open(scenes)
+    store = open_views_cache(path, enc.fingerprint, views, src.fingerprint, src.n_episodes)
+    assert store.attrs["views"]["scenes"] == other.fingerprint
+    for i in range(src.n_episodes):
+        got = store.get_episode(i)["feat_front"]  # (T, 1, F)
+        assert np.allclose(got[:, 0], enc(other.get_episode(i)["rgb_front"]).numpy(), atol=2e-3, rtol=2e-3)
+        assert not np.allclose(got[:, 0], enc(src.get_episode(i)["rgb_front"]).numpy(), atol=2e-3)
+    shifted = ViewsConfig(n=2, shift=3, scenes=str(scenes))
+    got = EpisodeStore.open(build_feature_cache(demos, enc, batch_size=4, progress=False, views=shifted))
+    dx, dy = view_offsets(shifted, 1)[1]
+    expect = enc(shift_frames(other.get_episode(1)["rgb_front"], int(dx), int(dy))).numpy()
+    assert np.allclose(got.get_episode(1)["feat_front"][:, 1], expect, atol=2e-3, rtol=2e-3)
+
+    wrong = make_demos(tmp_path / "other.zarr", lengths=(5, 7, 4), seed=9)  # same lengths, other actions
+    with pytest.raises(ValueError, match=r"episode 0 of the scene store .* is not episode 0 of the demos"):
+        build_feature_cache(demos, enc, out=tmp_path / "w.zarr", progress=False,
+                            views=ViewsConfig(n=1, shift=0, scenes=str(wrong)))
+    short = make_demos(tmp_path / "short.zarr", lengths=(5, 7))
+    with pytest.raises(ValueError, match=r"holds 2 episodes, the demos .* 3"):
+        build_feature_cache(demos, enc, out=tmp_path / "s.zarr", progress=False,
+                            views=ViewsConfig(n=1, shift=0, scenes=str(short)))
+    with pytest.raises(FileNotFoundError, match="variation=standard_visual"):
+        ViewsConfig(n=1, shift=0, scenes=str(tmp_path / "missing.zarr")).key()
+    with pytest.raises(ValueError, match="shift=0 only with scenes= and n=1"):
+        ViewsConfig(n=2, shift=0, scenes=str(scenes))

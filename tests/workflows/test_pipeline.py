@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from s2robot.data.store import EpisodeStore
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,7 +21,8 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
             "train.env.image_size=32", "train.steps=6", "train.batch_size=16", "train.warmup_steps=2",
             "train.val_fraction=0", "train.wandb.mode=disabled", "train.encoder.dtype=float32", "eval.n_envs=4",
             "eval.max_steps=4", "eval.videos=1", "eval.wandb.mode=disabled", "train.progress=false",
-            "eval.n_random_positions=4"]
+            "eval.n_random_positions=4", "train.views.n=1", "train.views.shift=0",
+            f"train.views.scenes={tmp_path / 'scenes.zarr'}"]
     cmd = [sys.executable, str(ROOT / "scripts" / "run_pipeline.py"), *args]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
@@ -26,6 +32,12 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
     assert results["episodes"] == 48 + 4 and results["checkpoint_step"] == 6
     assert [(s["positions"], s["episodes"]) for s in results["sets"]] == [(16, 48), (4, 4)]
     assert results["positions"]["set"] == "paper" and "16 cube positions (paper) × 3 + 4 held-out × 1" in run.stdout
+    # scene views: the same 3 episodes recorded again in varied scenes (same actions, other frames), read in training
+    demos, scenes = EpisodeStore.open(tmp_path / "demos.zarr"), EpisodeStore.open(tmp_path / "scenes.zarr")
+    assert scenes.attrs["recorder"]["variation"] == "standard_visual" and scenes.n_episodes == 3
+    assert np.array_equal(scenes.array("action")[:], demos.array("action")[:])
+    assert not np.array_equal(scenes.array("rgb_front")[:], demos.array("rgb_front")[:])
+    assert len(list(tmp_path.rglob("*-views1s0r0-scenes.zarr"))) == 1
     # make run executes all 16 actions of each chunk (configs/pipeline.yaml), and its checkpoint says so
     assert results["execution"] == {"execution": "receding", "execute_steps": 16,
                                     "checkpoint": {"execution": "receding", "execute_steps": 16}}
@@ -37,6 +49,16 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
     assert "already trained for 6" in again.stdout and "caching" not in again.stderr
     results = json.loads((tmp_path / "runs" / "smoke" / "eval" / "results.json").read_text())
     assert results["execution"]["execute_steps"] == 8 and results["execution"]["checkpoint"]["execute_steps"] == 16
+
+
+def test_scene_views_must_be_recorded_in_a_visual_variation() -> None:
+    """A physical factor changes the episodes, so they could not be the demos' own in another scene."""
+    from s2robot.workflows.pipeline import PipelineConfig
+
+    with pytest.raises(ValueError, match=r"changes the physics .*standard_visual"):
+        PipelineConfig(scene_variation="standard")
+    with pytest.raises(ValueError, match="unknown variation factor 'lights'"):
+        PipelineConfig(scene_variation="lights:high")
 
 
 def test_oracle_absolute_pipeline_smoke(tmp_path: Path) -> None:
