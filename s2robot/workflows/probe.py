@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import check_variation
 from s2robot.sim.frames import LABELS, FrameDataConfig, GeneratorConfig, LabeledFrames, generate_frames, read_labeled
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
@@ -331,8 +332,11 @@ def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_labeled(cfg.data, progress)
-    varied = {v: load_labeled(replace(cfg.data, generator=_varied(cfg.data.generator, v)), progress)
-              for v in cfg.variations}
+    gen = cfg.data.generator
+    if cfg.variations and gen.n_frames > 0:  # a bigger store of the same frames is reused as it is: render the
+        # varied scenes to its size, so both hold the same episodes and the same frames are drawn from each
+        gen = replace(gen, n_frames=EpisodeStore.open(generate_frames(gen, progress)).n_steps)
+    varied = {v: load_labeled(replace(cfg.data, generator=_varied(gen, v)), progress) for v in cfg.variations}
     for v, d in varied.items():  # visual variations leave the episodes as they were: the labels must agree
         if not all(np.allclose(d.labels[k], data.labels[k], atol=1e-5) for k in LABELS):
             raise ValueError(f"variation {v!r} changed the episodes themselves (a physical factor): its frames "
