@@ -47,7 +47,8 @@ class PipelineConfig:
         if self.evaluate_checkpoint not in ("last", "best"):
             raise ValueError(f"evaluate_checkpoint must be 'last' or 'best', got {self.evaluate_checkpoint!r}")
         self.record_config()  # refuses bad recording settings (e.g. an unknown variation) before anything runs
-        check_variation(self.scene_variation, self.train.env.id, visual=True)
+        if self.train.views.n and self.train.views.scenes is not None:  # recorded only for scene views
+            check_variation(self.scene_variation, self.train.env.id, visual=True)
 
     def record_config(self) -> RecordConfig:
         """The recording of ``train.demos``: resumed until it holds ``n_demos`` episodes."""

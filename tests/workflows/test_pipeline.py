@@ -53,12 +53,16 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
 
 def test_scene_views_must_be_recorded_in_a_visual_variation() -> None:
     """A physical factor changes the episodes, so they could not be the demos' own in another scene."""
+    from s2robot.data.views import ViewsConfig
     from s2robot.workflows.pipeline import PipelineConfig
+    from s2robot.workflows.train import TrainConfig
 
+    views = TrainConfig(views=ViewsConfig(n=1, shift=0, scenes="demos/x-scenes.zarr"))
     with pytest.raises(ValueError, match=r"changes the physics .*standard_visual"):
-        PipelineConfig(scene_variation="standard")
+        PipelineConfig(train=views, scene_variation="standard")
     with pytest.raises(ValueError, match="unknown variation factor 'lights'"):
-        PipelineConfig(scene_variation="lights:high")
+        PipelineConfig(train=views, scene_variation="lights:high")
+    PipelineConfig(scene_variation="standard")  # without scene views nothing is recorded in it
 
 
 def test_oracle_absolute_pipeline_smoke(tmp_path: Path) -> None:
