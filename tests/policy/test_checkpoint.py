@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,9 @@ from s2robot.policy.checkpoint import (
     convert_legacy,
     from_pretrained,
     load_training_state,
+    read_parts,
+    recover,
+    remove_checkpoint,
     save_pretrained,
 )
 from s2robot.policy.configuration import PolicyConfig
@@ -127,3 +133,121 @@ def test_a_checkpoint_from_before_action_spaces_is_a_delta_policy(tmp_path: Path
     assert from_pretrained(ckpt)[0].action_space == "delta"
     assert from_pretrained(save_pretrained(tmp_path / "new", policy.state_dict(), policy.normalizer, parts())
                            )[0].action_space == "absolute"
+
+
+def _save(directory: Path, step: int, seed: int = 0) -> None:
+    policy = make_policy(seed)
+    save_pretrained(directory, policy.state_dict(), policy.normalizer, parts(step), {"step": step})
+
+
+def _filesystem_events(monkeypatch: pytest.MonkeyPatch, on_event: Callable[[str], None]) -> None:
+    """Call ``on_event(name)`` before every filesystem step of a checkpoint save."""
+    import s2robot.policy.checkpoint as ckpt
+
+    def hook(name: str, fn: Callable) -> Callable:
+        def wrapped(*args: object, **kwargs: object) -> object:
+            on_event(name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(ckpt.tempfile, "mkdtemp", hook("mkdtemp", tempfile.mkdtemp))
+    monkeypatch.setattr(ckpt.os, "replace", hook("replace", os.replace))
+    monkeypatch.setattr(ckpt.shutil, "rmtree", hook("rmtree", shutil.rmtree))
+    monkeypatch.setattr(ckpt.torch, "save", hook("torch.save", torch.save))
+    monkeypatch.setattr(Path, "write_text", hook("write_text", Path.write_text))
+
+
+def _killer(k: int) -> Callable[[str], None]:
+    """An event hook that kills this process (exit status 9, no cleanup) at its ``k``-th call."""
+    count = iter(range(10**6))
+    return lambda _: os._exit(9) if next(count) == k else None
+
+
+def test_a_kill_at_any_point_of_the_swap_keeps_the_newest_complete_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process killed (no cleanup runs) before each filesystem step of a save: recovery then leaves the old
+    checkpoint (killed before the new one was complete) or the new one (after), nothing half-written, no swap
+    folder, and a user's files beside it untouched."""
+    events: list[str] = []
+    _filesystem_events(monkeypatch, events.append)
+    _save(tmp_path / "probe" / "last", 5)
+    events.clear()
+    _save(tmp_path / "probe" / "last", 7)  # the steps of a save over an existing checkpoint
+    steps = events[:]
+    assert steps[-1] == "rmtree" and steps.count("replace") == 2 and steps.count("mkdtemp") == 2
+    complete_at = max(i for i, e in enumerate(steps) if e == "write_text") + 1  # config.json written: new complete
+    monkeypatch.undo()
+    for k in range(len(steps) + 1):
+        run = tmp_path / f"kill{k}"
+        _save(run / "last", 5)
+        for name in ("last.tmp", "last.old"):  # a user's folders with the names older versions used
+            (run / name).mkdir()
+            (run / name / "notes.txt").write_text("mine")
+        pid = os.fork()
+        if pid == 0:  # the child saves step 7 and dies before filesystem step k
+            try:
+                _filesystem_events(monkeypatch, _killer(k))
+                _save(run / "last", 7)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == (9 if k < len(steps) else 0), k
+        recover(run / "last")
+        got = read_parts(run / "last")["config"]["step"]
+        assert got == (7 if k >= complete_at else 5), (k, steps[:k])
+        assert sorted(p.name for p in run.iterdir()) == ["last", "last.old", "last.tmp"], k
+        assert all((run / n / "notes.txt").read_text() == "mine" for n in ("last.old", "last.tmp"))
+        loaded, _ = from_pretrained(run / "last")  # complete: the weights load
+        assert not loaded.training
+
+
+def test_a_folder_of_user_files_is_never_replaced_or_deleted(tmp_path: Path) -> None:
+    notes = tmp_path / "my_notes"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "paper.tex").write_text("\\section{}")
+    (notes / "sub" / "data.csv").write_text("1,2")
+    with pytest.raises(FileExistsError, match=r"paper\.tex.*Nothing was changed"):
+        _save(notes, 3)
+    with pytest.raises(FileExistsError, match=r"paper\.tex"):
+        remove_checkpoint(notes)
+    _save(tmp_path / "ckpt", 3)
+    (tmp_path / "ckpt" / "README.md").write_text("my notes about this run")  # a user file inside a checkpoint
+    with pytest.raises(FileExistsError, match=r"README\.md"):
+        _save(tmp_path / "ckpt", 4)
+    with pytest.raises(FileExistsError, match=r"README\.md"):
+        remove_checkpoint(tmp_path / "ckpt")
+    assert (notes / "paper.tex").exists() and (notes / "sub" / "data.csv").read_text() == "1,2"
+    assert read_parts(tmp_path / "ckpt")["config"]["step"] == 3 and (tmp_path / "ckpt" / "README.md").exists()
+
+
+def test_convert_writes_only_a_new_folder(tmp_path: Path) -> None:
+    from s2robot.workflows.checkpoint import main
+
+    policy = make_policy()
+    old = {"kind": LEGACY_KIND, "version": 1, "step": 7, "model": policy.state_dict(), "ema": None,
+           "optimizer": {}, "scheduler": {}, "rng": {}, "config": {"name": "old", "policy": CFG.__dict__,
+                                                                   "encoder": {}, "env": {}},
+           "policy_shape": SHAPE, "encoder_fingerprint": "abc", "best": None, "wandb_id": None}
+    torch.save(old, tmp_path / "last.pt")
+    notes = tmp_path / "my_notes"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "paper.tex").write_text("x")
+    (notes / "sub" / "data.csv").write_text("1,2")
+    assert main(["convert", str(tmp_path / "last.pt"), "--out", str(notes)]) == 2
+    assert sorted(p.name for p in notes.rglob("*")) == ["data.csv", "paper.tex", "sub"]
+    _save(tmp_path / "last", 5000)  # a newer checkpoint where convert would write by default
+    assert main(["convert", str(tmp_path / "last.pt")]) == 2
+    assert read_parts(tmp_path / "last")["config"]["step"] == 5000
+    assert main(["convert", str(tmp_path / "last.pt"), "--out", str(tmp_path / "converted")]) == 0
+    assert read_parts(tmp_path / "converted")["config"]["step"] == 7
+
+
+def test_legacy_backup_names_are_recovered_by_renaming(tmp_path: Path) -> None:
+    """A crash of an older s2robot between its two renames left ``last.old`` and no ``last``."""
+    _save(tmp_path / "last", 5)
+    os.replace(tmp_path / "last", tmp_path / "last.old")
+    with pytest.raises(FileNotFoundError):
+        read_parts(tmp_path / "last")
+    assert recover(tmp_path / "last") == [f"recovered {tmp_path / 'last'} from last.old, left by an interrupted save"]
+    assert read_parts(tmp_path / "last")["config"]["step"] == 5 and not (tmp_path / "last.old").exists()
+    assert recover(tmp_path / "last") == []
