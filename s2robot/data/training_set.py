@@ -15,6 +15,7 @@ from s2robot.data.episode import find_non_finite
 from s2robot.data.features import open_feature_cache, open_views_cache
 from s2robot.data.keys import ACTION_SPACES, EXECUTED_SUFFIX, episode_starts, feat_keys
 from s2robot.data.normalize import Normalizer
+from s2robot.data.store import EpisodeStore
 from s2robot.data.views import ViewsConfig
 
 
@@ -26,6 +27,7 @@ class TrainData:
     shape: dict[str, Any]  # feature_dims, proprio_dim, action_dim
     cache_path: Path
     cache_attrs: dict[str, Any]
+    cache_fingerprint: str = ""  # the cache store's fingerprint: a run records what it was trained on
     train_cube_xy: list[list[float]] | None = None  # (x, y) [m] of the training episodes' cubes, when recorded
 
 
@@ -60,6 +62,28 @@ def check_finite(data: Mapping[str, np.ndarray], episode_ends: np.ndarray, sourc
                              "(python -m s2robot.workflows.store info DEMOS lists non-finite values)")
 
 
+def check_digests(store: EpisodeStore, data: Mapping[str, np.ndarray], what: str) -> None:
+    """Refuse a cache whose episodes, as read into ``data`` ({key: (T, ...)}, every key of ``store``), differ from
+    the digests stored when they were cached: a deleted chunk reads back as zeros and would train silently."""
+    ends = store.episode_ends
+    for i, (a, b) in enumerate(zip(episode_starts(ends), ends, strict=True)):
+        if not store.matches_digest(i, {k: v[a:b] for k, v in data.items()}):
+            raise ValueError(f"{what} {store.path}, episode {i}: its arrays differ from the digest stored when it was "
+                             "cached (deleted or edited chunks read back as other values); nothing was trained. Delete "
+                             "it and train again to rebuild it (python -m s2robot.workflows.store verify "
+                             f"{store.path} names what changed)")
+
+
+def _read_all(store: EpisodeStore, keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    """Every step of ``keys``; a chunk that does not decode is refused with the fix, not a codec traceback."""
+    try:
+        return {k: store.get_steps(k, 0, store.n_steps) for k in keys}
+    except Exception as e:  # zarr and its codecs raise many kinds for a damaged chunk
+        raise ValueError(f"{what} {store.path} does not read back ({type(e).__name__}: {e}); delete it and train "
+                         f"again to rebuild it (python -m s2robot.workflows.store verify {store.path} names the "
+                         "chunk)") from None
+
+
 def select_action_space(data: Mapping[str, np.ndarray], action_space: str, source: Path) -> dict[str, np.ndarray]:
     """``data`` with the chosen action space's label/executed keys as ``action``/``action_executed`` (what the
     dataset, normalizer and policy read) and the other space's keys dropped."""
@@ -83,8 +107,9 @@ def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_
     cache = open_feature_cache(cache_path, fingerprint)
     if cache.n_episodes == 0:
         raise ValueError(f"feature cache {cache_path} holds no episodes: record demos first")
-    data = {k: cache.get_steps(k, 0, cache.n_steps) for k in cache.keys}
-    check_finite(data, cache.episode_ends, Path(cache_path))
+    data = _read_all(cache, cache.keys, "feature cache")
+    check_finite(data, cache.episode_ends, Path(cache_path))  # names key, episode and step of a NaN
+    check_digests(cache, data, "feature cache")
     data = select_action_space(data, action_space, Path(cache_path))
     feature_keys = feat_keys(data)
     train_ids, val_ids = split_episodes(cache.n_episodes, val_fraction, seed)
@@ -94,8 +119,10 @@ def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_
             raise ValueError("shifted views are checked against the encoder fingerprint; none was given")
         store = open_views_cache(views_path, fingerprint, views, cache.attrs["source"]["fingerprint"],
                                  cache.n_episodes)
-        view_data = {k: store.get_steps(k, 0, store.n_steps) for k in feature_keys}  # (T, n, F) each
+        view_data = _read_all(store, store.keys, "shifted views")  # {feat_<camera>: (T, n, F)}
         check_finite(view_data, store.episode_ends, Path(views_path))
+        check_digests(store, view_data, "shifted views")
+        view_data = {k: view_data[k] for k in feature_keys}
     train = WindowDataset(data, cache.episode_ends, train_ids, t_obs, t_act, views=view_data)
     val = WindowDataset(data, cache.episode_ends, val_ids, t_obs, t_act) if len(val_ids) else None
     if len(train) < batch_size:
@@ -105,4 +132,4 @@ def load_training_data(cache_path: Path, fingerprint: str | None, t_obs: int, t_
     shape = _shape(data, feature_keys, Path(cache_path), cache.attrs.get("feature_dim"))
     cubes = [cache.episode_info(int(i)).get("cube_xy") for i in train_ids]  # the recorder's episode infos
     cube_xy = [[float(v) for v in xy] for xy in cubes] if cubes and all(xy is not None for xy in cubes) else None
-    return TrainData(train, val, normalizer, shape, Path(cache_path), dict(cache.attrs), cube_xy)
+    return TrainData(train, val, normalizer, shape, Path(cache_path), dict(cache.attrs), cache.fingerprint, cube_xy)

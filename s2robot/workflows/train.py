@@ -21,7 +21,6 @@ import contextlib
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -41,9 +40,16 @@ from s2robot.common.optim import EMA, lr_factor, param_groups
 from s2robot.common.runlog import RunLogger, WandbConfig
 from s2robot.data.dataset import WindowDataset, batch_indices
 from s2robot.data.normalize import Normalizer
-from s2robot.data.training_set import load_training_data
+from s2robot.data.training_set import TrainData, load_training_data
 from s2robot.data.views import ViewsConfig, draw_views
-from s2robot.policy.checkpoint import build_policy, load_training_state, read_parts, save_pretrained
+from s2robot.policy.checkpoint import (
+    build_policy,
+    load_training_state,
+    read_parts,
+    recover,
+    remove_checkpoint,
+    save_pretrained,
+)
 from s2robot.policy.configuration import EXECUTION_FIELDS, PolicyConfig
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.sim.env import EnvConfig
@@ -73,7 +79,8 @@ class TrainConfig:
     val_fraction / val_every: held-out episodes and how often their loss is computed [steps]
     eval_every: periodic rollout evaluation [steps] (0: off), through the evaluator given to ``train``
     amp: autocast dtype: ``auto`` (bf16 on CUDA; on CPUs the policy trains in float32), ``bfloat16``, ``none``
-    overwrite: start over, deleting the run's checkpoints (by default a re-run resumes)
+    overwrite: start over, deleting the run's checkpoints once the new inputs have loaded (by default a re-run
+        resumes; a resume on other demos than the run was trained on is refused)
     """
 
     name: str = "cube_pick"
@@ -105,7 +112,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "val_every", "save_every", "log_every"):
+        for name in ("steps", "batch_size", "cache_batch_size", "val_every", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -155,7 +162,7 @@ def validation_loss(policy: ChunkTransformerPolicy, data: WindowDataset, device:
 
 
 def _resume_problems(state: Mapping[str, Any], parts: Mapping[str, Any], cfg: TrainConfig, fingerprint: str,
-                     shape: Mapping[str, Any]) -> list[str]:
+                     data: TrainData) -> list[str]:
     old, new = dict(state["train_config"]), asdict(cfg)
     for d in (old, new):  # no views (runs from before views have no key): n=0, whatever the other settings; views
         # saved before scene stores existed read their own frames (scenes None)
@@ -166,9 +173,24 @@ def _resume_problems(state: Mapping[str, Any], parts: Mapping[str, Any], cfg: Tr
     found = parts["config"]["encoder_fingerprint"]
     if found != fingerprint:
         diff.append(f"encoder (fingerprint {found} → {fingerprint})")
-    if dict(parts["config"]["shape"]) != dict(shape):
-        diff.append(f"data shape ({parts['config']['shape']} → {shape})")
+    if dict(parts["config"]["shape"]) != dict(data.shape):
+        diff.append(f"data shape ({parts['config']['shape']} → {data.shape})")
+    trained_on = (parts["config"].get("cache") or {}).get("source")  # the demo store's fingerprint
+    now = data.cache_attrs.get("source", {}).get("fingerprint")
+    if trained_on is not None and trained_on != now:
+        diff.append(f"demo store (fingerprint {trained_on} → {now}: {cfg.demos} holds other episodes than the demos "
+                    "this run was trained on)")
     return diff
+
+
+def _cache_rebuilt(parts: Mapping[str, Any], data: TrainData) -> str | None:
+    """A note when the run's cache of the same demos and encoder holds other bytes than when it was saved (rebuilt,
+    e.g. on another device: float16 features may round differently); None when it is the same or not recorded."""
+    was = (parts["config"].get("cache") or {}).get("fingerprint")
+    if was is None or was == data.cache_fingerprint:
+        return None
+    return (f"note: feature cache {data.cache_path} was rebuilt since {parts['config']['step']} steps were trained "
+            f"(fingerprint {was} → {data.cache_fingerprint}; same demos and encoder): the resume reads its features")
 
 
 class Trainer:
@@ -179,11 +201,6 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.device)
         self.main = self.dist.is_main
         self.last, self.best_dir = cfg.checkpoint_dir / "last", cfg.checkpoint_dir / "best"
-        if cfg.overwrite and self.main:
-            for d in (self.last, self.best_dir):
-                shutil.rmtree(d, ignore_errors=True)
-            (cfg.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        barrier(self.dist)
         cache_path, self.fingerprint = prepare_cache(cfg.demos, cfg.cache, cfg.encoder, cfg.cache_batch_size,
                                                      self.dist, progress=cfg.progress and self.main)
         views_path = prepare_views(cfg.demos, cache_path, cfg.encoder, cfg.views, cfg.cache_batch_size, self.dist,
@@ -200,21 +217,40 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
         self.ema = EMA(self.policy, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.step, self.best, self.run_id, self.logger = 0, None, None, None
-        self._resume()
+        if cfg.overwrite:
+            self._start_over()  # only now that the new inputs have loaded: a typo in demos= deletes nothing
+        else:
+            self._resume()
         self.amp = autocast_dtype(cfg.amp, self.device, cpu_auto=False)
 
+    def _start_over(self) -> None:
+        """``overwrite=true``: delete the run's checkpoints (refusing a folder that holds anything else) and
+        metrics."""
+        if self.main:
+            for d in (self.last, self.best_dir):
+                remove_checkpoint(d)
+            (self.cfg.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        barrier(self.dist)
+
     def _resume(self) -> None:
+        if self.main:
+            for d in (self.last, self.best_dir):
+                for note in recover(d):
+                    print(note)
+        barrier(self.dist)
         legacy = self.cfg.checkpoint_dir / "last.pt"
         if legacy.is_file() and not self.last.exists():
             read_parts(legacy)  # refuses, with the command that converts it
         if not self.last.exists():
             return
         parts, state = read_parts(self.last), load_training_state(self.last, map_location=self.device)
-        diff = _resume_problems(state, parts, self.cfg, self.fingerprint, self.data.shape)
+        diff = _resume_problems(state, parts, self.cfg, self.fingerprint, self.data)
         if diff:
             raise ValueError(f"{self.last} was trained with a different {', '.join(diff)}; to resume, use the same "
                              "config. To start this run over, pass overwrite=true (deletes its checkpoints), "
                              "or pick another name=")
+        if self.main and (note := _cache_rebuilt(parts, self.data)):
+            print(note)
         self.policy.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -232,7 +268,8 @@ class Trainer:
         config = {"policy": asdict(cfg.policy), "shape": self.data.shape, "step": self.step,
                   "ema": self.ema is not None, "run": run, "encoder_fingerprint": self.fingerprint,
                   "weights_random": attrs.get("weights_random"), "torch": torch.__version__,
-                  "cache": {"path": str(self.data.cache_path), "source": attrs.get("source", {}).get("fingerprint")},
+                  "cache": {"path": str(self.data.cache_path), "source": attrs.get("source", {}).get("fingerprint"),
+                            "fingerprint": self.data.cache_fingerprint},  # what a resume must find again
                   "demo_cubes": self.data.train_cube_xy}  # for evaluation's distance to the nearest training cube
         encoder = {"config": asdict(cfg.encoder), "fingerprint": self.fingerprint, "describe": attrs.get("encoder")}
         return {"config": config, "encoder": encoder, "env": asdict(cfg.env)}

@@ -226,3 +226,53 @@ def test_shifted_views_train_and_change_what_the_policy_sees(tmp_path: Path) -> 
     assert Trainer(other_prob).step == 12  # with n=0 the other views settings change nothing
     with pytest.raises(ValueError, match="trained with a different views"):
         Trainer(config(tmp_path, name="plain", steps=14, views=ViewsConfig(n=1, shift=4)))
+
+
+def test_overwrite_deletes_nothing_before_the_new_inputs_load(tmp_path: Path) -> None:
+    cfg = config(tmp_path, steps=4)
+    train(cfg)
+    with pytest.raises(FileNotFoundError, match="record demos"):
+        train(config(tmp_path, steps=4, overwrite=True, demos=str(tmp_path / "typo.zarr")))
+    assert load_checkpoint(cfg.checkpoint_dir / "last")["step"] == 4 and (cfg.checkpoint_dir / "best").is_dir()
+    assert losses(cfg)
+    (cfg.checkpoint_dir / "best" / "notes.md").write_text("mine")  # a user file: best/ is no longer only ours
+    with pytest.raises(FileExistsError, match=r"notes\.md"):
+        train(config(tmp_path, steps=4, overwrite=True))
+    assert (cfg.checkpoint_dir / "best" / "notes.md").read_text() == "mine"
+
+
+def test_resume_on_other_demos_is_refused(tmp_path: Path) -> None:
+    cfg = config(tmp_path, steps=4)
+    last = train(cfg)
+    trained_on = read_parts(last)["config"]["cache"]
+    assert trained_on["source"] and trained_on["fingerprint"]
+    other = tmp_path / "other.zarr"
+    make_demos(other, LENGTHS, seed=1)  # the same shapes, other episodes
+    with pytest.raises(ValueError, match=r"different demo store .*overwrite=true"):
+        train(config(tmp_path, steps=8, demos=str(other)))
+    assert load_checkpoint(last)["step"] == 4
+    assert load_checkpoint(train(config(tmp_path, steps=8)))["step"] == 8  # the same demos still resume
+
+
+def test_a_cache_with_deleted_chunks_is_refused(tmp_path: Path) -> None:
+    cfg = config(tmp_path, steps=2)
+    cache = Path(load_checkpoint(train(cfg))["cache"]["path"])
+    for key in ("feat_front", "action"):  # deleted chunks read back as zeros
+        for chunk in (cache / "data" / key / "c").rglob("*"):
+            if chunk.is_file():
+                chunk.unlink()
+    with pytest.raises(ValueError, match=r"episode 0: its arrays differ from the digest.*Delete it"):
+        train(config(tmp_path, steps=2, name="other"))
+    assert not (tmp_path / "runs" / "other" / "checkpoints" / "last").exists()
+
+
+def test_a_checkpoint_renamed_mid_swap_is_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kill between the two renames of an older s2robot's swap left ``last.old`` and no ``last``."""
+    cfg = config(tmp_path, steps=4)
+    train(cfg)
+    (cfg.checkpoint_dir / "last").rename(cfg.checkpoint_dir / "last.old")
+    capsys.readouterr()
+    last = train(config(tmp_path, steps=8))
+    out = capsys.readouterr().out
+    assert "recovered" in out and "resuming" in out and "at step 4/8" in out
+    assert load_checkpoint(last)["step"] == 8 and not (cfg.checkpoint_dir / "last.old").exists()
