@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,14 @@ class EMA:
 
 
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write atomically (temp file + rename): a crash mid-save never corrupts the previous checkpoint."""
+    """Write atomically (a new, uniquely named temp file beside ``path``, then a rename): a crash mid-save never
+    corrupts the previous checkpoint, and no other file beside it is ever overwritten."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(dict(payload), tmp)
-    os.replace(tmp, path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(dict(payload), name)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)  # our own half-written file
+        raise
