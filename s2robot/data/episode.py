@@ -21,14 +21,29 @@ def check_json(obj: Any, what: str) -> Any:
                          f"convert numpy values with .tolist(): {e}") from None
 
 
+def _hash_key(h: Any, key: str, value: np.ndarray) -> None:
+    arr = np.ascontiguousarray(value)
+    h.update(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(memoryview(arr).cast("B"))
+
+
 def episode_digest(data: Mapping[str, np.ndarray]) -> str:
     """sha256 hex digest of one episode's arrays: for every key (sorted) its name, dtype, shape and bytes."""
     h = hashlib.sha256()
     for key in sorted(data):
-        arr = np.ascontiguousarray(data[key])
-        h.update(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(memoryview(arr).cast("B"))
+        _hash_key(h, key, data[key])
     return h.hexdigest()
+
+
+def key_digests(data: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """{key: sha256 hex of its name, dtype, shape and bytes} of one episode: which key changed, where
+    ``episode_digest`` (kept as the episode's identity, hashed into the store fingerprint) only says that one did."""
+    digests = {}
+    for key in sorted(data):
+        h = hashlib.sha256()
+        _hash_key(h, key, data[key])
+        digests[key] = h.hexdigest()
+    return digests
 
 
 def validate_episode(data: Mapping[str, np.ndarray], specs: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> int:
@@ -62,17 +77,16 @@ def validate_episode(data: Mapping[str, np.ndarray], specs: Mapping[str, tuple[n
     return next(iter(lengths.values()))
 
 
-
 def episode_entry(data: Mapping[str, np.ndarray], info: Mapping[str, Any] | None,
                   specs: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> dict[str, Any]:
     """Validate one episode (see ``validate_episode``) and its JSON-able info; its ``{"length", "digest",
-    "info"}`` entry for the store's attrs."""
+    "key_digests", "info"}`` entry for the store's attrs."""
     T = validate_episode(data, specs)
     info = check_json(dict(info or {}), "episode info")
     if info.get("length", T) != T:
         raise ValueError(f"info['length'] = {info['length']} but the arrays have T = {T} steps")
     info.pop("length", None)
-    return {"length": T, "digest": episode_digest(data), "info": info}
+    return {"length": T, "digest": episode_digest(data), "key_digests": key_digests(data), "info": info}
 
 
 def not_replaceable(path: Path, kind: str | None, store_format: str) -> str | None:

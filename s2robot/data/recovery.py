@@ -108,8 +108,16 @@ def commit_state(path: Path, ends: np.ndarray, episodes: Sequence[Mapping[str, A
     return state
 
 
-def attrs_checksum(user: Mapping[str, Any], episodes: Sequence[Mapping[str, Any]]) -> str:
-    """sha256 of the user attrs and episode info entries, written with them by every EpisodeStore write: an edit made
-    around the EpisodeStore API (a hand-edited zarr.json) no longer matches it."""
+def attrs_checksum(attrs: Mapping[str, Any]) -> str:
+    """sha256 of every root attr but the checksum itself (format, schema version, creation time, software, user attrs,
+    episode info entries), written with them by every EpisodeStore write of schema version 2: an edit made around the
+    EpisodeStore API (a hand-edited or bit-flipped zarr.json that still parses) no longer matches it."""
+    doc = json.dumps({k: v for k, v in attrs.items() if k != "checksum"}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def attrs_checksum_v1(user: Mapping[str, Any], episodes: Sequence[Mapping[str, Any]]) -> str:
+    """The checksum of schema version 1 (optional there): the user attrs and episode infos only. Read only to check a
+    version-1 store before ``python -m s2robot.workflows.store upgrade`` signs it with ``attrs_checksum``."""
     doc = json.dumps({"user": user, "episodes": list(episodes)}, sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()

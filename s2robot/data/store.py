@@ -10,12 +10,17 @@ Layout (T total steps over all episodes, E episodes, S image size)::
 
     attrs: format, schema_version, created_utc, software (python/numpy/zarr/s2robot versions),
            user (free-form: env id and config, cameras, image size, control rate, seeds, ...),
-           episodes (one {"length", "digest", "info"} per episode)
+           episodes (one {"length", "digest", "key_digests", "info"} per episode),
+           checksum (sha256 of all the other attrs, ``recovery.attrs_checksum``; required since schema version 2)
 
 Appending is crash-safe for a single writer: an episode's data arrays are resized and written first,
 then its info entry, and last `meta/episode_ends` (the commit point: `episode_ends` is the source of
 truth). A process killed mid-episode leaves trailing steps past `episode_ends[-1]` (and maybe an info
 entry too many); `open` ignores them (mode "r") or truncates them (mode "a") with a warning.
+
+Metadata that cannot be read (a damaged zarr.json or episode_ends chunk) or attrs that do not match their checksum
+are never repaired: `open` raises a ValueError naming the damaged file (or, for the checksum, refuses mode "a" and
+lists it in `integrity`), and `python -m s2robot.workflows.store verify PATH` reports it.
 """
 
 from __future__ import annotations
@@ -36,11 +41,17 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from s2robot.data.episode import check_json, episode_digest, episode_entry, not_replaceable
+from s2robot.data.episode import check_json, episode_digest, episode_entry, key_digests, not_replaceable
 from s2robot.data.keys import is_rgb
-from s2robot.data.recovery import attrs_checksum, commit_state
+from s2robot.data.recovery import attrs_checksum, attrs_checksum_v1, commit_state
 
-SCHEMA_VERSION = 1
+# Version 2 requires the attrs checksum (version 1 accepted a store without one) and stores per-key digests; version-1
+# stores are refused at open and signed once by `python -m s2robot.workflows.store upgrade PATH`.
+SCHEMA_VERSION = 2
+# What the fingerprint hashes instead of SCHEMA_VERSION: the data layout (arrays, episode_ends, digests), unchanged by
+# version 2. Feature caches are keyed by their demo store's fingerprint, so bumping this makes every cache stale;
+# bump it only when the stored values or their meaning change.
+LAYOUT_VERSION = 1
 FORMAT = "s2robot.EpisodeStore"
 _CHUNK_BYTES = 1 << 20  # time-chunk size of non-image keys (~1 MiB per chunk)
 _ENDS_CHUNK = 1024
@@ -53,6 +64,50 @@ def _software_versions() -> dict[str, str]:
         s2robot_version = "unknown"
     return {"python": platform.python_version(), "numpy": np.__version__, "zarr": zarr.__version__,
             "s2robot": s2robot_version}
+
+
+def _damaged(path: Path, what: str, error: BaseException | str) -> ValueError:
+    """The error for metadata of the store at ``path`` that cannot be read: names the file and the fix."""
+    why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return ValueError(f"{path}: the {what} is damaged ({why}). Nothing was changed; restore the store from a copy or "
+                      f"re-record it (python -m s2robot.workflows.store verify {path} lists what else is wrong)")
+
+
+def _not_a_store(path: Path, why: str) -> ValueError:
+    return ValueError(f"{path} is not an EpisodeStore ({why}); create one with EpisodeStore.create(path)")
+
+
+def _open_root(path: Path, mode: str) -> zarr.Group:
+    """The root group of the store at ``path``; a root zarr.json that does not parse or is not zarr's is damage."""
+    meta = path / "zarr.json"
+    try:
+        return zarr.open_group(path, mode="r" if mode == "r" else "r+")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+        if not meta.is_file():
+            raise _not_a_store(path, f"not a zarr v3 group: {e}") from None
+        error: BaseException = e
+    except Exception as e:  # json, unicode, zarr metadata validation: each a damaged root zarr.json
+        error = e
+    try:
+        node_type = json.loads(meta.read_bytes()).get("node_type")
+    except Exception:
+        node_type = None
+    if node_type == "array":
+        raise _not_a_store(path, "a zarr array, not a group") from None
+    raise _damaged(path, "root zarr.json", error) from None
+
+
+def _read_node(root: zarr.Group, path: Path, name: str, kind: type) -> None:
+    """Check that node ``name`` (``data``, ``meta/episode_ends``, ...) exists, reads and is a ``kind``."""
+    try:
+        node = root[name]
+    except Exception as e:  # zarr raises KeyError for a missing node, anything for a damaged zarr.json
+        if (path / name / "zarr.json").is_file():
+            raise _damaged(path, f"{name}/zarr.json", e) from None
+        raise ValueError(f"{path} is missing '{name}': expected data/<key> arrays and meta/episode_ends (the store "
+                         "is damaged); re-record it") from None
+    if not isinstance(node, kind):
+        raise _damaged(path, f"{name}/zarr.json", f"a {type(node).__name__}, expected a {kind.__name__}")
 
 
 class EpisodeStore:
@@ -69,6 +124,9 @@ class EpisodeStore:
         self._episodes: list[dict[str, Any]] = []
         self._specs: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}  # key -> (dtype, per-step shape)
         self._fingerprint: str | None = None
+        self.schema_version = SCHEMA_VERSION
+        self.integrity: list[str] = []  # attrs that no longer match their checksum (found at open)
+        self.recovered: list[str] = []  # what open found of an interrupted append
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -90,11 +148,12 @@ class EpisodeStore:
         root.create_group("data")
         root.require_group("meta").create_array("episode_ends", shape=(0,), chunks=(_ENDS_CHUNK,),
                                                 dtype="int64", fill_value=0)
-        root.update_attributes({
+        attrs = {
             "format": FORMAT, "schema_version": SCHEMA_VERSION,
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "software": _software_versions(), "user": user, "episodes": [], "checksum": attrs_checksum(user, []),
-        })
+            "software": _software_versions(), "user": user, "episodes": [],
+        }
+        root.update_attributes({**attrs, "checksum": attrs_checksum(attrs)})
         return cls(root, path, "a")
 
     @classmethod
@@ -102,48 +161,64 @@ class EpisodeStore:
         """Open an existing store read-only (mode "r", default) or for appending (mode "a").
 
         Steps past the last committed episode (left by a killed writer) are ignored in mode "r" and
-        truncated in mode "a", with a warning saying how many were dropped.
+        truncated in mode "a", with a warning saying how many were dropped. Unreadable metadata raises a
+        ValueError naming the damaged file; nothing is ever changed then.
         """
+        return cls._open(path, mode, (SCHEMA_VERSION,))
+
+    @classmethod
+    def _open(cls, path: str | Path, mode: str, versions: tuple[int, ...]) -> EpisodeStore:
+        """`open`, reading the schema ``versions`` given (``data.verify.upgrade_path`` also reads version 1)."""
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' (read-only) or 'a' (append), got {mode!r}")
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no EpisodeStore at {path}: the path does not exist; "
                                     "create one with EpisodeStore.create(path)")
-        try:
-            root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as e:
-            raise ValueError(f"{path} is not an EpisodeStore (not a zarr v3 group: {e}); "
-                             "create one with EpisodeStore.create(path)") from None
+        root = _open_root(path, mode)
         attrs = root.attrs.asdict()
         if attrs.get("format") != FORMAT or "schema_version" not in attrs:
             raise ValueError(f"{path} is a zarr group but not an EpisodeStore (attrs 'format' = "
                              f"{attrs.get('format')!r}, expected {FORMAT!r}); create one with "
                              "EpisodeStore.create(path)")
-        if attrs["schema_version"] != SCHEMA_VERSION:
-            raise ValueError(f"{path} has EpisodeStore schema version {attrs['schema_version']}, this "
+        version = attrs["schema_version"]
+        if version == 1 and 1 not in versions:
+            raise ValueError(f"{path} is an EpisodeStore of schema version 1, whose attrs checksum was optional; this "
+                             f"s2robot reads version {SCHEMA_VERSION}. Upgrade it once with `python -m "
+                             f"s2robot.workflows.store upgrade {path}`: it re-reads every episode against its digest "
+                             "and then signs the attrs (the fingerprint, and so its feature caches, stay valid)")
+        if version not in versions:
+            raise ValueError(f"{path} has EpisodeStore schema version {version}, this "
                              f"s2robot reads version {SCHEMA_VERSION}; use the s2robot version that wrote it "
                              f"({attrs.get('software', {}).get('s2robot', '?')}) or re-record the store")
-        for name in ("data", "meta/episode_ends"):
-            if name not in root:
-                raise ValueError(f"{path} is missing '{name}': expected data/<key> arrays and "
-                                 "meta/episode_ends (the store is damaged); re-record it")
+        if not isinstance(attrs.get("user", {}), dict) or not isinstance(attrs.get("episodes", []), list):
+            raise _damaged(path, "root zarr.json", "attrs 'user' is not a dict or 'episodes' not a list")
+        for name, kind in (("data", zarr.Group), ("meta", zarr.Group), ("meta/episode_ends", zarr.Array)):
+            _read_node(root, path, name, kind)
         store = cls(root, path, mode)
+        store.schema_version = version
         store._load()
         return store
 
     def _load(self) -> None:
         """Read episode_ends and infos; recover from an interrupted append (see ``data.recovery``)."""
         ends_arr = self._root["meta/episode_ends"]
-        arrays = dict(self._root["data"].arrays())
-        stored = list(self._root.attrs.get("episodes", []))
-        state = commit_state(self.path, np.asarray(ends_arr[:], dtype=np.int64), stored,
-                             {k: a.shape[0] for k, a in arrays.items()},
-                             lambda start, stop: {k: a[start:stop] for k, a in arrays.items()})
-        checksum = self._root.attrs.get("checksum")
-        self.integrity = [] if checksum in (None, attrs_checksum(self._root.attrs.get("user", {}), stored)) else [
-            "attrs: the user attrs or episode infos were edited around the EpisodeStore API (their checksum no "
-            "longer matches)"]
+        try:
+            ends = np.asarray(ends_arr[:], dtype=np.int64)
+        except Exception as e:  # zarr/blosc/zstd raise many kinds for a truncated or bit-flipped chunk
+            raise _damaged(self.path, "meta/episode_ends chunk data (meta/episode_ends/c/)", e) from None
+        arrays = self._data_arrays()
+        attrs = self._root.attrs.asdict()
+        stored = list(attrs.get("episodes", []))
+        try:
+            state = commit_state(self.path, ends, stored, {k: a.shape[0] for k, a in arrays.items()},
+                                 lambda start, stop: {k: a[start:stop] for k, a in arrays.items()})
+        except ValueError:
+            raise
+        except Exception as e:  # reading the data of an uncommitted episode, to see whether it is complete
+            raise _damaged(self.path, "data past the last episode end (read to complete an interrupted append)",
+                           e) from None
+        self.integrity = self._check_checksum(attrs, stored)
         if self.mode == "a" and self.integrity:  # appending would re-sign (and maybe rebuild) what was edited
             raise ValueError(f"{self.path}: {self.integrity[0]}. Opening it to append would sign the edit as ours, "
                              "so nothing was changed: restore its zarr.json, or copy the episodes you trust into a new "
@@ -164,11 +239,38 @@ class EpisodeStore:
             if state.episodes != stored:
                 self._write_attrs(episodes=state.episodes)
         self._ends, self._episodes, self.recovered = state.ends, state.episodes, state.notes
-        self._read_specs()
+        self._read_specs(arrays)
         if state.notes:
             verb = "repaired" if self.mode == "a" else "found (open with mode='a' to repair)"
             warnings.warn(f"EpisodeStore {self.path}: {verb} an interrupted append: " + "; ".join(state.notes),
-                          stacklevel=3)
+                          stacklevel=4)  # the caller of open
+
+    def _check_checksum(self, attrs: Mapping[str, Any], stored: Sequence[Any]) -> list[str]:
+        """The integrity problem of the attrs, if any: a checksum that does not match them, or (schema version 2)
+        none at all. A version-1 store (opened only to upgrade it) is checked against version 1's checksum."""
+        checksum = attrs.get("checksum")
+        if checksum is None:
+            return [] if self.schema_version == 1 else [
+                "attrs: the attrs checksum is missing: the attrs were edited around the EpisodeStore API (every store "
+                f"of schema version {SCHEMA_VERSION} is signed)"]
+        expected = (attrs_checksum_v1(attrs.get("user", {}), stored) if self.schema_version == 1
+                    else attrs_checksum(attrs))
+        return [] if checksum == expected else [
+            "attrs: the attrs were edited around the EpisodeStore API (their checksum no longer matches)"]
+
+    def _data_arrays(self) -> dict[str, zarr.Array]:
+        """{key: array} of data/; a key whose zarr.json cannot be read is damage, named."""
+        group = self._root["data"]
+        try:
+            return dict(group.arrays())
+        except Exception as e:  # find which key: zarr reads every key's zarr.json to list them
+            error: BaseException = e
+        for d in sorted(p for p in (self.path / "data").iterdir() if p.is_dir()):
+            try:
+                group[d.name]
+            except Exception as e:
+                raise _damaged(self.path, f"data/{d.name}/zarr.json", e) from None
+        raise _damaged(self.path, "data/ metadata", error)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -195,9 +297,9 @@ class EpisodeStore:
         """(E,) int64 number of steps of every episode."""
         return np.diff(self._ends, prepend=0)
 
-    def _read_specs(self) -> None:
-        arrays = self._root["data"].arrays() if len(self._ends) else ()
-        self._specs = {k: (np.dtype(a.dtype), tuple(a.shape[1:])) for k, a in sorted(arrays)}
+    def _read_specs(self, arrays: Mapping[str, zarr.Array]) -> None:
+        arrays = arrays if len(self._ends) else {}
+        self._specs = {k: (np.dtype(a.dtype), tuple(a.shape[1:])) for k, a in sorted(arrays.items())}
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -248,6 +350,16 @@ class EpisodeStore:
         self._episode_bounds(i)
         return episode_digest(data) == self._episodes[i]["digest"]
 
+    def mismatched_keys(self, i: int, data: Mapping[str, np.ndarray]) -> list[str] | None:
+        """The keys of ``data`` (episode ``i`` as read back) that no longer hash to their own digests stored when it
+        was appended; None when its entry has no per-key digests (rebuilt from the data, or written by another tool)."""
+        self._episode_bounds(i)
+        stored = self._episodes[i].get("key_digests")
+        if not isinstance(stored, Mapping):
+            return None
+        found = key_digests(data)
+        return sorted(k for k in {*found, *stored} if found.get(k) != stored.get(k))
+
     def episode_info(self, i: int) -> dict[str, Any]:
         """The info dict passed with episode `i`, plus its "length"."""
         self._episode_bounds(i)
@@ -268,12 +380,13 @@ class EpisodeStore:
     def fingerprint(self) -> str:
         """sha256 hex of what a derived artifact (e.g. a feature cache) depends on.
 
-        Covers: schema version, every key's name/dtype/per-step shape, episode_ends, and every episode's
+        Covers: the layout version (LAYOUT_VERSION, not SCHEMA_VERSION: a schema change of the attrs alone
+        keeps derived artifacts valid), every key's name/dtype/per-step shape, episode_ends, and every episode's
         content digest (sha256 of its arrays' bytes, computed once in `add_episode`). Does not cover user
-        attrs, episode infos, chunking or compression (they do not change the stored values).
+        attrs, episode infos, per-key digests, chunking or compression (they do not change the stored values).
         """
         if self._fingerprint is None:
-            doc = {"schema_version": SCHEMA_VERSION,
+            doc = {"schema_version": LAYOUT_VERSION,
                    "keys": [[k, self.spec(k)[0].str, list(self.spec(k)[1])] for k in self.keys],
                    "episode_ends": self._ends.tolist(), "digests": [ep["digest"] for ep in self._episodes]}
             self._fingerprint = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
@@ -297,10 +410,23 @@ class EpisodeStore:
     def _write_attrs(self, user: Mapping[str, Any] | None = None,
                      episodes: Sequence[Mapping[str, Any]] | None = None) -> None:
         """One atomic zarr.json write of merged user attrs and/or the episode infos, with their checksum."""
-        user = {**self._root.attrs.get("user", {}), **(user or {})}
-        episodes = list(self._root.attrs.get("episodes", []) if episodes is None else episodes)
-        self._root.update_attributes({"user": user, "episodes": episodes,
-                                      "checksum": attrs_checksum(user, episodes)})
+        attrs = self._root.attrs.asdict()
+        user = {**attrs.get("user", {}), **(user or {})}
+        episodes = list(attrs.get("episodes", []) if episodes is None else episodes)
+        checksum = (attrs_checksum_v1(user, episodes) if self.schema_version == 1  # repaired while upgrading
+                    else attrs_checksum({**attrs, "user": user, "episodes": episodes}))
+        self._root.update_attributes({"user": user, "episodes": episodes, "checksum": checksum})
+
+    def _sign(self, digests: Sequence[Mapping[str, str]]) -> str:
+        """Internal (``data.verify.upgrade_path``, after every episode matched its digest): the per-key
+        ``digests`` of every episode, schema version 2 and the attrs checksum in one zarr.json write; the checksum."""
+        self._check_writable()
+        episodes = [{**e, "key_digests": dict(d)} for e, d in zip(self._episodes, digests, strict=True)]
+        attrs = {**self._root.attrs.asdict(), "schema_version": SCHEMA_VERSION, "episodes": episodes}
+        checksum = attrs_checksum(attrs)
+        self._root.update_attributes({"schema_version": SCHEMA_VERSION, "episodes": episodes, "checksum": checksum})
+        self._episodes, self.schema_version, self.integrity = episodes, SCHEMA_VERSION, []
+        return checksum
 
     def add_episode(self, data: Mapping[str, np.ndarray], info: Mapping[str, Any] | None = None) -> None:
         """Append one episode {key: (T, ...)} with an optional JSON-able info dict (seed, success, ...).
@@ -365,5 +491,5 @@ class EpisodeStore:
         self._ends = np.concatenate([self._ends, new_ends])
         self._episodes.extend(entries)
         if first:
-            self._read_specs()
+            self._read_specs(self._data_arrays())
         self._fingerprint = None

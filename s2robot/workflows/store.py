@@ -1,4 +1,4 @@
-"""Inspect a demo store from the shell: ``python -m s2robot.workflows.store {info,video} PATH``."""
+"""Inspect a demo store from the shell: ``python -m s2robot.workflows.store {info,verify,upgrade,video} PATH``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from s2robot.data.episode import find_non_finite
 from s2robot.data.keys import is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
-from s2robot.data.verify import verify_path
+from s2robot.data.verify import upgrade_path, verify_path
 
 
 def _format_bytes(n: float) -> str:
@@ -75,14 +75,16 @@ def write_store_videos(store: EpisodeStore, episodes: list[int], camera: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m s2robot.workflows.store {info,verify,video} PATH ...`; returns the exit code (verify: 1 when
-    it finds a problem)."""
+    """`python -m s2robot.workflows.store {info,verify,upgrade,video} PATH ...`; returns the exit code (verify: 1
+    when it finds a problem; upgrade: 1 when it refuses)."""
     parser = argparse.ArgumentParser(prog="python -m s2robot.workflows.store", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="summarise a store")
     p_info.add_argument("path", type=Path)
     p_verify = sub.add_parser("verify", help="re-read every episode and check it against its stored digest")
     p_verify.add_argument("path", type=Path)
+    p_upgrade = sub.add_parser("upgrade", help="sign a schema-1 store as schema 2, once, after verifying it")
+    p_upgrade.add_argument("path", type=Path)
     p_video = sub.add_parser("video", help="write an mp4 per episode from rgb_<camera>")
     p_video.add_argument("path", type=Path)
     p_video.add_argument("--episodes", type=int, nargs="+", default=[0])
@@ -94,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         problems = verify_path(args.path)
         print("\n".join(problems) if problems else f"{args.path}: verified, every episode matches its digest")
         return 1 if problems else 0
+    if args.command == "upgrade":
+        upgrade = upgrade_path(args.path)
+        if upgrade.problems:
+            print("\n".join(upgrade.problems))
+            print(f"upgrade refused, nothing was changed: the problems above would be signed as good. Copy the "
+                  f"episodes you trust into a new store, or restore {args.path} from a copy, and upgrade that")
+            return 1
+        print("\n".join(upgrade.report))
+        return 0
     try:
         store = EpisodeStore.open(args.path)
         if args.command == "info":

@@ -1,6 +1,9 @@
 """Tests for s2robot.data.store: EpisodeStore round trip, validation, crash safety, fingerprint, CLI."""
 
+import hashlib
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +18,7 @@ import pytest
 import zarr
 
 from s2robot.data.store import SCHEMA_VERSION, EpisodeStore
+from s2robot.data.verify import verify_path
 from s2robot.workflows.store import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -392,3 +396,167 @@ def test_add_episodes_equals_one_by_one(tmp_path):
     with pytest.raises(ValueError, match="action"):
         bulk.add_episodes([(make_episode(8, 2), None), (bad, None)])
     assert bulk.n_episodes == len(LENGTHS)  # a rejected batch writes nothing
+
+
+# ---------------------------------------------------------------------- schema 2: signed attrs, upgrade, damage
+def rewrite_root_attrs(path: Path, **changes: object) -> None:
+    """Edit the root zarr.json by hand, around the EpisodeStore API (a value of None deletes the attr)."""
+    meta = json.loads((path / "zarr.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            meta["attributes"].pop(k, None)
+        else:
+            meta["attributes"][k] = v
+    (path / "zarr.json").write_text(json.dumps(meta, indent=2))
+
+
+def make_schema_1(path: Path, checksum: bool = True) -> None:
+    """Rewrite a store as s2robot wrote schema version 1: no per-key digests, the checksum (optional then) over the
+    user attrs and episode infos only."""
+    attrs = json.loads((path / "zarr.json").read_text())["attributes"]
+    episodes = [{k: v for k, v in e.items() if k != "key_digests"} for e in attrs["episodes"]]
+    doc = json.dumps({"user": attrs["user"], "episodes": episodes}, sort_keys=True)
+    rewrite_root_attrs(path, schema_version=1, episodes=episodes,
+                       checksum=hashlib.sha256(doc.encode()).hexdigest() if checksum else None)
+
+
+def snapshot(path: Path) -> list[tuple[Path, bytes]]:
+    return sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob("*") if p.is_file())
+
+
+def test_missing_checksum_is_an_integrity_problem(tmp_path):
+    """Attrs edited with their checksum removed (here the recorder's noise_std, so that a resume with other settings
+    would match) are reported by verify and refused for appending, exactly like a checksum that does not match."""
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2, 3), noise_std=0.0)
+    rewrite_root_attrs(path, user={"noise_std": 0.05}, checksum=None)
+    before = snapshot(path)
+    assert EpisodeStore.open(path).integrity == [
+        "attrs: the attrs checksum is missing: the attrs were edited around the EpisodeStore API (every store of "
+        "schema version 2 is signed)"]
+    with pytest.raises(ValueError, match=r"checksum is missing.*nothing was changed"):
+        EpisodeStore.open(path, mode="a")
+    assert verify_path(path) == EpisodeStore.open(path).integrity
+    assert main(["verify", str(path)]) == 1
+    assert snapshot(path) == before
+
+
+def test_schema_1_store_is_refused_with_the_upgrade_command(tmp_path, capsys):
+    """A schema-1 store is refused at open, naming the one-time upgrade; ``store upgrade`` re-reads every episode,
+    signs the attrs and per-key digests in one write and leaves the fingerprint (feature caches' key) unchanged."""
+    path = tmp_path / "s.zarr"
+    store, episodes = build(path, lengths=(2, 3, 4))
+    fingerprint = store.fingerprint
+    make_schema_1(path)
+    for mode in ("r", "a"):
+        with pytest.raises(ValueError, match=rf"schema version 1.*python -m s2robot.workflows.store upgrade {path}"):
+            EpisodeStore.open(path, mode=mode)
+    assert main(["verify", str(path)]) == 1 and "store upgrade" in capsys.readouterr().out
+
+    assert main(["upgrade", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "schema version 1 → 2" in out and "3 episodes (9 steps) match their digests" in out
+    assert "rgb_front" in out and "env_id" in out
+    store = EpisodeStore.open(path, mode="a")
+    assert store.fingerprint == fingerprint and store.integrity == []
+    attrs = zarr.open_group(path, mode="r").attrs
+    assert attrs["schema_version"] == SCHEMA_VERSION == 2
+    assert all(set(e["key_digests"]) == set(episodes[0]) for e in attrs["episodes"])
+    assert main(["verify", str(path)]) == 0
+    assert main(["upgrade", str(path)]) == 0 and "already schema version 2" in capsys.readouterr().out
+
+
+def test_upgrade_of_unsigned_schema_1_store_says_so(tmp_path, capsys):
+    """Schema 1 stores written before the checksum existed are signed as found, and the upgrade says so."""
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2,))
+    make_schema_1(path, checksum=False)
+    assert main(["upgrade", str(path)]) == 0
+    assert "had no checksum" in capsys.readouterr().out
+    assert EpisodeStore.open(path, mode="a").integrity == []
+
+
+def test_upgrade_repairs_an_interrupted_append_as_a_writer_would(tmp_path, capsys):
+    """Torn steps past the last episode of a schema-1 store (a killed writer) are dropped by the upgrade, which says
+    so; the committed episodes are signed."""
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2, 3))
+    action = zarr.open_group(path, mode="r+")["data/action"]
+    action.resize((7, 8))
+    make_schema_1(path)
+    assert main(["upgrade", str(path)]) == 0
+    assert "repaired an interrupted append: 2 trailing steps" in capsys.readouterr().out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert EpisodeStore.open(path).n_steps == 5
+    assert main(["verify", str(path)]) == 0
+
+
+@pytest.mark.parametrize("damage", ["data", "checksum", "ends"])
+def test_upgrade_refuses_a_damaged_store_and_changes_nothing(tmp_path, capsys, damage):
+    """An episode that no longer matches its digest, attrs that no longer match their checksum, or damaged
+    episode_ends: the upgrade lists the problems, exits 1 and changes nothing."""
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2, 3, 4))
+    if damage == "data":
+        zarr.open_group(path, mode="r+")["data/action"][3, 0] += 1
+    make_schema_1(path)
+    if damage == "checksum":
+        rewrite_root_attrs(path, user={"env_id": "Other-v0"})
+    elif damage == "ends":
+        (path / "meta" / "episode_ends" / "c" / "0").write_bytes(b"\0" * 5)
+    before = snapshot(path)
+    assert main(["upgrade", str(path)]) == 1
+    out = capsys.readouterr().out
+    expect = {"data": "episode 1: its arrays differ", "checksum": "attrs: .*edited around the EpisodeStore API",
+              "ends": "meta/episode_ends chunk"}[damage]
+    assert re.search(expect, out) and "nothing was changed" in out, out
+    assert snapshot(path) == before
+
+
+def test_fingerprint_keeps_layout_version_1(tmp_path):
+    """The schema bump to 2 changed only the attrs, not the data layout: the fingerprint still hashes layout version 1,
+    so feature caches keyed by their demo store's fingerprint stay valid."""
+    store, _ = build(tmp_path / "s.zarr", lengths=(2, 3))
+    attrs = zarr.open_group(store.path, mode="r").attrs
+    doc = {"schema_version": 1, "keys": [[k, store.spec(k)[0].str, list(store.spec(k)[1])] for k in store.keys],
+           "episode_ends": [2, 5], "digests": [e["digest"] for e in attrs["episodes"]]}
+    assert store.fingerprint == hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def damage_file(path: Path, what: str) -> str:
+    """One damaged metadata file of the store at ``path``; the name the error must give."""
+    if what == "root_truncated":
+        f = path / "zarr.json"
+        f.write_bytes(f.read_bytes()[:100])
+        return "root zarr.json"
+    if what == "root_key_flip":  # one bit: 'attributes' -> 'attricutes'
+        f = path / "zarr.json"
+        f.write_bytes(f.read_bytes().replace(b'"attributes"', b'"attricutes"'))
+        return "root zarr.json"
+    if what == "ends_chunk":
+        f = path / "meta" / "episode_ends" / "c" / "0"
+        f.write_bytes(f.read_bytes()[:6])
+        return "meta/episode_ends chunk"
+    if what == "ends_meta":
+        (path / "meta" / "episode_ends" / "zarr.json").write_text('{"zarr_format": 3, "node_')
+        return "meta/episode_ends/zarr.json"
+    (path / "data" / "action" / "zarr.json").write_text("{")
+    return "data/action/zarr.json"
+
+
+@pytest.mark.parametrize("what", ["root_truncated", "root_key_flip", "ends_chunk", "ends_meta", "data_meta"])
+def test_damaged_metadata_is_reported_not_raised(tmp_path, capsys, what):
+    """Unreadable root metadata, episode_ends or a key's metadata: open raises a ValueError naming the file and
+    the fix, verify reports it (CLI exit 1), and nothing is changed."""
+    path = tmp_path / "s.zarr"
+    build(path, lengths=(2, 3))
+    name = damage_file(path, what)
+    before = snapshot(path)
+    for mode in ("r", "a"):
+        with pytest.raises(ValueError, match=rf"{name} .*damaged.*Nothing was changed.*store verify"):
+            EpisodeStore.open(path, mode=mode)
+    problems = verify_path(path)
+    assert len(problems) == 1 and name in problems[0], problems
+    assert main(["verify", str(path)]) == 1 and name in capsys.readouterr().out
+    assert snapshot(path) == before

@@ -1,8 +1,10 @@
 """verify_store: edited, deleted, truncated and bit-flipped chunks are found and named, nothing is deleted; the
-feature cache refuses a store whose episodes no longer match their digests (hostile-testing finding 4)."""
+feature cache refuses a store whose episodes no longer match their digests (hostile-testing finding 4); damaged
+metadata (root zarr.json, episode_ends chunks) and removed checksums are reported, never raised."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -52,12 +54,16 @@ def test_each_corruption_is_found_and_named(tmp_path: Path, how: str) -> None:
     assert len(problems) == 1 and problems[0].startswith("episode 1:"), problems
     if how == "truncate":  # a chunk that fails to decode is named by key and step
         assert "rgb_front unreadable at step 2 (store step 7): RuntimeError" in problems[0]
+    elif how != "bitflip":  # decodable damage is named by key: the other keys still match their own digests
+        key = "action" if how == "action" else "rgb_front"
+        assert f"episode 1: its arrays differ from the digest stored when it was recorded, in {key}:" in problems[0]
     assert (demos / "data" / "rgb_front").is_dir()  # nothing deleted
     assert store_cli(["verify", str(demos)]) == 1
 
 
 def test_fuzz_random_corruptions_are_all_detected(tmp_path: Path) -> None:
-    """Random corruptions of random frames: every one is detected, in the episode it hit."""
+    """Random corruptions of random frames: every one is detected, in the episode it hit, naming the key; verify
+    changes no file."""
     clean = make_demos(tmp_path / "clean.zarr", lengths=LENGTHS)
     rng = np.random.default_rng(1)
     starts = np.cumsum((0, *LENGTHS[:-1]))
@@ -77,8 +83,11 @@ def test_fuzz_random_corruptions_are_all_detected(tmp_path: Path) -> None:
             b[int(rng.integers(16, len(b)))] ^= 1 << int(rng.integers(8))
             f.write_bytes(bytes(b))
         episode = int(np.searchsorted(starts, step, side="right") - 1)
+        before = snapshot(demos)
         problems = verify_store(EpisodeStore.open(demos))
         assert problems and problems[0].startswith(f"episode {episode}:"), (trial, how, step, problems)
+        assert "rgb_front" in problems[0], (trial, how, step, problems)
+        assert snapshot(demos) == before, (trial, how, step)
 
 
 def test_cache_refuses_a_store_edited_under_its_digests(tmp_path: Path) -> None:
@@ -96,11 +105,16 @@ def snapshot(path: Path) -> list[tuple[Path, bytes]]:
     return sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob("*") if p.is_file())
 
 
-EDITS = ("end", "end_zero_mid", "length", "digest", "info", "user", "drop_info", "format")
+EDITS = ("end", "end_zero_mid", "length", "digest", "info", "user", "drop_info", "format", "no_checksum")
 
 
 def edit_metadata(path: Path, how: str, rng: np.random.Generator) -> tuple[str, str]:
     """One random edit of episode_ends or the attrs, made around the EpisodeStore API; (what, expected pattern)."""
+    if how == "no_checksum":  # the attrs unsigned: a store of schema version 2 always has its checksum
+        meta = json.loads((path / "zarr.json").read_text())
+        del meta["attributes"]["checksum"]
+        (path / "zarr.json").write_text(json.dumps(meta))
+        return "checksum removed", "attrs: the attrs checksum is missing"
     root = zarr.open_group(path, mode="r+")
     ends = root["meta/episode_ends"]
     attrs = root.attrs.asdict()
@@ -163,3 +177,53 @@ def test_verify_reports_an_interrupted_append(tmp_path: Path) -> None:
     problems = verify_path(demos)
     assert len(problems) == 1 and "interrupted append: 2 trailing steps" in problems[0], problems
     assert snapshot(demos) == before
+
+
+def test_episode_without_key_digests_is_named_as_a_whole(tmp_path: Path) -> None:
+    """An info entry with no per-key digests (signed by a writer that kept none): the episode is named as a whole."""
+    demos = make_demos(tmp_path / "d.zarr", lengths=LENGTHS)
+    store = EpisodeStore.open(demos, mode="a")
+    store._write_attrs(episodes=[{k: v for k, v in e.items() if k != "key_digests"} for e in store._episodes])
+    corrupt(demos, "action", np.random.default_rng(0))
+    assert verify_path(demos) == ["episode 1: its arrays differ from the digest stored when it was recorded: edited "
+                                  "or deleted chunks"]
+
+
+METADATA_DAMAGE = ("root_bitflip", "root_truncate", "ends_truncate")
+
+
+def damage_metadata(path: Path, how: str, rng: np.random.Generator) -> tuple[str, str]:
+    """One random bit flip or truncation of the root zarr.json, or truncation of the episode_ends chunk; (what,
+    pattern some problem must match)."""
+    f = path / "zarr.json" if how.startswith("root") else path / "meta" / "episode_ends" / "c" / "0"
+    data = f.read_bytes()
+    if how == "root_bitflip":
+        b = bytearray(data)
+        at, bit = int(rng.integers(len(b))), int(rng.integers(8))
+        b[at] ^= 1 << bit
+        f.write_bytes(bytes(b))
+        # a flip that still parses changes a signed attr (checksum), the format, the schema version, or an episode
+        # info entry so that it no longer fits episode_ends
+        return f"bit {bit} of byte {at} ({data[at - 10:at + 10]!r})", (
+            r"root zarr.json|^attrs: |not an EpisodeStore|schema version|episode info entry|episode_ends\[")
+    cut = int(rng.integers(len(data)))
+    f.write_bytes(data[:cut])
+    return f"{f.name} cut to {cut} of {len(data)} bytes", "root zarr.json" if how == "root_truncate" else (
+        "meta/episode_ends chunk")
+
+
+def test_fuzz_damaged_metadata_is_reported_not_raised(tmp_path: Path) -> None:
+    """Random bit flips and truncations of the root zarr.json and truncations of the episode_ends chunk: verify
+    reports every one (naming the file) instead of raising, the store CLI exits 1, and no file is changed."""
+    clean = make_demos(tmp_path / "clean.zarr", lengths=LENGTHS)
+    rng = np.random.default_rng(3)
+    for trial in range(36):
+        demos = tmp_path / f"z{trial}.zarr"
+        shutil.copytree(clean, demos)
+        what, pattern = damage_metadata(demos, METADATA_DAMAGE[trial % len(METADATA_DAMAGE)], rng)
+        before = snapshot(demos)
+        problems = verify_path(demos)
+        assert any(re.search(pattern, p) for p in problems), (trial, what, problems)
+        assert store_cli(["verify", str(demos)]) == 1, (trial, what)
+        assert snapshot(demos) == before, (trial, what)
+        shutil.rmtree(demos)
