@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +40,48 @@ def wandb_run(cfg: WandbConfig, name: str, run_dir: str | Path, config: Mapping[
                       else None, mode=cfg.mode, dir=str(run_dir), job_type=job_type, config=dict(config))
 
 
+def _parse_jsonl(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """(records, whether an unparseable last line was dropped) of a JSON-lines file; none when it does not exist.
+
+    A process killed mid-write leaves a torn last line: it is dropped. An unparseable line before the last is not
+    what a kill leaves, so it raises.
+    """
+    if not path.exists():
+        return [], False
+    lines = [(n, ln) for n, ln in enumerate(path.read_text().splitlines(), start=1) if ln.strip()]
+    records = []
+    for j, (n, ln) in enumerate(lines):
+        try:
+            records.append(json.loads(ln))
+        except ValueError as e:
+            if j == len(lines) - 1:
+                return records, True
+            raise ValueError(f"{path} line {n} is not JSON ({e}), and it is not the last line (a run killed "
+                             "mid-write tears only the last): the file was edited or damaged; remove or repair that "
+                             "line") from None
+    return records, False
+
+
+def _warn_torn(path: Path, rewritten: bool) -> None:
+    fix = "the file is rewritten without it" if rewritten else "it is ignored"
+    warnings.warn(f"{path}: dropped a torn last line (not JSON: a run killed while writing it); {fix}", stacklevel=3)
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The lines of a JSON-lines file (none when it does not exist)."""
-    path = Path(path)
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    """The lines of a JSON-lines file (none when it does not exist). A torn (unparseable) last line, left by a kill
+    mid-write, is dropped with a warning; an unparseable line before it raises ValueError naming file and line."""
+    records, torn = _parse_jsonl(Path(path))
+    if torn:
+        _warn_torn(Path(path), rewritten=False)
+    return records
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -54,6 +93,8 @@ class RunLogger:
     """Metrics of one run: a line per logged step in ``path`` and the same to wandb.
 
     resume_step: drop lines logged after this step (they belong to the part of a run that a resume redoes).
+    An existing file's torn last line (a kill mid-write) is dropped, with a warning, so the next line does not
+    continue it.
     """
 
     def __init__(self, path: Path, wandb_cfg: WandbConfig, name: str, config: Mapping[str, Any],
@@ -61,8 +102,18 @@ class RunLogger:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and path.exists():
-            kept = [json.dumps(d) for d in read_jsonl(path) if d["step"] <= resume_step]
+            records, torn = _parse_jsonl(path)
+            if torn:
+                _warn_torn(path, rewritten=True)
+            kept = [json.dumps(d) for d in records if d["step"] <= resume_step]
             path.write_text("".join(f"{ln}\n" for ln in kept))
+        elif path.exists():  # appending: only a torn last line matters (the next line would continue it)
+            lines = path.read_text().splitlines(keepends=True)
+            while lines and not lines[-1].strip():
+                lines.pop()
+            if lines and not _is_json(lines[-1]):
+                _warn_torn(path, rewritten=True)
+                path.write_text("".join(lines[:-1]))
         self.run = wandb_run(wandb_cfg, name, path.parent, config, run_id)
         self.run_id = self.run.id if self.run is not None else run_id
 
