@@ -1,11 +1,12 @@
 """One writer at a time: an exclusive lock held for a writer's lifetime (demo stores, feature caches, run dirs).
 
 Two recorders resuming the same store at once used to interleave their appends and leave episodes that no
-longer matched their digests. ``writer_lock(path)`` takes an ``fcntl`` lock on ``<path>.lock``: the OS drops it
-when the holder exits, is killed or crashes, so a lock left by a dead process is taken over at once. A holder
-that ends normally removes the file. The file also holds who has the lock (pid, host, command, start time) for
-the message a second writer gets. Locks are advisory and local: they keep s2robot's own writers apart on one
-machine (or one filesystem that supports ``flock``), not other programs.
+longer matched their digests. ``writer_lock(path)`` takes an ``fcntl`` lock on ``<path>.lock``, ``path`` resolved
+first so that a store named through a symlink is the same store: the OS drops it when the holder exits, is killed
+or crashes, so a lock left by a dead process is taken over at once. A holder that ends normally removes the file.
+The file also holds who has the lock (pid, host, command, start time) for the message a second writer gets. Locks
+are advisory and local: they keep s2robot's own writers apart on one machine (or one filesystem that supports
+``flock``), not other programs.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ from pathlib import Path
 
 
 def lock_path(path: str | Path) -> Path:
-    """The lock file of ``path``: ``<path>.lock`` beside it (a store's own folder stays zarr's alone)."""
-    path = Path(path)
+    """The lock file of ``path``: ``<resolved path>.lock`` beside it (a store's own folder stays zarr's alone).
+
+    The path is resolved first (symlinks, ``..``, relative to the working directory), so every name of one store
+    (a symlink to it, a path through a linked folder) shares one lock.
+    """
+    path = Path(path).resolve()
     return path.with_name(path.name + ".lock")
 
 
@@ -39,7 +44,8 @@ def holder(path: str | Path) -> dict:
 def writer_lock(path: str | Path, what: str = "store") -> Iterator[None]:
     """Hold the exclusive writer lock of ``path`` (a ``what``, for messages) for the ``with`` block.
 
-    Raises ``RuntimeError`` naming the holder's pid, host and command when another live process holds it.
+    Raises ``RuntimeError`` naming ``path`` as given and the holder's pid, host and command when another live process
+    holds the lock of the store ``path`` resolves to.
     """
     lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -58,3 +59,28 @@ def test_concurrent_recorder_refused_and_dead_holder_taken_over(tmp_path: Path) 
         proc.wait()
     with writer_lock(demos):  # the dead holder's lock is taken over at once
         assert holder(demos)["pid"] == os.getpid()
+
+
+def test_a_store_reached_through_a_symlink_is_the_same_store(tmp_path: Path) -> None:
+    """The lock is the resolved path's: a writer holding the store by its real name refuses a second writer that
+    names it through a symlink (another process here, as two recorders would be), and the message names the path
+    that second writer was given."""
+    real = tmp_path / "stores" / "d.zarr"
+    real.mkdir(parents=True)
+    alias = tmp_path / "alias.zarr"
+    alias.symlink_to(real, target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(real)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert lock_path(alias) == lock_path(real) == real.with_name("d.zarr.lock")
+        assert holder(alias)["pid"] == proc.pid
+        refused = rf"store {re.escape(str(alias))} is being written by another process \(pid {proc.pid}"
+        with pytest.raises(RuntimeError, match=refused):
+            with writer_lock(alias):
+                pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with writer_lock(alias):  # and through the link once the holder is gone, beside the real store
+        assert (real.parent / "d.zarr.lock").exists() and not (tmp_path / "alias.zarr.lock").exists()
