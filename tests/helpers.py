@@ -35,6 +35,14 @@ def make_demos(path: Path, lengths: tuple[int, ...] = (5, 7, 4), seed: int = 0, 
     return path
 
 
+def import_probe(folder: Path, name: str = "s2robot_import_probe") -> Path:
+    """Put a module ``name`` in ``folder`` (add ``folder`` to sys.path yourself) that touches the returned file when it
+    is imported: proof of whether anything imported it."""
+    flag = folder / f"{name}.imported"
+    (folder / f"{name}.py").write_text(f"from pathlib import Path\nPath({str(flag)!r}).touch()\n")
+    return flag
+
+
 class SleepyJob:
     """An EpisodeJob for pool tests: the episode of ``die_at`` kills its worker; others print the worker's pid
     once and take ``seconds``."""

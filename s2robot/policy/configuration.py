@@ -50,9 +50,13 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         if self.t_obs < 1 or self.t_act < 1:
-            raise ValueError(f"t_obs and t_act must be ≥ 1, got {self.t_obs}, {self.t_act}")
+            raise ValueError(f"t_obs and t_act must be ≥ 1 [steps], got {self.t_obs}, {self.t_act}")
+        for name in ("d_model", "n_heads", "n_layers", "ff_mult"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1 (the transformer's size), got {getattr(self, name)}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} must be a multiple of n_heads {self.n_heads}")
+            raise ValueError(f"d_model {self.d_model} must be a multiple of n_heads {self.n_heads} (each head gets "
+                             "d_model / n_heads channels)")
         if self.action_space not in ACTION_SPACES:
             raise ValueError(f"action_space must be one of {list(ACTION_SPACES)}, got {self.action_space!r}")
         if not (self.feature_noise >= 0 and math.isfinite(self.feature_noise)):
@@ -65,6 +69,9 @@ class PolicyConfig:
             raise ValueError(f"execute_steps must be in [1, t_act={self.t_act}], got {self.execute_steps}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not math.isfinite(self.ensemble_decay):
+            raise ValueError(f"ensemble_decay must be finite (weights exp(-ensemble_decay · i), oldest prediction "
+                             f"i = 0), got {self.ensemble_decay}")
 
 
 # Named presets: only the fields that differ from ``PolicyConfig``'s defaults (``default`` is the defaults).

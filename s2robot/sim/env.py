@@ -8,7 +8,13 @@ from typing import Any
 
 import gymnasium as gym
 
+from s2robot.common.checks import check_image_side
+
+CUBE_PICK_ENV_ID = "s2robot/CubePick-v0"  # the simulated cube-pick scene (envs.cube_pick; registered by envs)
 ARM_ENV_ID = "s2robot/FrankaReal-v0"  # the Franka arm through franky (s2robot.real; registered by envs)
+# The only ids an EnvConfig may name. gymnasium.make reads "module:id" as "import module, then make id", so an id that
+# comes from a file (a checkpoint's env.json) must not be passed on unless it is one of these.
+ENV_IDS = (CUBE_PICK_ENV_ID, ARM_ENV_ID)
 REHEARSAL_HOST = "franky-sim"  # the arm env's host that rehearses in franky-sim, in-process
 
 
@@ -16,7 +22,7 @@ REHEARSAL_HOST = "franky-sim"  # the arm env's host that rehearses in franky-sim
 class EnvConfig:
     """A gymnasium environment. Hydra group ``configs/env/``.
 
-    id: registered gymnasium id (importing ``envs`` registers ``s2robot/CubePick-v0``)
+    id: one of s2robot's gymnasium ids (``ENV_IDS``: ``s2robot/CubePick-v0``, ``s2robot/FrankaReal-v0``)
     cameras: cameras rendered into observations (policy inputs)
     image_size: side of the square camera images [px]
     max_steps: episode length limit [control steps] (10 Hz: 100 = 10 s)
@@ -28,7 +34,7 @@ class EnvConfig:
         safety, home_q; see ``s2robot.real.env.FrankaEnv``); empty for the simulated env
     """
 
-    id: str = "s2robot/CubePick-v0"
+    id: str = CUBE_PICK_ENV_ID
     cameras: list[str] = field(default_factory=lambda: ["front"])
     image_size: int = 224
     max_steps: int = 100
@@ -43,13 +49,24 @@ class EnvConfig:
         return self.id == ARM_ENV_ID and self.options.get("host", REHEARSAL_HOST) != REHEARSAL_HOST
 
     def __post_init__(self) -> None:
-        if self.image_size < 8 or self.max_steps < 1:
-            raise ValueError(f"need image_size ≥ 8, max_steps ≥ 1; got {self.image_size}, {self.max_steps}")
+        check_env_id(self.id)
+        check_image_side(self.image_size)
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be ≥ 1 [control steps], got {self.max_steps}")
         if not (self.joint_noise >= 0 and math.isfinite(self.joint_noise)):
             raise ValueError(f"joint_noise must be a finite value ≥ 0 [rad], got {self.joint_noise}")
 
 
-def check_variation(spec: str, env_id: str = "s2robot/CubePick-v0", visual: bool = False) -> str:
+def check_env_id(env_id: str) -> str:
+    """``env_id`` when it is one of s2robot's environments (``ENV_IDS``); otherwise a ValueError naming them."""
+    if env_id not in ENV_IDS:
+        raise ValueError(f"env id {env_id!r} is not one of s2robot's environments {list(ENV_IDS)}; set env.id (or the "
+                         "id in a checkpoint's env.json) to one of them. Other ids are refused: gymnasium would "
+                         "import the module named before a ':' in an id")
+    return env_id
+
+
+def check_variation(spec: str, env_id: str = CUBE_PICK_ENV_ID, visual: bool = False) -> str:
     """``spec`` when it names a scene variation (``envs.variation``: ``none``, ``standard``, ``<factor>:<level>``, …)
     that the env ``env_id`` can apply (and, with ``visual``, that changes only what the cameras see); otherwise a
     ValueError naming the valid forms."""
@@ -66,7 +83,9 @@ def check_variation(spec: str, env_id: str = "s2robot/CubePick-v0", visual: bool
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
-    """Build the environment of ``cfg`` (registering s2robot's own environments first)."""
+    """Build the environment of ``cfg`` (registering s2robot's own environments first); only an id of ``ENV_IDS``
+    is made, even when ``cfg.id`` was changed after construction."""
+    check_env_id(cfg.id)
     import envs  # noqa: F401  (registers s2robot/CubePick-v0 and s2robot/FrankaReal-v0)
 
     return gym.make(

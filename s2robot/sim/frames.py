@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from s2robot.common.checks import check_image_side, check_seed
 from s2robot.data.keys import rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import EnvConfig, check_variation, make_env
@@ -66,9 +67,10 @@ class GeneratorConfig:
     out: str | None = None
 
     def __post_init__(self) -> None:
-        if self.n_frames < 0 or self.image_size < 8 or not self.cameras:
-            raise ValueError(f"need n_frames ≥ 0, image_size ≥ 8 and a camera; got {self.n_frames}, "
-                             f"{self.image_size}, {self.cameras}")
+        if self.n_frames < 0 or not self.cameras:
+            raise ValueError(f"need n_frames ≥ 0 and a camera; got {self.n_frames}, {self.cameras}")
+        check_image_side(self.image_size)
+        check_seed(self.seed)
         check_variation(self.variation)
 
     def key(self) -> str:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from s2robot.common.checks import check_image_side, check_seed
 from s2robot.common.device import DTYPE_CHOICES, resolve_device, resolve_dtype
 from s2robot.vision.image import imagenet_normalize, to_float
 from s2robot.vision.oracle import ORACLE, ORACLE_DIM, OracleEncoder
@@ -68,6 +69,7 @@ class EncoderConfig:
     oracle_noise: float = 0.0
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)  # seeds the random init, and the oracle's per-episode noise (numpy)
         if self.is_oracle:
             if not (self.oracle_noise >= 0 and math.isfinite(self.oracle_noise)):
                 raise ValueError(f"oracle_noise must be a finite value ≥ 0 [m], got {self.oracle_noise}")
@@ -84,7 +86,15 @@ class EncoderConfig:
             raise ValueError("set either img_sizes or scales, not both")
         if self.grid_size < 1:
             raise ValueError(f"grid_size must be ≥ 1; got {self.grid_size}")
+        if self.max_split_size is not None:
+            check_image_side(self.max_split_size, "max_split_size", low=1)
+        bad_scales = [s for s in self.scales or [] if not (math.isfinite(s) and s > 0)]
+        if bad_scales:
+            raise ValueError(f"scales must be finite and > 0 (relative to the model's size); got {bad_scales}")
         sizes = self.resolved_img_sizes()
+        field_name = "img_sizes" if self.img_sizes else f"scales × {self.variant}'s {self.model_size()} px"
+        for size in sizes:
+            check_image_side(size, f"each S² scale ({field_name})", low=1)
         if not -len(sizes) <= self.resize_output_to_idx < len(sizes):
             raise ValueError(f"resize_output_to_idx {self.resize_output_to_idx} is out of range for {sizes}")
         bad = [size for size in sizes if size % self.tile_size()]

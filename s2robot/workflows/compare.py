@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from s2robot.common.checks import check_seed
 from s2robot.common.device import DTYPE_CHOICES
 from s2robot.common.runlog import wandb_run
 from s2robot.policy.checkpoint import read_parts
@@ -92,6 +93,8 @@ class CompareConfig:
             raise ValueError(f"encoders must be a non-empty list of distinct names, got {self.encoders}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be a non-empty list of distinct ints, got {self.seeds}")
+        for seed in self.seeds:
+            check_seed(seed, "each of seeds (training seeds)")
         if self.encoder_dtype is not None and self.encoder_dtype not in DTYPE_CHOICES:
             raise ValueError(f"encoder_dtype must be one of {list(DTYPE_CHOICES)} or null, got {self.encoder_dtype!r}")
         bad = [r for r in self.readouts if r not in READOUTS]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from s2robot.common.checks import check_seed
 from s2robot.common.device import resolve_device
 from s2robot.common.runlog import WandbConfig, wandb_run
 from s2robot.data.store import EpisodeStore
@@ -128,6 +129,7 @@ class EvalConfig:
         if self.n_random_positions < 0 or self.position_seed < 0:
             raise ValueError(f"n_random_positions and position_seed must be ≥ 0, got {self.n_random_positions}, "
                              f"{self.position_seed}")
+        check_seed(self.seed)  # episode i resets its env with seed + i
         if isinstance(self.positions, tuple | np.ndarray):  # plain lists, as hydra gives and results.json records
             self.positions = np.asarray(self.positions, dtype=object).tolist()
         if self.positions != "paper" or self.n_random_positions:

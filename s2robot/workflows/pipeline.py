@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from s2robot.common.checks import check_seed
 from s2robot.sim.env import check_variation
 from s2robot.workflows.evaluate import EvalConfig, evaluate
 from s2robot.workflows.record import RecordConfig, record_demos
@@ -46,6 +47,7 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.evaluate_checkpoint not in ("last", "best"):
             raise ValueError(f"evaluate_checkpoint must be 'last' or 'best', got {self.evaluate_checkpoint!r}")
+        check_seed(self.record_seed, "record_seed")
         self.record_config()  # refuses bad recording settings (e.g. an unknown variation) before anything runs
         if self.train.views.n and self.train.views.scenes is not None:  # recorded only for scene views
             check_variation(self.scene_variation, self.train.env.id, visual=True)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from s2robot.common.checks import check_seed
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import check_variation
 from s2robot.sim.frames import LABELS, FrameDataConfig, GeneratorConfig, LabeledFrames, generate_frames, read_labeled
@@ -256,6 +257,7 @@ class ProbeConfig:
         bad = [p for p in self.reconstruct if len(p) != 2 or p[0] == p[1] or not set(p) <= set(self.encoders)]
         if self.reconstruct_splits < 1:
             raise ValueError(f"reconstruct_splits must be ≥ 1, got {self.reconstruct_splits}")
+        check_seed(self.seed)  # splits episodes with numpy (split_groups)
         if bad:
             raise ValueError(f"reconstruct pairs must be [source, target], two different names of encoders "
                              f"{self.encoders}; got {bad}")

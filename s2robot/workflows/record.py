@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from s2robot.common.checks import check_seed
 from s2robot.common.lock import writer_lock
 from s2robot.data.keys import ACTION_SPACES
 from s2robot.data.store import EpisodeStore
@@ -87,6 +88,7 @@ class RecordConfig:
             raise ValueError(f"n_episodes must be ≥ 1 (episodes to keep), got {self.n_episodes}")
         if self.workers < 1:
             raise ValueError(f"workers must be ≥ 1 (1 = record in this process), got {self.workers}")
+        check_seed(self.seed)  # episode k resets its env with seed + k
         if self.noise_std < 0 or not math.isfinite(self.noise_std):
             raise ValueError(f"noise_std must be a finite value ≥ 0 [rad], got {self.noise_std}")
         if self.tail_steps < 0:

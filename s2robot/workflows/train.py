@@ -33,6 +33,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from s2robot.common.checks import check_seed
 from s2robot.common.device import DTYPE_CHOICES, autocast_dtype
 from s2robot.common.distributed import barrier, gather_rng_state, init_distributed, rng_state, set_rng_state
 from s2robot.common.lock import writer_lock
@@ -115,6 +116,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "cache_batch_size", "val_every", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        check_seed(self.seed)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         for name, ok, want in [("lr", self.lr > 0, "> 0"), ("grad_clip", self.grad_clip > 0, "> 0"),

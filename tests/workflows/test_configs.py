@@ -13,10 +13,18 @@ from omegaconf import OmegaConf
 
 from s2robot.policy.configuration import PolicyConfig
 from s2robot.sim.env import EnvConfig
+from s2robot.sim.frames import GeneratorConfig
 from s2robot.vision.encoder import EncoderConfig
 from s2robot.workflows.cache import FeatureCacheConfig
+from s2robot.workflows.compare import CompareConfig
 from s2robot.workflows.configs import ENTRY_POINTS, GROUPS, register_configs
+from s2robot.workflows.distill import DistillConfig
+from s2robot.workflows.evaluate import EvalConfig
+from s2robot.workflows.pipeline import PipelineConfig
+from s2robot.workflows.pretrain import PretrainConfig
+from s2robot.workflows.probe import ProbeConfig
 from s2robot.workflows.record import RecordConfig
+from s2robot.workflows.robustness import RobustnessConfig
 from s2robot.workflows.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,11 +138,45 @@ NAN = float("nan")
     (lambda: TrainConfig(grad_clip=float("inf")), "grad_clip must be finite"),
     (lambda: TrainConfig(val_fraction=1.0), r"val_fraction must be finite and in \[0, 1\)"),
     (lambda: TrainConfig(steps=0), "steps must be ≥ 1, got 0"),
+    (lambda: TrainConfig(cache_batch_size=0), "cache_batch_size must be ≥ 1, got 0"),
+    (lambda: TrainConfig(seed=-1), "seed must be an integer ≥ 0"),
     (lambda: EnvConfig(joint_noise=NAN), "joint_noise must be a finite value ≥ 0"),
     (lambda: EnvConfig(joint_noise=-0.1), "joint_noise must be a finite value ≥ 0"),
     (lambda: FeatureCacheConfig(batch_size=0), "batch_size must be ≥ 1"),
     (lambda: RecordConfig(n_episodes=-3), "n_episodes must be ≥ 1"),
     (lambda: RecordConfig(workers=-2), "workers must be ≥ 1"),
+    # sizes: each names the field, the value and the valid range
+    (lambda: PolicyConfig(d_model=0), "d_model must be ≥ 1 .*got 0"),
+    (lambda: PolicyConfig(n_heads=0), "n_heads must be ≥ 1 .*got 0"),
+    (lambda: PolicyConfig(d_model=30, n_heads=4), "d_model 30 must be a multiple of n_heads 4"),
+    (lambda: PolicyConfig(n_layers=0), "n_layers must be ≥ 1 .*got 0"),
+    (lambda: PolicyConfig(ff_mult=0), "ff_mult must be ≥ 1 .*got 0"),
+    (lambda: PolicyConfig(t_obs=0), r"t_obs and t_act must be ≥ 1 \[steps\], got 0, 16"),
+    (lambda: PolicyConfig(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
+    (lambda: PolicyConfig(ensemble_decay=NAN), "ensemble_decay must be finite.*got nan"),
+    (lambda: EnvConfig(image_size=100000), r"image_size must be an integer in \[8, 4096\] px .*got 100000"),
+    (lambda: EnvConfig(image_size=4), r"image_size must be an integer in \[8, 4096\] px .*got 4"),
+    (lambda: EnvConfig(max_steps=0), r"max_steps must be ≥ 1 \[control steps\], got 0"),
+    (lambda: GeneratorConfig(image_size=100000), r"image_size must be an integer in \[8, 4096\] px .*got 100000"),
+    (lambda: EncoderConfig(variant="vitti", img_sizes=[224 * 500]),
+     r"each S² scale \(img_sizes\) must be an integer in \[1, 4096\] px .*got 112000"),
+    (lambda: EncoderConfig(variant="vitti", img_sizes=[0]), r"each S² scale \(img_sizes\) .*got 0"),
+    (lambda: EncoderConfig(variant="vitti", scales=[0.0]), r"scales must be finite and > 0 .*got \[0.0\]"),
+    (lambda: EncoderConfig(variant="vitti", scales=[40.0]), r"each S² scale \(scales × vitti's 224 px\) .*got 8960"),
+    (lambda: EncoderConfig(variant="vitti", max_split_size=-224), r"max_split_size must be an integer in \[1, 4096\]"),
+    # seeds: numpy's SeedSequence refuses negatives, so a negative seed would fail only mid-run
+    (lambda: EvalConfig(seed=-5), r"seed must be an integer ≥ 0 \(numpy's SeedSequence refuses negative seeds\), "
+                                  r"got -5"),
+    (lambda: RobustnessConfig(seed=-5), "seed must be an integer ≥ 0 .*got -5"),
+    (lambda: RecordConfig(seed=-1), "seed must be an integer ≥ 0 .*got -1"),
+    (lambda: PipelineConfig(record_seed=-1), "record_seed must be an integer ≥ 0 .*got -1"),
+    (lambda: GeneratorConfig(seed=-1), "seed must be an integer ≥ 0 .*got -1"),
+    (lambda: EncoderConfig(seed=-1), "seed must be an integer ≥ 0 .*got -1"),
+    (lambda: EncoderConfig(variant="oracle", oracle_noise=0.03, seed=-1), "seed must be an integer ≥ 0 .*got -1"),
+    (lambda: PretrainConfig(seed=-1), "seed must be an integer ≥ 0 .*got -1"),
+    (lambda: DistillConfig(seed=-1), "seed must be an integer ≥ 0 .*got -1"),
+    (lambda: ProbeConfig(seed=-1), "seed must be an integer ≥ 0 .*got -1"),
+    (lambda: CompareConfig(seeds=[0, -1]), r"each of seeds \(training seeds\) must be an integer ≥ 0 .*got -1"),
 ])
 def test_bad_values_are_refused_at_the_boundary(make: Any, match: str) -> None:
     """Hostile-testing finding 7: a bad value is refused where it enters, naming the field and the value."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_demos, micro_encoder_config
+from helpers import import_probe, make_demos, micro_encoder_config
 
 from s2robot.common.runlog import WandbConfig
 from s2robot.policy.configuration import PolicyConfig
@@ -113,6 +113,26 @@ def test_fingerprint_mismatch_is_refused(checkpoint: Path, tmp_path: Path) -> No
         run(bad, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="train_bc"):
         run(tmp_path / "missing.pt", tmp_path / "out")
+
+
+def test_checkpoint_env_naming_a_module_is_refused_before_it_is_imported(checkpoint: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An env.json whose id is gymnasium's ``module:id`` would import ``module`` when the env is made: a checkpoint
+    must not choose code to run. The evaluation is refused while loading the checkpoint, and nothing is imported."""
+    bad = tmp_path / "bad"
+    shutil.copytree(checkpoint, bad)
+    flag = import_probe(tmp_path, "s2robot_eval_probe")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    part = json.loads((bad / "env.json").read_text())
+    part["id"] = "s2robot_eval_probe:s2robot/CubePick-v0"
+    (bad / "env.json").write_text(json.dumps(part))
+    try:
+        with pytest.raises(ValueError, match="is not one of s2robot's environments"):
+            run(bad, tmp_path / "out", n_envs=0, videos=0, repeats=1, positions=[[0.5, 0.0]], max_steps=2)
+    finally:
+        imported = sys.modules.pop("s2robot_eval_probe", None) is not None
+    assert not flag.exists() and not imported
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_wilson_interval_matches_known_values() -> None:

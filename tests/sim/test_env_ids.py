@@ -1,0 +1,52 @@
+"""Env config: only s2robot's own registered environments are made, so a config never picks a module to import."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import import_probe
+from omegaconf import OmegaConf
+
+from s2robot.sim.env import ENV_IDS, EnvConfig, make_env
+
+PROBE = "s2robot_import_probe"
+
+
+@pytest.fixture
+def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A module on sys.path that leaves a file behind if anything imports it."""
+    flag = import_probe(tmp_path, PROBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield flag
+    sys.modules.pop(PROBE, None)
+
+
+@pytest.mark.parametrize("env_id", [f"{PROBE}:s2robot/CubePick-v0", f"{PROBE}:CubePick-v0", "CartPole-v1",
+                                    "s2robot/CubePick-v9"])
+def test_an_env_id_that_is_not_s2robots_is_refused_before_any_import(env_id: str, probe: Path) -> None:
+    """gymnasium reads ``module:id`` as "import module, then make id": an id from a config (a checkpoint's env.json)
+    would choose code to run. Only s2robot's registered ids pass, at the config and again in make_env."""
+    allowed = r"s2robot/CubePick-v0.*s2robot/FrankaReal-v0"
+    with pytest.raises(ValueError, match=rf"env id {env_id!r} is not one of s2robot's environments.*{allowed}"):
+        EnvConfig(id=env_id)
+    with pytest.raises(ValueError, match="is not one of s2robot's environments"):  # as a checkpoint's env.json loads
+        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EnvConfig), {"id": env_id}))
+    cfg = EnvConfig(image_size=32)
+    cfg.id = env_id  # a field set after construction is checked where the env is made
+    with pytest.raises(ValueError, match="is not one of s2robot's environments"):
+        make_env(cfg, render_mode=None)
+    assert not probe.exists() and PROBE not in sys.modules
+
+
+def test_s2robots_own_ids_are_made() -> None:
+    """ENV_IDS are exactly the ids ``envs`` registers, and the simulated one is made."""
+    import envs
+
+    assert set(ENV_IDS) == {envs.CUBE_PICK_ID, envs.FRANKA_REAL_ID}
+    env = make_env(EnvConfig(image_size=32, max_steps=2), render_mode=None)
+    try:
+        assert env.spec is not None and env.spec.id == "s2robot/CubePick-v0"
+    finally:
+        env.close()
