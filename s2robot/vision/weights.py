@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import json
 import os
 import urllib.request
 import warnings
@@ -45,7 +46,8 @@ MVP_URLS: dict[str, str] = {
 # until then a download prints and records its md5 and sha256 instead of verifying them.
 MVP_MD5: dict[str, str | None] = dict.fromkeys(MVP_URLS)
 
-# Checkpoints that ship with the repository (small, float16), with a NAME.json of provenance next to each.
+# Checkpoints that ship with the repository (small, float16), with a NAME.json of provenance next to each: those
+# JSON files, each recording its checkpoint's sha256, are the registry of shipped weights (``shipped_weights``).
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 
 RANDOM = "random"
@@ -57,6 +59,28 @@ def cache_dir() -> Path:
     """Where named checkpoints are looked for: ``$S2ROBOT_WEIGHTS_DIR`` or ``~/.cache/s2robot/mvp``."""
     env = os.environ.get("S2ROBOT_WEIGHTS_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "s2robot" / "mvp"
+
+
+def shipped_weights() -> dict[str, str | None]:
+    """The checkpoints that ship with the repository: ``{NAME: sha256}`` for every ``weights/NAME.json`` (None where
+    that JSON cannot be read or records no sha256: still shipped, so still never replaced)."""
+    shipped: dict[str, str | None] = {}
+    for meta in sorted(REPO_WEIGHTS_DIR.glob("*.json")):
+        try:
+            sha = json.loads(meta.read_text()).get("sha256")
+        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, or not an object
+            sha = None
+        shipped[meta.stem] = sha if isinstance(sha, str) else None
+    return shipped
+
+
+def shipped_name(path: str | Path) -> str | None:
+    """The name of the shipped checkpoint that ``path`` is (its ``.pth`` or its ``.json``, by any name that resolves
+    to it: a symlinked folder, ``..``), else None."""
+    path = Path(path).resolve()
+    if path.parent != REPO_WEIGHTS_DIR.resolve() or path.suffix not in (".pth", ".json"):
+        return None
+    return path.stem if path.stem in shipped_weights() else None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from s2robot.common.checks import check_seed
 from s2robot.common.device import resolve_device
+from s2robot.common.lock import writer_lock
 from s2robot.common.optim import lr_factor, param_groups, save_checkpoint
 from s2robot.common.runlog import RunLogger, WandbConfig
 from s2robot.policy.checkpoint import load_tensors
@@ -33,7 +35,13 @@ from s2robot.sim.frames import FrameDataConfig, GeneratorConfig, paired_frames
 from s2robot.vision.image import imagenet_normalize, to_float
 from s2robot.vision.vit import VisionTransformer, build_vit, get_config
 from s2robot.vision.weights import load_resolved, resolve_weights
-from s2robot.workflows.pretrain import describe_data, export_encoder, random_resized_crop, s2_tiles
+from s2robot.workflows.pretrain import (
+    check_export_target,
+    describe_data,
+    export_encoder,
+    random_resized_crop,
+    s2_tiles,
+)
 
 
 def _paired_data() -> FrameDataConfig:
@@ -55,6 +63,8 @@ class DistillConfig:
     crop_scale, crop_ratio: random resized crop of each pair (the same crop for both frames)
     threads: torch CPU threads; None = torch's default
     export_name: registry name of the student (``s2robot.vision.vit.VARIANTS``); None = no export
+    export_overwrite: let the export replace an existing ``<export_dir>/<export_name>.pth``/``.json``; a checkpoint that
+        ships with the repository is never replaced (``pretrain.check_export_target``)
     """
 
     teacher: str = "vitti-112-s2mae-cubepick"
@@ -78,6 +88,7 @@ class DistillConfig:
     export_name: str | None = "vitti-112-invariant-cubepick"
     export_dir: str = "weights"
     export_fp16: bool = True
+    export_overwrite: bool = False
     wandb: WandbConfig = field(default_factory=WandbConfig)
     runs_dir: str = "runs"
 
@@ -87,6 +98,7 @@ class DistillConfig:
                              f"{self.batch_size}, {self.warmup_steps}, {self.lr}")
         if not 0.0 <= self.clean_share < 1.0:
             raise ValueError(f"clean_share must be in [0, 1), got {self.clean_share}")
+        check_seed(self.seed)
         vit = get_config(self.teacher)  # raises with the list of variants
         if any(s < vit.img_size or s % vit.img_size for s in self.s2_img_sizes):
             raise ValueError(f"s2_img_sizes must be multiples of {self.teacher}'s {vit.img_size} px; got "
@@ -98,6 +110,11 @@ class DistillConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def export_path(self) -> Path | None:
+        """``<export_dir>/<export_name>.pth``; None without an export."""
+        return None if self.export_name is None else Path(self.export_dir) / f"{self.export_name}.pth"
 
 
 def load_teacher(variant: str, device: torch.device) -> tuple[VisionTransformer, str]:
@@ -135,10 +152,21 @@ def make_batch(varied: torch.Tensor, clean: torch.Tensor, cfg: DistillConfig, ge
 
 def distill(cfg: DistillConfig, frames: tuple[Any, Any] | None = None, progress: bool = True,
             command: str | None = None, stop_at: int | None = None) -> dict[str, Any]:
+    """``_distill`` holding the run folder's writer lock: a second distillation of the same run is refused with the
+    first one's pid and host instead of interleaving checkpoints."""
+    with writer_lock(cfg.run_dir, "run"):
+        return _distill(cfg, frames, progress, command, stop_at)
+
+
+def _distill(cfg: DistillConfig, frames: tuple[Any, Any] | None = None, progress: bool = True,
+             command: str | None = None, stop_at: int | None = None) -> dict[str, Any]:
     """Train (or resume, from ``runs/<name>/last.pt``) the student; export it when asked. ``frames``: (varied,
     clean) uint8 (T, S, S, 3) pairs, default ``paired_frames(cfg.data)``. stop_at: stop at this step after a
-    checkpoint, as an interrupted run would (no export). Returns steps, losses and the export."""
-    # 1. setup: device, frames, teacher and student
+    checkpoint, as an interrupted run would (no export). Returns steps, losses and the export. An export that would
+    replace a file is refused before any training."""
+    # 1. setup: the export's target, device, frames, teacher and student
+    if cfg.export_path is not None:
+        check_export_target(cfg.export_path, cfg.export_overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -210,8 +238,7 @@ def distill(cfg: DistillConfig, frames: tuple[Any, Any] | None = None, progress:
             "first_loss": history[0] if history else None, "seed": cfg.seed, "command": command,
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
         state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-        export, _ = export_encoder(state, Path(cfg.export_dir) / f"{cfg.export_name}.pth", cfg.export_fp16,
-                                   provenance)
+        export, _ = export_encoder(state, cfg.export_path, cfg.export_fp16, provenance, cfg.export_overwrite)
         if progress:
             print(f"exported {export} ({export.stat().st_size / 1e6:.1f} MB)")
     return {"run_dir": cfg.run_dir, "step": step, "history": history, "export": export}

@@ -6,7 +6,9 @@ AdamW with warmup + cosine, bf16 autocast on GPU, exact resume, reconstruction P
 wandb. With ``s2_img_sizes`` it pretrains with S² (the S² paper's pretraining at several scales): each image is
 one of the tiles S² will feed the frozen encoder, so the model learns the zoomed-in views it sees at 448².
 ``export_encoder`` writes the encoder as an MVP-format checkpoint (``{"model": state dict}``, timm key names)
-with a JSON of provenance, which ``s2robot.vision.weights`` loads like an official MVP file.
+with a JSON of provenance, which ``s2robot.vision.weights`` loads like an official MVP file. An export replaces no
+existing file unless asked (``export_overwrite``) and never a checkpoint that ships with the repository. A run holds
+the writer lock of its folder while it trains, so a second ``pretrain_mae.py`` of the same run is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +30,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm import tqdm
 
+from s2robot.common.checks import check_seed
 from s2robot.common.device import DTYPE_CHOICES, autocast_dtype, resolve_device
+from s2robot.common.lock import writer_lock
 from s2robot.common.optim import lr_factor, param_groups, save_checkpoint
 from s2robot.common.runlog import RunLogger, WandbConfig
 from s2robot.policy.checkpoint import load_tensors
@@ -35,7 +40,7 @@ from s2robot.sim.frames import FrameDataConfig, load_frames, paired_frames
 from s2robot.vision.image import imagenet_normalize, to_float
 from s2robot.vision.mae import MAEConfig, MaskedAutoencoder
 from s2robot.vision.vit import get_config
-from s2robot.vision.weights import file_sha256
+from s2robot.vision.weights import file_sha256, shipped_name
 
 TARGETS = ("input", "clean")
 
@@ -64,6 +69,8 @@ class PretrainConfig:
         reconstruction PNGs (``recon/step_<N>.png``: original / masked / reconstruction / with visible)
     export_name: registry name to export the encoder under (e.g. ``vitti-mae-cubepick``); None = no export
     export_dir: where ``<export_name>.pth`` and ``.json`` go (``weights/`` ships with the repository)
+    export_overwrite: let the export replace an existing ``<export_name>.pth``/``.json`` in ``export_dir``; a
+        checkpoint that ships with the repository (``s2robot.vision.weights.shipped_weights``) is never replaced
     export_fp16: store the exported weights in float16 (half the size; loads into float32 models)
     wandb: wandb logging (``wandb.mode``: ``offline`` by default, ``online`` or ``disabled``)
     """
@@ -93,6 +100,7 @@ class PretrainConfig:
     export_name: str | None = None
     export_dir: str = "weights"
     export_fp16: bool = True
+    export_overwrite: bool = False
     wandb: WandbConfig = field(default_factory=WandbConfig)
     runs_dir: str = "runs"
 
@@ -100,6 +108,7 @@ class PretrainConfig:
         if self.steps < 1 or self.batch_size < 1 or self.warmup_steps < 0:
             raise ValueError(f"need steps ≥ 1, batch_size ≥ 1, warmup_steps ≥ 0; got {self.steps}, "
                              f"{self.batch_size}, {self.warmup_steps}")
+        check_seed(self.seed)
         if self.amp not in (*DTYPE_CHOICES, "none"):
             raise ValueError(f"amp must be one of {[*DTYPE_CHOICES, 'none']}; got {self.amp!r}")
         if self.target not in TARGETS:
@@ -123,6 +132,11 @@ class PretrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def export_path(self) -> Path | None:
+        """``<export_dir>/<export_name>.pth``; None without an export."""
+        return None if self.export_name is None else Path(self.export_dir) / f"{self.export_name}.pth"
 
 
 @dataclass
@@ -229,20 +243,50 @@ def reconstruction_grid(model: MaskedAutoencoder, frames: torch.Tensor, seed: in
     return (rearrange(rows, "b c h w -> (b h) w c") * 255).round().byte().cpu().numpy()
 
 
+def check_export_target(path: Path, overwrite: bool = False) -> None:
+    """Refuse an export to ``path`` (``<name>.pth``, and its ``<name>.json``) that would replace a checkpoint shipped
+    with the repository (never allowed) or, unless ``overwrite``, any existing file."""
+    files = (path, path.with_suffix(".json"))
+    name = next((n for n in map(shipped_name, files) if n is not None), None)
+    if name is not None:
+        raise FileExistsError(
+            f"{path} is the checkpoint {name!r} that ships with the repository (its sha256 is registered in "
+            f"{path.with_suffix('.json')}); an export never replaces it, even with export_overwrite=true. "
+            "Export under another export_name or export_dir, or export_name=null; to replace the shipped checkpoint "
+            "on purpose, delete both its files first (git rm)")
+    existing = [str(f) for f in files if f.exists() or f.is_symlink()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: an export "
+                              "replaces nothing unless asked. Set export_overwrite=true to replace it, or export "
+                              "under another export_name or export_dir")
+
+
 def export_encoder(
-    state: dict[str, torch.Tensor], path: Path, fp16: bool, provenance: dict[str, Any]
+    state: dict[str, torch.Tensor], path: Path, fp16: bool, provenance: dict[str, Any], overwrite: bool = False
 ) -> tuple[Path, dict[str, Any]]:
     """Write ``{"model": state}`` (an encoder's state dict: MVP format) to ``path`` and its provenance to
-    ``.json``."""
+    ``.json``, each through a temporary file beside it and ``os.replace`` (a reader never sees half a file).
+
+    Refuses, before writing anything, to replace a shipped checkpoint or, unless ``overwrite``, an existing file
+    (``check_export_target``).
+    """
+    check_export_target(path, overwrite)
     if fp16:
         state = {k: v.half() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pth.part")
-    torch.save({"model": state}, tmp)
-    tmp.replace(path)
-    info = provenance | {"file": path.name, "dtype": "float16" if fp16 else "float32",
-                         "bytes": path.stat().st_size, "sha256": file_sha256(path)}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    meta = path.with_suffix(".json")
+    tmp_pth, tmp_meta = (f.with_name(f".{f.name}.{os.getpid()}.part") for f in (path, meta))
+    try:
+        torch.save({"model": state}, tmp_pth)
+        info = provenance | {"file": path.name, "dtype": "float16" if fp16 else "float32",
+                             "bytes": tmp_pth.stat().st_size, "sha256": file_sha256(tmp_pth)}
+        tmp_meta.write_text(json.dumps(info, indent=2) + "\n")
+        check_export_target(path, overwrite)  # again: another export may have landed while this one was written
+        os.replace(tmp_pth, path)
+        os.replace(tmp_meta, meta)
+    finally:
+        tmp_pth.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
     return path, info
 
 
@@ -338,8 +382,8 @@ def _export(cfg: PretrainConfig, run: _MAERun, n_frames: int, command: str | Non
         "first_loss": run.history[0] if run.history else None, "seed": cfg.seed, "command": command,
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    path, _ = export_encoder(run.model.encoder_state_dict(), Path(cfg.export_dir) / f"{cfg.export_name}.pth",
-                             cfg.export_fp16, provenance)
+    path, _ = export_encoder(run.model.encoder_state_dict(), cfg.export_path, cfg.export_fp16, provenance,
+                             cfg.export_overwrite)
     if progress:
         print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return path
@@ -358,8 +402,14 @@ def pretrain_mae(
     (varied, clean) of such arrays, row by row the same states, default ``paired_frames(cfg.data)``. command: the
     command line, recorded in the export's provenance. stop_at: stop at this step after a checkpoint, as an interrupted
     run would (no export); the same call without it resumes.
+
+    An export that would replace a file is refused here, before any training (``check_export_target``). The run
+    folder is locked for this writer while it trains and exports: a second pretraining of the same run is refused
+    with the first one's pid and host instead of interleaving checkpoints.
     """
-    # 1. setup: device, precision, data
+    # 1. setup: the export's target, device, precision, data
+    if cfg.export_path is not None:
+        check_export_target(cfg.export_path, cfg.export_overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -371,8 +421,15 @@ def pretrain_mae(
     elif frames is None:
         frames = load_frames(cfg.data, progress)
     _check_frames(frames, cfg.model.variant, cfg.s2_img_sizes)
+    with writer_lock(cfg.run_dir, "run"):
+        return _train_and_export(cfg, torch.from_numpy(frames), targets, device, amp, progress, command, stop_at)
+
+
+def _train_and_export(cfg: PretrainConfig, pool: torch.Tensor, targets: torch.Tensor | None, device: torch.device,
+                      amp: torch.dtype | None, progress: bool, command: str | None, stop_at: int | None
+                      ) -> PretrainResult:
+    """Steps 2-4 of ``pretrain_mae`` on the frames ``pool`` (T, S, S, 3) uint8, with the run folder locked."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    pool = torch.from_numpy(frames)
 
     # 2. model, optimizer, schedule; resume when a checkpoint exists
     run = _MAERun(cfg, device, progress)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from s2robot.common.lock import writer_lock
 from s2robot.sim.frames import FrameDataConfig, GeneratorConfig, paired_frames
 from s2robot.vision import weights as W
 from s2robot.vision.vit import build_vit
@@ -70,6 +71,15 @@ def test_resume_is_exact_and_another_teacher_is_refused(teacher: Path, pairs, tm
     torch.save({"model": build_vit("vit-micro").state_dict()}, teacher)  # another teacher now
     with pytest.raises(ValueError, match="distilled another teacher's weights"):
         distill(replace(parts, steps=20), frames=(varied, clean), progress=False)
+
+
+def test_a_second_distillation_of_the_same_run_is_refused(teacher: Path, pairs, tmp_path: Path) -> None:
+    varied, clean, data = pairs
+    run = cfg(tmp_path, data, export_name=None, steps=2)
+    with writer_lock(run.run_dir, "run"), pytest.raises(RuntimeError, match=r"being written by another process"):
+        distill(run, frames=(varied, clean), progress=False)
+    assert not (run.run_dir / "last.pt").exists()
+    assert distill(run, frames=(varied, clean), progress=False)["step"] == 2
 
 
 def test_config_errors(pairs) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from s2robot.common.lock import lock_path, writer_lock
 from s2robot.common.optim import lr_factor
 from s2robot.vision import weights as W
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
@@ -21,6 +25,7 @@ from s2robot.vision.vit import build_vit
 from s2robot.workflows.pretrain import (
     PretrainConfig,
     _bicubic_tile,
+    export_encoder,
     pretrain_mae,
     random_resized_crop,
     reconstruction_grid,
@@ -112,6 +117,63 @@ def test_export_loads_through_the_resolver(tmp_path: Path, monkeypatch: pytest.M
     frames = torch.from_numpy(synthetic_frames(3))
     assert torch.allclose(enc(frames), enc.readout(ref(enc.preprocess(frames))), atol=1e-6)
     assert all(p.dtype == torch.float32 for p in enc.vit.parameters())
+
+
+def test_export_replaces_nothing_unless_asked(tmp_path: Path) -> None:
+    """An export to an existing weights file is refused before any training; export_overwrite=true replaces it
+    (through a temporary file beside it: none is left behind)."""
+    frames = synthetic_frames()
+    first = pretrain_mae(tiny_cfg(tmp_path, steps=2, export_name="vit-micro"), frames, progress=False)
+    before = first.export_path.read_bytes()
+    again = tiny_cfg(tmp_path, name="t2", steps=2, seed=1, export_name="vit-micro")
+    with pytest.raises(FileExistsError, match=r"vit-micro\.pth and .*vit-micro\.json already exist.*"
+                                              r"export_overwrite=true"):
+        pretrain_mae(again, frames, progress=False)
+    assert not again.run_dir.exists() and first.export_path.read_bytes() == before
+    second = pretrain_mae(replace(again, export_overwrite=True), frames, progress=False)
+    assert second.export_path == first.export_path and second.export_path.read_bytes() != before
+    info = json.loads(second.export_path.with_suffix(".json").read_text())
+    assert info["sha256"] == W.file_sha256(second.export_path) and info["seed"] == 1
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["vit-micro.json", "vit-micro.pth"]
+
+
+def test_shipped_weights_are_never_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every weights/NAME.json (recording its checkpoint's sha256) registers a shipped checkpoint, which no export
+    replaces: not with export_overwrite=true, not through a symlinked export_dir, not by calling export_encoder."""
+    registry = W.shipped_weights()
+    assert set(registry) == {p.stem for p in W.REPO_WEIGHTS_DIR.glob("*.pth")} and all(registry.values())
+    shipped = tmp_path / "repo_weights"  # a copy of one shipped checkpoint: a regression must not touch the real one
+    shipped.mkdir()
+    for suffix in (".pth", ".json"):
+        shutil.copy(W.REPO_WEIGHTS_DIR / f"vitti-mae-cubepick{suffix}", shipped)
+    monkeypatch.setattr(W, "REPO_WEIGHTS_DIR", shipped)
+    link = tmp_path / "link"
+    link.symlink_to(shipped, target_is_directory=True)
+    digest = W.file_sha256(shipped / "vitti-mae-cubepick.pth")
+    cfg = tiny_cfg(tmp_path, model=MAEConfig("vitti"), export_name="vitti-mae-cubepick", export_dir=str(link),
+                   export_overwrite=True)
+    ships = r"vitti-mae-cubepick\.pth is the checkpoint 'vitti-mae-cubepick' that ships with the repository.*even with"
+    with pytest.raises(FileExistsError, match=ships):
+        pretrain_mae(cfg, synthetic_frames(), progress=False)
+    assert not cfg.run_dir.exists()  # refused before training
+    state = build_vit("vit-micro").state_dict()
+    with pytest.raises(FileExistsError, match=ships):
+        export_encoder(state, link / "vitti-mae-cubepick.pth", True, {}, overwrite=True)
+    assert W.file_sha256(shipped / "vitti-mae-cubepick.pth") == digest
+    assert sorted(p.name for p in shipped.iterdir()) == ["vitti-mae-cubepick.json", "vitti-mae-cubepick.pth"]
+
+
+def test_a_second_pretraining_of_the_same_run_is_refused(tmp_path: Path) -> None:
+    """Pretraining holds its run folder's writer lock: while another writer holds it, a pretraining of that run is
+    refused before writing a checkpoint; once free, it runs and leaves no lock file behind."""
+    cfg = tiny_cfg(tmp_path, steps=2)
+    with writer_lock(cfg.run_dir, "run"):  # a second descriptor of the lock: another writer, as flock sees it
+        with pytest.raises(RuntimeError, match=rf"run {re.escape(str(cfg.run_dir))} is being written by another "
+                                               rf"process \(pid {os.getpid()}"):
+            pretrain_mae(cfg, synthetic_frames(), progress=False)
+    assert not (cfg.run_dir / "last.pt").exists()
+    assert pretrain_mae(cfg, synthetic_frames(), progress=False).step == 2
+    assert not lock_path(cfg.run_dir).exists()
 
 
 def test_config_errors(tmp_path: Path) -> None:
@@ -223,7 +285,8 @@ def test_pretraining_to_the_clean_scene_pairs_the_same_states(tmp_path: Path) ->
     info = json.loads((tmp_path / "weights" / "vit-micro.json").read_text())
     assert info["target"] == "clean" and "standard_visual" in info["method"]
     with pytest.raises(ValueError, match="was pretrained with target=clean"):
-        pretrain_mae(replace(cfg, target="input", data=FrameDataConfig()), frames=clean, progress=False)
+        pretrain_mae(replace(cfg, target="input", data=FrameDataConfig(), export_name=None), frames=clean,
+                     progress=False)
     with pytest.raises(ValueError, match="target=clean reconstructs the scene as built"):
         tiny_cfg(tmp_path, target="clean")
     with pytest.raises(ValueError, match="changed the episodes themselves"):
