@@ -1,4 +1,4 @@
-"""Policy checkpoints from the shell: ``python -m s2robot.workflows.checkpoint {convert OLD.pt,show DIR,recover DIR}``."""
+"""Policy checkpoints from the shell: ``python -m s2robot.workflows.checkpoint {convert,show,recover} PATH``."""
 
 from __future__ import annotations
 
