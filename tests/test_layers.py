@@ -34,3 +34,15 @@ def test_lower_layers_never_import_higher_ones() -> None:
                 if not allowed:
                     bad.append(f"{rel} imports s2robot.{other}")
     assert not bad, bad
+
+
+def test_envs_is_below_the_package() -> None:
+    """``envs`` (MuJoCo scenes, the expert, positions: never torch) sits under every layer of ``s2robot``: it imports
+    nothing of it, so the simulated env never loads the encoder, the policy or the arm."""
+    envs = PACKAGE.parent / "envs"
+    bad = [f"{p.relative_to(PACKAGE.parent)} imports s2robot.{layer}" for p in sorted(envs.glob("*.py"))
+           for layer in sorted(imported_layers(p))]
+    assert not bad, bad
+    top = {node.names[0].name.split(".")[0] for p in envs.glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+           if isinstance(node, ast.Import)}
+    assert not top & {"torch", "s2robot"}, top

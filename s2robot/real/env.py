@@ -22,12 +22,12 @@ import gymnasium as gym
 import numpy as np
 
 from envs.cube_pick import ACTION_MODES, CONTROL_DT, CUBE_REST_Z, LIFT_SUCCESS_HEIGHT
+from s2robot.common.timing import LoopTimer
 from s2robot.real.arm import FINGER_MAX_WIDTH, ArmError, FrankyArm
 from s2robot.real.camera import Camera, open_camera
 from s2robot.real.judge import Judge, OperatorJudge, SceneJudge
 from s2robot.real.kinematics import fingertip_pose
 from s2robot.real.safety import SafetyConfig, SafetyFilter, box_violation, check_action
-from s2robot.real.timing import LoopTimer
 
 SIM_HOST = "franky-sim"  # = s2robot.sim.env.REHEARSAL_HOST (tested)
 HOME_Q = (0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4)  # the simulated env's home pose [rad]

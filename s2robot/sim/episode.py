@@ -98,7 +98,7 @@ def run_episode(env: Any, seed: int, start: Callable[[dict, dict], Policy], obse
             "max_lift": max_lift}
     if scene:
         meta["variation"] = scene
-    timer = getattr(env.unwrapped, "timer", None)  # a real arm's control-loop deadlines (s2robot.real.timing)
+    timer = getattr(env.unwrapped, "timer", None)  # a real arm's control-loop deadlines (s2robot.common.timing)
     if timer is not None:
         meta["timing"] = timer.summary()
     cell = getattr(env.unwrapped, "cell", None)  # a real arm's robot, host, cameras and limits (the recorder's attrs)

@@ -60,7 +60,7 @@ class EpisodeResult:
     final_lift: float = 0.0  # cube lift above rest at the last step [m]
     nearest_demo: float | None = None  # distance to the nearest training-demo cube [m]; None when not known
     clipped_steps: int = 0  # steps whose action the env clipped to its bounds (a policy pushing past them)
-    timing: dict | None = None  # a real arm's control-loop deadlines (s2robot.real.timing.LoopTimer.summary)
+    timing: dict | None = None  # a real arm's control-loop deadlines (s2robot.common.timing.LoopTimer.summary)
 
 
 def classify_failure(lift: Sequence[float], grasped: Sequence[bool], success: bool, success_height: float

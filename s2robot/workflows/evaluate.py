@@ -24,12 +24,12 @@ from omegaconf import OmegaConf
 from s2robot.common.checks import check_seed
 from s2robot.common.device import resolve_device
 from s2robot.common.runlog import WandbConfig, wandb_run
+from s2robot.common.timing import combine_timing, format_timing
 from s2robot.data.store import EpisodeStore
 from s2robot.policy.checkpoint import from_pretrained
 from s2robot.policy.configuration import EXECUTION_FIELDS, EXECUTIONS
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.policy.prefetch import PrefetchingPolicy
-from s2robot.real.timing import combine_timing, format_timing
 from s2robot.sim.env import EnvConfig, check_variation
 from s2robot.sim.rollout import eval_episodes, run_episodes
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, build_encoder, encoder_fingerprint, weights_digest
@@ -245,7 +245,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.prefetch:
         report["prefetch"] = dict(runner.stats)
         print(f"background inference: {runner.stats}")
-    if any(r.timing for r in results):  # the arm's control loop (s2robot.real.timing), over all episodes
+    if any(r.timing for r in results):  # the arm's control loop (s2robot.common.timing), over all episodes
         report["timing"] = combine_timing([r.timing for r in results if r.timing])
         print(f"control loop over {len(results)} episodes: {format_timing(report['timing'])}")
     (out / "results.json").write_text(json.dumps(report, indent=2))

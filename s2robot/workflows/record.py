@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from s2robot.common.checks import check_seed
 from s2robot.common.lock import writer_lock
+from s2robot.common.timing import combine_timing, format_timing
 from s2robot.data.keys import ACTION_SPACES
 from s2robot.data.store import EpisodeStore
-from s2robot.real.timing import combine_timing, format_timing
 from s2robot.sim.env import ARM_ENV_ID, EnvConfig, check_variation
 from s2robot.sim.episode import PolicyFactory, RecordJob, expert_policy
 from s2robot.sim.pool import seed_ordered

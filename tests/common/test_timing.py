@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s2robot.real.timing import LoopTimer, format_timing
+from s2robot.common.timing import LoopTimer, format_timing
 
 
 def schedule(robot: list[float], wall_per_robot: float = 1.0, latency: float = 0.02) -> LoopTimer:

@@ -1,5 +1,5 @@
-"""Deadline accounting of a 10 Hz control loop: when each observation was taken, when its action came back and was
-sent, and which steps missed their deadline.
+"""Deadline accounting of a 10 Hz control loop (the arm's; recording and evaluation report it): when each
+observation was taken, when its action came back and was sent, and which steps missed their deadline.
 
 The loop is paced by the robot's own clock (``RobotState.time``): on a real arm that is real time, in franky-sim it
 is simulated time, so control is right at any simulation speed and the wall-clock ratio is reported, not hidden.
