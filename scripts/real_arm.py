@@ -1,4 +1,4 @@
-"""Franka cell utilities (README, "Real robot"): the placement sheet, a connection check, error recovery.
+"""Franka cell utilities (README, "The real arm"): the placement sheet, a connection check, error recovery.
 
     python scripts/real_arm.py sheet --out placement.pdf              # the 16 paper positions at 1:1, to print
     python scripts/real_arm.py check --host 172.16.0.2 --camera front=realsense:123456789012

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "s2robot"
 ORDER = ["common", "vision", "data", "policy", "sim", "real", "workflows"]
-# A layer that may import only some of the layers below it (DESIGN.md's table): the arm needs no encoder or policy.
+# A layer that may import only some of the layers below it (README, "Layout"): the arm needs no encoder or policy.
 ONLY = {"real": {"common", "data"}}
 EXTRA = {("data", "vision"): {"s2robot/data/features.py"}}  # the feature cache runs the encoder
 

@@ -1,7 +1,7 @@
 """One writer at a time: an exclusive lock held for a writer's lifetime (demo stores, feature caches, run dirs).
 
-Two recorders resuming the same store at once used to interleave their appends and leave episodes that no
-longer matched their digests. ``writer_lock(path)`` takes an ``fcntl`` lock on ``<path>.lock``, ``path`` resolved
+Without it, two recorders resuming the same store at once interleave their appends and leave episodes that do
+not match their digests. ``writer_lock(path)`` takes an ``fcntl`` lock on ``<path>.lock``, ``path`` resolved
 first so that a store named through a symlink is the same store: the OS drops it when the holder exits, is killed
 or crashes, so a lock left by a dead process is taken over at once. A holder that ends normally removes the file.
 The file also holds who has the lock (pid, host, command, start time) for the message a second writer gets. Locks

@@ -53,7 +53,7 @@ def _shape(data: Mapping[str, np.ndarray], feature_keys: tuple[str, ...], cache_
 
 def check_finite(data: Mapping[str, np.ndarray], episode_ends: np.ndarray, source: Path) -> None:
     """Refuse non-finite values (NaN/inf), naming the key, episode and step: a NaN in a validation episode
-    used to train to the end with ``val/loss`` NaN and ``best`` stuck at an early step."""
+    would train to the end with ``val/loss`` NaN and ``best`` stuck at an early step."""
     for k, v in data.items():
         if (found := find_non_finite(v, episode_ends)) is not None:
             n_bad, ep, step = found

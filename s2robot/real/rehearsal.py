@@ -30,7 +30,7 @@ SCENE_CAMERAS = {
     "video": {"pos": "1.2 -0.9 0.8", "xyaxes": "0.7474 0.6644 0 -0.2963 0.3333 0.8950", "fovy": "45"},
 }
 LOCKSTEP_WAIT_S = 0.05  # longest a tick waits for the client's command before stepping on without it [s]
-SHADOW_SIZE = 1024  # franky-sim's 4096 shadow map made one render ~4× dearer on 2 cores (issue 15's measurement)
+SHADOW_SIZE = 1024  # franky-sim's own 4096 shadow map makes one render ~4× dearer (measured on 2 cores)
 
 
 def _loopback_candidates() -> Iterator[str]:

@@ -20,7 +20,7 @@ REHEARSAL_HOST = "franky-sim"  # the arm env's host that rehearses in franky-sim
 
 @dataclass
 class EnvConfig:
-    """A gymnasium environment. Hydra group ``configs/env/``.
+    """A gymnasium environment. Presets: ``ENV_PRESETS`` in ``s2robot.workflows.configs`` (hydra group ``env``).
 
     id: one of s2robot's gymnasium ids (``ENV_IDS``: ``s2robot/CubePick-v0``, ``s2robot/FrankaReal-v0``)
     cameras: cameras rendered into observations (policy inputs)

@@ -27,14 +27,15 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "vitti_mae": {"variant": "vitti-mae-cubepick", "img_sizes": [224]},
     # the same with S² at 224²+448², 384-D CLS features
     "vitti_s2_mae": {"variant": "vitti-mae-cubepick", "img_sizes": [224, 448]},
-    # ViT-Ti/16 MAE-pretrained with S² (issue 16's stretch; shipped: weights/vitti-s2mae-cubepick.pth, made by the
-    # README's command under "In-domain MVP pretraining"), used with S² at 224²+448²
+    # ViT-Ti/16 MAE-pretrained with S² (shipped: weights/vitti-s2mae-cubepick.pth, made by scripts/pretrain_mae.py;
+    # command in its .json), used with S² at 224²+448²
     "vitti_s2_s2mae": {"variant": "vitti-s2mae-cubepick", "img_sizes": [224, 448]},
     # ViT-Ti/16 at 112², MAE-pretrained with S² tiles of 112²+224² (shipped: weights/vitti-112-s2mae-cubepick.pth;
     # command in its .json), S² at 112²+224² of the 224² frames: 4.4× fewer FLOPs per frame than vitti_s2_mae
     "vitti112_s2_s2mae": {"variant": "vitti-112-s2mae-cubepick", "img_sizes": [112, 224]},
-    # vitti112_s2_s2mae's model distilled to see through scene changes (shipped: weights/vitti-112-invariant-
-    # cubepick.pth, made by scripts/distill_invariance.py; command in its .json): docs/robustness.md
+    # vitti112_s2_s2mae's model distilled to see through scene changes (shipped:
+    # weights/vitti-112-invariant-cubepick.pth, made by scripts/distill_invariance.py; command in its .json):
+    # docs/robustness.md
     "vitti112_s2_invariant": {"variant": "vitti-112-invariant-cubepick", "img_sizes": [112, 224]},
     # ViT-S/16 (MVP's ViT-S shape) MAE-pretrained in-domain with the ViT-Ti's recipe, frames and images seen
     # (shipped: weights/vits-mae-cubepick.pth, made on a GPU), plain 224², 384-D CLS

@@ -36,7 +36,7 @@ ENTRY_POINTS: dict[str, type] = {
 }
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "cube_pick": {},  # EnvConfig's defaults: the simulated cube-pick task
-    # The Franka arm through franky (README, "Real robot"): the franky-sim rehearsal, and a real arm (set its host and
+    # The Franka arm through franky (README, "The real arm"): the franky-sim rehearsal, and a real arm (set its host and
     # cameras: env.options.host=<FCI address> env.options.camera_sources.front=realsense:<serial>).
     "franka_sim": {"id": ARM_ENV_ID, "options": {"host": "franky-sim"}},
     "franka": {"id": ARM_ENV_ID, "options": {"host": "172.16.0.2", "camera_sources": {"front": "realsense"}}},

@@ -12,7 +12,7 @@ from s2robot.common.distributed import init_distributed, rng_state, set_rng_stat
 
 def test_init_distributed_gives_cuda_an_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """device=auto on a GPU machine resolves to an indexed CUDA device (torch.cuda.set_device rejects a bare
-    "cuda": single-GPU training failed at start-up before this was fixed)."""
+    "cuda": with it, single-GPU training fails at start-up)."""
     seen = []
 
     def set_device(dev: torch.device) -> None:
@@ -30,7 +30,7 @@ def test_init_distributed_gives_cuda_an_index(monkeypatch: pytest.MonkeyPatch) -
 
 def test_rng_state_restores_from_a_gpu_loaded_checkpoint() -> None:
     """torch.load(map_location=cuda) moves the saved RNG ByteTensors to the GPU; resuming must bring them back
-    (a GPU run's resume failed with 'RNG state must be a torch.ByteTensor' before this was fixed)."""
+    (left on the GPU, a GPU run's resume fails with 'RNG state must be a torch.ByteTensor')."""
 
     class OnDevice:  # stands in for a CUDA tensor: only .cpu() gives the ByteTensor back
         def __init__(self, t: torch.Tensor) -> None:

@@ -41,8 +41,8 @@ def test_second_writer_is_refused_with_the_holder(tmp_path: Path) -> None:
 
 
 def test_concurrent_recorder_refused_and_dead_holder_taken_over(tmp_path: Path) -> None:
-    """A recorder resuming a store another live process writes is refused before touching it (the finding:
-    two recorders interleaved and corrupted digests); once that process is SIGKILLed its lock is free."""
+    """A recorder resuming a store another live process writes is refused before touching it (two recorders
+    at once interleave their appends and break digests); once that process is SIGKILLed its lock is free."""
     demos = make_demos(tmp_path / "d.zarr")
     before = EpisodeStore.open(demos).fingerprint
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -156,8 +156,8 @@ def test_group_reads_equal_episode_reads(tmp_path: Path) -> None:
 
 
 def test_cache_never_deletes_what_is_not_a_cache(tmp_path: Path) -> None:
-    """out= pointing at the demo store itself or at a folder of notes is refused with nothing deleted (finding 2
-    of the hostile-testing issue: both were removed with "unreadable ... rebuilding it")."""
+    """out= pointing at the demo store itself or at a folder of notes is refused with nothing deleted (not taken
+    for an unreadable cache and removed with "unreadable ... rebuilding it")."""
     demos = make_demos(tmp_path / "d.zarr")
     before = EpisodeStore.open(demos).fingerprint
     enc = Counting()

@@ -165,8 +165,8 @@ def test_open_errors(tmp_path):
 @pytest.mark.parametrize("mode", ["r", "a"])
 def test_damaged_episode_ends_delete_nothing(tmp_path, ends, mode):
     """episode_ends that no killed writer leaves (a last end short of, past or before its data, an end that disagrees
-    with its episode's length) are refused as damage, naming the entry, and nothing is changed — they used to be
-    taken for an interrupted append, and resume deleted a good episode (hostile-testing finding 5)."""
+    with its episode's length) are refused as damage, naming the entry, and nothing is changed: taken for an interrupted
+    append, they would make resume delete a good episode."""
     path = tmp_path / "s.zarr"
     build(path, lengths=(2, 3, 4))
     arr = zarr.open_group(path, mode="r+")["meta/episode_ends"]
@@ -306,7 +306,7 @@ def test_sigkill_mid_episode_then_resume(tmp_path, where, kill_ep):
     """A writer SIGKILLed inside an episode leaves earlier episodes intact. Killed before the info write, the
     episode's partial steps are dropped (no info entry: provably torn); killed after it (info written, episode_ends
     not), the episode is complete and is kept. Appending the rest in mode "a" gives the same store as an
-    uninterrupted run (hostile-testing finding 5: recovery never deletes a complete episode)."""
+    uninterrupted run (recovery never deletes a complete episode)."""
     script = tmp_path / "record.py"
     script.write_text(textwrap.dedent(CRASH_SCRIPT.format(tests=str(Path(__file__).parent))))
     path = tmp_path / "crash.zarr"

@@ -24,7 +24,7 @@ def test_check_finite_names_episode_and_step() -> None:
 
 
 def test_nan_written_into_a_cache_is_refused_before_training(tmp_path: Path) -> None:
-    """A NaN edited into a cached validation episode (hostile-testing finding 7) stops training at load time."""
+    """A NaN edited into a cached validation episode stops training at load time (not at the end, val/loss NaN)."""
     demos = make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4, 6))
     enc = FrozenS2Encoder(EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32], dtype="float32"))
     cache = build_feature_cache(demos, enc, progress=False)
@@ -36,7 +36,7 @@ def test_nan_written_into_a_cache_is_refused_before_training(tmp_path: Path) -> 
 
 
 def test_store_info_lists_non_finite_values(tmp_path: Path) -> None:
-    """`python -m s2robot.workflows.store info` shows where a NaN edited into a store is (finding 7)."""
+    """`python -m s2robot.workflows.store info` shows where a NaN edited into a store is (key, episode, step)."""
     from s2robot.data.store import EpisodeStore
     from s2robot.workflows.store import info_text
 

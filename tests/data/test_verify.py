@@ -1,5 +1,5 @@
 """verify_store: edited, deleted, truncated and bit-flipped chunks are found and named, nothing is deleted; the
-feature cache refuses a store whose episodes no longer match their digests (hostile-testing finding 4); damaged
+feature cache refuses a store whose episodes no longer match their digests; damaged
 metadata (root zarr.json, episode_ends chunks) and removed checksums are reported, never raised."""
 
 from __future__ import annotations
@@ -152,8 +152,8 @@ def edit_metadata(path: Path, how: str, rng: np.random.Generator) -> tuple[str, 
 
 
 def test_fuzz_edited_episode_ends_and_attrs_are_all_detected(tmp_path: Path) -> None:
-    """Random edits of episode_ends and of the attrs (hostile-testing finding 4/5): verify names every one and
-    changes nothing; the store CLI exits 1."""
+    """Random edits of episode_ends and of the attrs: verify names every one and changes nothing; the store CLI
+    exits 1."""
     clean = make_demos(tmp_path / "clean.zarr", lengths=LENGTHS)
     assert verify_path(clean) == []
     rng = np.random.default_rng(2)

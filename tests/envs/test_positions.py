@@ -29,8 +29,8 @@ def test_demo_cubes_never_coincide_with_evaluation_cubes() -> None:
     assert np.ptp(demos[:, 1]) > 0.9 * (WORKSPACE.y_max - WORKSPACE.y_min)
 
 
-def test_seed_16_no_longer_reproduces_evaluation_position_0() -> None:
-    """The paper positions came from default_rng(16); env seed 16 now draws from its own stream."""
+def test_seed_16_does_not_reproduce_evaluation_position_0() -> None:
+    """The paper positions came from default_rng(16); env seed 16 draws its cube from the demo stream instead."""
     env = CubePickEnv(cameras=())
     _, info = env.reset(seed=16)
     assert np.linalg.norm(info["cube_pos"][:2] - np.array(EVAL_POSITIONS[0])) > 0.01

@@ -124,7 +124,7 @@ def test_old_single_file_checkpoint_is_refused_then_converted(tmp_path: Path) ->
 
 def test_a_checkpoint_from_before_action_spaces_is_a_delta_policy(tmp_path: Path) -> None:
     """Policies trained before ``action_space`` existed learned joint deltas: loading one must not run it as absolute
-    targets (the new default), which would send the arm towards 0 rad."""
+    targets (the default), which would send the arm towards 0 rad."""
     policy = make_policy()
     ckpt = save_pretrained(tmp_path / "ckpt", policy.state_dict(), policy.normalizer, parts())
     config = json.loads((ckpt / "config.json").read_text())

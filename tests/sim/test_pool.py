@@ -33,8 +33,8 @@ def test_results_come_in_seed_order() -> None:
 
 
 def test_a_killed_worker_is_reported_within_seconds() -> None:
-    """A worker SIGKILLed mid-episode (hostile-testing finding 6: evaluation and recording hung forever) raises
-    an error naming the seeds in flight instead of blocking."""
+    """A worker SIGKILLed mid-episode raises an error naming the seeds in flight within seconds, instead of
+    evaluation or recording waiting for it forever."""
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match=r"worker process \d+ died \(exit code -9\).*resume=true"):
         for _ in seed_ordered(SleepyJob(die_at=3), 0, 2):
@@ -51,8 +51,8 @@ def alive(pid: int) -> bool:
 
 
 def test_workers_die_with_a_killed_parent() -> None:
-    """SIGKILL of the process that owns the pool leaves no worker behind (finding 6: spawn workers of a killed
-    recorder stayed blocked forever)."""
+    """SIGKILL of the process that owns the pool leaves no worker behind (no spawn worker of a killed recorder
+    stays blocked forever)."""
     proc = subprocess.Popen([sys.executable, "-c", ORPHANS, str(TESTS), str(ROOT)], stdout=subprocess.PIPE, text=True)
     pids = [int(proc.stdout.readline().split()[1]) for _ in range(2)]
     assert all(alive(p) for p in pids)

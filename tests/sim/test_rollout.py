@@ -16,7 +16,7 @@ from s2robot.sim.env import EnvConfig
 
 
 class KillingPolicy(torch.nn.Module):
-    """Zero actions; on its third step it SIGKILLs env worker 0 (as the hostile test did by hand)."""
+    """Zero actions; on its third step it SIGKILLs env worker 0 (a worker dying mid-evaluation)."""
 
     feature_keys = ("feat_front",)
 

@@ -221,8 +221,8 @@ class Payload:
 
 def test_weights_file_that_carries_code_is_refused_and_never_run(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hostile-testing finding 1: a valid .pth with an added ``__reduce__`` payload used to run it (the resolver fell
-    back to weights_only=False). Now it is refused, whether passed as ``encoder.weights=`` or found by name."""
+    """A valid .pth with an added ``__reduce__`` payload is refused and its payload never runs (no fallback to
+    weights_only=False), whether passed as ``encoder.weights=`` or found by name."""
     path = write_mvp_checkpoint(tmp_path / "vit-micro.pth", random_micro(0))
     ckpt = torch.load(path, weights_only=True)
     ckpt["args"] = Payload()

@@ -179,7 +179,7 @@ NAN = float("nan")
     (lambda: CompareConfig(seeds=[0, -1]), r"each of seeds \(training seeds\) must be an integer ≥ 0 .*got -1"),
 ])
 def test_bad_values_are_refused_at_the_boundary(make: Any, match: str) -> None:
-    """Hostile-testing finding 7: a bad value is refused where it enters, naming the field and the value."""
+    """A bad value is refused where it enters, naming the field and the value."""
     with pytest.raises(ValueError, match=match):
         make()
 

@@ -70,7 +70,7 @@ def test_refuses_overwrite_and_resumes(tmp_path: Path) -> None:
         record_demos(cfg(tmp_path, resume=True, env=EnvConfig(image_size=48)), progress=False)
     for changed, match in [({"noise_std": 0.01}, r"recorder.noise_std \(0.0 → 0.01\)"),
                            ({"seed": 7}, r"recorder.first_seed \(0 → 7\)"),
-                           ({"keep_failures": True}, "recorder.keep_failures")]:  # hostile-testing finding 5
+                           ({"keep_failures": True}, "recorder.keep_failures")]:  # one store, one setting
         with pytest.raises(ValueError, match=f"cannot resume .*{match}"):
             record_demos(cfg(tmp_path, resume=True, **changed), progress=False)
     assert EpisodeStore.open(tmp_path / "d.zarr").n_episodes == 1
@@ -110,8 +110,8 @@ def test_sigkill_mid_recording_then_resume_completes(tmp_path: Path) -> None:
 
 
 def test_overwrite_replaces_only_a_demo_store(tmp_path: Path) -> None:
-    """overwrite=true replaces a demo store, never a folder of notes or a feature cache (finding 2 of the
-    hostile-testing issue: it deleted any directory)."""
+    """overwrite=true replaces a demo store, never a folder of notes or a feature cache (not any directory at
+    out=)."""
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("keep me")
@@ -133,7 +133,7 @@ def test_overwrite_replaces_only_a_demo_store(tmp_path: Path) -> None:
                                        ({"max_attempts": 1, "n_episodes": 2}, "max_attempts"),
                                        ({"resume": True, "overwrite": True}, "contradict")])
 def test_config_refuses_bad_values(tmp_path: Path, bad: dict, match: str) -> None:
-    """Values that used to be accepted silently (hostile-testing finding 7) are refused, naming the value."""
+    """Bad values are refused when the config is made, naming the value, not accepted silently."""
     with pytest.raises(ValueError, match=match):
         cfg(tmp_path, **bad)
 
@@ -144,7 +144,7 @@ class Killed(BaseException):
 
 def test_kill_right_after_a_commit_does_not_record_its_seed_again(tmp_path: Path, monkeypatch) -> None:
     """The attempt list is committed with the episode: a kill just after the commit cannot leave an episode whose
-    seed resume=true records a second time (hostile-testing finding 5: it used to give duplicate episodes)."""
+    seed resume=true records a second time (no duplicate episodes)."""
     commit = EpisodeStore._commit
 
     def commit_then_die(self, entries, attrs=None):

@@ -93,7 +93,7 @@ def test_resume_refuses_another_config_and_overwrite_restarts(tmp_path: Path) ->
         train(other)
     with pytest.raises(ValueError, match="encoder"):
         train(config(tmp_path, steps=8, encoder=micro_encoder_config(seed=1)))
-    # lr and weight decay live in the optimizer state: a changed value used to be recorded, never applied
+    # lr and weight decay live in the optimizer state: a changed value would be recorded, never applied: refused
     for changed in ({"lr": 1e-3}, {"weight_decay": 0.5}, {"warmup_steps": 3}):
         (key, value), = changed.items()
         with pytest.raises(ValueError, match=rf"different {key} \(.* → {value}\)"):
@@ -104,7 +104,7 @@ def test_resume_refuses_another_config_and_overwrite_restarts(tmp_path: Path) ->
 
 def test_resume_takes_a_changed_execution(tmp_path: Path) -> None:
     """How chunks are executed is never trained on: a run resumes across a change of it, and later checkpoints
-    carry the new one (make run switched to executing all 16 actions of a chunk after runs were trained with 8)."""
+    carry the new one (a run trained executing 8 actions of each chunk, resumed executing all 16)."""
     small = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ff_mult": 2, "dropout": 0.1}
     train(config(tmp_path, steps=4, policy=PolicyConfig(**small, execute_steps=8)))
     last = train(config(tmp_path, steps=8, policy=PolicyConfig(**small, execute_steps=16)))
@@ -235,7 +235,7 @@ def test_overwrite_deletes_nothing_before_the_new_inputs_load(tmp_path: Path) ->
         train(config(tmp_path, steps=4, overwrite=True, demos=str(tmp_path / "typo.zarr")))
     assert load_checkpoint(cfg.checkpoint_dir / "last")["step"] == 4 and (cfg.checkpoint_dir / "best").is_dir()
     assert losses(cfg)
-    (cfg.checkpoint_dir / "best" / "notes.md").write_text("mine")  # a user file: best/ is no longer only ours
+    (cfg.checkpoint_dir / "best" / "notes.md").write_text("mine")  # a user file: best/ holds more than a checkpoint
     with pytest.raises(FileExistsError, match=r"notes\.md"):
         train(config(tmp_path, steps=4, overwrite=True))
     assert (cfg.checkpoint_dir / "best" / "notes.md").read_text() == "mine"
