@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from s2robot.common.bench import device_name, elapsed, time_interleaved
-from s2robot.data.features import build_feature_cache, episode_groups, read_group
+from s2robot.data.episode_groups import episode_groups, read_group
+from s2robot.data.features import build_feature_cache
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import EnvConfig
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder

@@ -18,14 +18,10 @@ of its own beside the cache: ``feat_<camera>`` (T, n, F) per episode, its ``view
 
 from __future__ import annotations
 
-import itertools
-import queue
-import threading
 import time
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from s2robot.common.lock import writer_lock
+from s2robot.data.episode_groups import EpisodeGroup, episode_groups, prefetch_groups, read_group
 from s2robot.data.keys import PRIVILEGED_CUBE, feat_key, is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
 from s2robot.data.views import (
@@ -44,7 +41,7 @@ from s2robot.data.views import (
     view_offsets,
     views_cache_path,
 )
-from s2robot.vision.encoder import FrozenS2Encoder
+from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, build_encoder, encoder_fingerprint, weights_digest
 from s2robot.vision.oracle import ORACLE, OracleEncoder
 
 Encoder = FrozenS2Encoder | OracleEncoder
@@ -79,84 +76,6 @@ def default_cache_path(demo_path: str | Path, encoder_fingerprint: str) -> Path:
 def cache_key(store: EpisodeStore) -> tuple[str | None, str | None]:
     """(encoder fingerprint, source fingerprint) recorded in a cache store's attrs."""
     return store.attrs.get("encoder_fingerprint"), store.attrs.get("source", {}).get("fingerprint")
-
-
-def episode_groups(ends: np.ndarray, start: int, min_steps: int) -> list[range]:
-    """Consecutive episodes from ``start`` in groups of at least ``min_steps`` steps (the last may be smaller):
-    each group is read in one slice and encoded in shared batches."""
-    groups, first, n = [], start, 0
-    for i in range(start, len(ends)):
-        n += int(ends[i] - (ends[i - 1] if i else 0))
-        if n >= min_steps or i == len(ends) - 1:
-            groups.append(range(first, i + 1))
-            first, n = i + 1, 0
-    return groups
-
-
-@dataclass(frozen=True)
-class EpisodeGroup:
-    """Consecutive episodes read with one slice per key: ``data`` {key: (sum T, ...)}, episode ``episodes[j]``
-    at rows ``bounds[j]`` of it. Iterating gives ``(episode index, {key: (T, ...)})`` views, no copies."""
-
-    episodes: range
-    data: dict[str, np.ndarray]
-    bounds: list[tuple[int, int]]
-
-    def __iter__(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        for i, (a, b) in zip(self.episodes, self.bounds, strict=True):
-            yield i, {k: v[a:b] for k, v in self.data.items()}
-
-
-def read_group(source: EpisodeStore, group: range) -> EpisodeGroup:
-    """The episodes of ``group``, read with one slice per key: zarr decodes a slice's chunks concurrently, and
-    one call per group instead of per episode cuts its per-call overhead (on an H100 machine: 265 → 1,038
-    frames/s for the whole cache)."""
-    ends = source.episode_ends
-    start = int(ends[group.start - 1]) if group.start else 0
-    data = {k: source.get_steps(k, start, int(ends[group.stop - 1])) for k in source.keys}
-    cuts = [start, *(int(ends[i]) for i in group)]
-    return EpisodeGroup(group, data, [(a - start, b - start) for a, b in itertools.pairwise(cuts)])
-
-
-def _checked(source: EpisodeStore, group: EpisodeGroup) -> EpisodeGroup:
-    """``group`` if every episode still matches the digest stored when it was recorded (the store's fingerprint
-    hashes stored digests only, so an edited frame would pass unnoticed). Hashing runs in the loader thread."""
-    for i, ep in group:
-        if not source.matches_digest(i, ep):
-            raise ValueError(f"demo store {source.path}, episode {i}: its arrays differ from the digest stored when "
-                             "it was recorded (edited or deleted chunks); episodes from it on were not cached. Run "
-                             f"python -m s2robot.workflows.store verify {source.path}")
-    return group
-
-
-def _prefetch(source: EpisodeStore, groups: list[range], depth: int = 2) -> Iterator[EpisodeGroup]:
-    """Groups of episodes read by a loader thread, so zarr reads and decompression overlap encoding."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def load() -> None:
-        try:
-            for group in groups:
-                if stop.is_set():
-                    return
-                q.put(_checked(source, read_group(source, group)))
-            q.put(done)
-        except BaseException as e:  # hand the error to the consumer
-            q.put(e)
-
-    thread = threading.Thread(target=load, name="feature-cache-loader", daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while not q.empty():  # unblock a loader waiting on a full queue
-            q.get_nowait()
-        thread.join(timeout=10)
 
 
 def _encode(encoder: FrozenS2Encoder, frames: np.ndarray, batch_size: int) -> np.ndarray:
@@ -244,7 +163,7 @@ def _build(source: EpisodeStore, demo_path: str | Path, encoder: Encoder, path: 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(1, thread_name_prefix="feature-cache-writer") as writer:
         written: Future | None = None
-        for group in _prefetch(source, episode_groups(source.episode_ends, start, batch_size)):
+        for group in prefetch_groups(source, episode_groups(source.episode_ends, start, batch_size)):
             episodes = (_encode_views(group, source, encoder, cameras, batch_size, views, scenes) if views
                         else _encode_episodes(group, source, encoder, cameras, batch_size))
             if written is not None:
@@ -395,3 +314,79 @@ def open_feature_cache(path: str | Path, encoder_fingerprint: str | None = None)
             "encoder); rebuild it with scripts/cache_features.py for this encoder"
         )
     return cache
+
+
+# ------------------------------------------------------------------------------------ open or build: one decision
+def cache_location(demos: str | Path, out: str | Path | None, encoder: EncoderConfig) -> tuple[Path, str]:
+    """(path, encoder fingerprint) of the feature cache of (demos, encoder): ``out``, or the default path keyed by the
+    fingerprint. Refuses when neither the demo store nor a cache at ``out`` exists (no rank builds then)."""
+    if not Path(demos).exists() and not (out and Path(out).exists()):
+        raise FileNotFoundError(f"demo store {demos} does not exist; record demos first with "
+                                "scripts/record_demos.py (or set demos=/path/to/store.zarr)")
+    fingerprint = encoder_fingerprint(encoder, weights_digest(encoder))
+    return (Path(out) if out else default_cache_path(demos, fingerprint)), fingerprint
+
+
+def is_current(path: Path, demos: str | Path, fingerprint: str) -> bool:
+    """Whether the cache at ``path`` is complete for the demo store as it is now (a build stopped half-way is not:
+    building again resumes it). A cache without its demo store beside it is trusted by its key."""
+    if not path.exists():
+        return False
+    cache = open_feature_cache(path, fingerprint)  # refuses another encoder's cache
+    if not Path(demos).exists():
+        return True
+    source = EpisodeStore.open(demos)
+    return cache.attrs["source"]["fingerprint"] == source.fingerprint and cache.n_episodes == source.n_episodes
+
+
+def _superset(demos: str | Path, encoder: EncoderConfig) -> Path | None:
+    """For a ``cls`` readout: a complete, current ``cls+grid`` cache of the same encoder and demos at its default path
+    (its features start with the CLS ones), else None. The oracle reads no frames: never."""
+    if encoder.is_oracle or encoder.readout != "cls" or not Path(demos).exists():
+        return None
+    wider = replace(encoder, readout="cls+grid")
+    fingerprint = encoder_fingerprint(wider, weights_digest(wider))
+    path = default_cache_path(demos, fingerprint)
+    return path if is_current(path, demos, fingerprint) else None
+
+
+def ensure_feature_cache(demos: str | Path, encoder: EncoderConfig, out: str | Path | None = None,
+                         batch_size: int = 256, progress: bool = True) -> tuple[Path, str]:
+    """(path, encoder fingerprint) of the complete, current feature cache of (demos, encoder): reused when current,
+    else cut from a current ``cls+grid`` cache (``cls`` readouts), else built or resumed by encoding. The encoder is
+    built only when something must be encoded."""
+    path, fingerprint = cache_location(demos, out, encoder)
+    if is_current(path, demos, fingerprint):
+        return path, fingerprint
+    frozen = build_encoder(encoder)
+    if frozen.weights.is_random and progress:
+        print(f"WARNING: encoder {encoder.variant} has RANDOM weights: success numbers will not mean anything about "
+              "pretrained features")
+    if (superset := _superset(demos, encoder)) is not None:
+        slice_feature_cache(superset, demos, frozen, path, progress=progress)
+    else:
+        build_feature_cache(demos, frozen, path, batch_size, progress=progress)
+    return path, fingerprint
+
+
+def views_are_complete(path: Path, cache_path: Path, views: ViewsConfig) -> bool:
+    """Whether ``path`` holds the complete shifted views of the feature cache at ``cache_path`` (its encoder, demos
+    and episode count): then nothing is built, demos or not."""
+    cache = open_feature_cache(cache_path)
+    try:
+        open_views_cache(path, cache.attrs["encoder_fingerprint"], views, cache.attrs["source"]["fingerprint"],
+                         cache.n_episodes)
+    except (ValueError, FileNotFoundError):
+        return False
+    return True
+
+
+def ensure_views(demos: str | Path, cache_path: Path, encoder: EncoderConfig, views: ViewsConfig,
+                 batch_size: int = 256, progress: bool = True) -> Path:
+    """The complete shifted views (``views.n`` ≥ 1) beside the current feature cache at ``cache_path``: reused when
+    complete, else built (or resumed) from the demos' frames."""
+    path = views_cache_path(cache_path, views)
+    if not views_are_complete(path, cache_path, views):
+        build_feature_cache(demos, build_encoder(encoder), path, batch_size, progress=progress, views=views)
+    return path
+

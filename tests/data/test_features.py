@@ -11,12 +11,11 @@ import pytest
 import torch
 from helpers import make_demos
 
+from s2robot.data.episode_groups import episode_groups, read_group
 from s2robot.data.features import (
     build_feature_cache,
     default_cache_path,
-    episode_groups,
     open_feature_cache,
-    read_group,
 )
 from s2robot.data.store import EpisodeStore
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
@@ -204,12 +203,13 @@ def test_cls_cache_is_cut_from_a_cls_grid_cache_without_encoding(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """prepare_cache for a ``cls`` readout cuts the leading columns of a complete ``cls+grid`` cache of the same
     encoder and demos: the same features as encoding, no frame encoded; with no such cache it encodes."""
+    from s2robot.data import features
     from s2robot.workflows import cache as cache_flow
 
     demos = str(make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4, 6)))
     cfg = EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], dtype="float32")
     encoded = Counting()
-    monkeypatch.setattr(cache_flow, "build_encoder", lambda c: encoded)  # counts the frames it encodes
+    monkeypatch.setattr(features, "build_encoder", lambda c: encoded)  # counts the frames it encodes
     direct, fp = cache_flow.prepare_cache(demos, str(tmp_path / "direct.zarr"), cfg, batch_size=8, progress=False)
     assert encoded.frames == 22  # an explicit path: built by encoding (no superset at the default path)
     grid_cfg = EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], dtype="float32",
@@ -217,7 +217,7 @@ def test_cls_cache_is_cut_from_a_cls_grid_cache_without_encoding(
     monkeypatch.undo()
     cache_flow.prepare_cache(demos, None, grid_cfg, batch_size=8, progress=False)  # the superset, encoded
     counted = Counting()
-    monkeypatch.setattr(cache_flow, "build_encoder", lambda c: counted)
+    monkeypatch.setattr(features, "build_encoder", lambda c: counted)
     cut, fp_cut = cache_flow.prepare_cache(demos, None, cfg, batch_size=8, progress=True)
     assert counted.frames == 0 and fp_cut == fp and cut == default_cache_path(demos, fp) != direct
     assert "cut 64-D features of 4 episodes" in capsys.readouterr().out
@@ -231,6 +231,7 @@ def test_cls_cache_is_cut_from_a_cls_grid_cache_without_encoding(
 def test_a_cache_stopped_half_way_is_resumed_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """prepare_cache (what training calls) finishes a cache whose build was interrupted instead of training on the
     episodes it holds."""
+    from s2robot.data import features
     from s2robot.workflows import cache as cache_flow
 
     demos = str(make_demos(tmp_path / "d.zarr", lengths=(5, 7, 4, 6)))
@@ -239,6 +240,21 @@ def test_a_cache_stopped_half_way_is_resumed_not_used(tmp_path: Path, monkeypatc
         build_feature_cache(demos, Counting(fail_after=1), batch_size=5, progress=False)
     path = default_cache_path(demos, Counting().fingerprint)
     assert 0 < EpisodeStore.open(path).n_episodes < 4
-    monkeypatch.setattr(cache_flow, "build_encoder", lambda c: Counting())
+    monkeypatch.setattr(features, "build_encoder", lambda c: Counting())
     got, _ = cache_flow.prepare_cache(demos, None, cfg, batch_size=5, progress=False)
     assert got == path and EpisodeStore.open(path).n_episodes == 4
+
+
+def test_the_cache_script_and_training_share_one_decision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``scripts/cache_features.py`` builds the cache training would read, at the same path; once current, neither
+    builds an encoder again."""
+    from helpers import micro_encoder_config
+
+    from s2robot.data import features
+    from s2robot.workflows.cache import FeatureCacheConfig, cache_features, prepare_cache
+
+    demos = str(make_demos(tmp_path / "d.zarr"))
+    path = cache_features(FeatureCacheConfig(encoder=micro_encoder_config(), demos=demos, batch_size=8), progress=False)
+    monkeypatch.setattr(features, "build_encoder", lambda c: pytest.fail("a current cache was built again"))
+    assert prepare_cache(demos, None, micro_encoder_config(), progress=False)[0] == path
+    assert cache_features(FeatureCacheConfig(encoder=micro_encoder_config(), demos=demos), progress=False) == path

@@ -26,14 +26,15 @@ def test_prepare_views_builds_once_and_needs_no_demos_when_complete(tmp_path: Pa
 
     from helpers import micro_encoder_config
 
+    import s2robot.data.features as F
     import s2robot.workflows.cache as C
 
     demos = make_demos(tmp_path / "d.zarr")
     cfg, views = micro_encoder_config(), ViewsConfig(n=1, shift=2)
     cache, _ = C.prepare_cache(str(demos), None, cfg, progress=False)
     built = []
-    real = C.build_encoder
-    monkeypatch.setattr(C, "build_encoder", lambda c: built.append(c) or real(c))
+    real = F.build_encoder
+    monkeypatch.setattr(F, "build_encoder", lambda c: built.append(c) or real(c))
     path = C.prepare_views(str(demos), cache, cfg, views, progress=False)
     assert path == views_cache_path(cache, views) and len(built) == 1
     assert C.prepare_views(str(demos), cache, cfg, views, progress=False) == path and len(built) == 1  # current
