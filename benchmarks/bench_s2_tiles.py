@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_s2_tiles.py [--batch 64] [--size 224] [--sizes 224 448] [--reps 10]
 
-"ours" is ``s2robot.workflows.pretrain.s2_tiles`` (each picked tile resized alone, ``_bicubic_tile``); "ref" resizes
+"ours" is ``s2robot.vision.augment.s2_tiles`` (each picked tile resized alone, ``_bicubic_tile``); "ref" resizes
 every image picked for a larger scale whole and cuts its tile, as ``s2_tiles`` did first. Both get the same images
 and generator seed, so they pick the same tiles (checked); timed interleaved, median of ``--reps``.
 """
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from s2robot.common.bench import time_interleaved
+from s2robot.vision.augment import s2_tiles
 from s2robot.vision.s2 import split_chessboard
-from s2robot.workflows.pretrain import s2_tiles
 
 
 def whole_image_tiles(imgs: torch.Tensor, img_sizes: list[int], seed: int) -> torch.Tensor:

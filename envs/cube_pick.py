@@ -104,8 +104,33 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             cameras = (cameras,)
         self.model = mujoco.MjModel.from_xml_path(str(SCENE_XML))
         self.data = mujoco.MjData(self.model)
-        model = self.model
+        self._check_args(cameras, image_size, render_size, max_steps, joint_noise, action_mode, render_mode)
 
+        self.cameras = tuple(cameras)
+        self.image_size = int(image_size)
+        self.max_steps = int(max_steps)
+        self.render_mode = render_mode
+        self.terminate_on_success = terminate_on_success
+        self.joint_noise = float(joint_noise)
+        self.action_mode = action_mode
+        self.render_size = (int(render_size[0]), int(render_size[1]))
+
+        self._cache_indices()
+        self._build_spaces()
+        self._clipped = 0
+
+        self.scene = SceneEditor(self.model, self.cameras)
+        self._frame_rng = np.random.default_rng(0)  # image-factor noise, reseeded per episode
+        self._cube_rest_z = CUBE_REST_Z
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._arm_target = self.home_qpos.copy()  # (7,) commanded joint positions [rad]
+        self._gripper_cmd = 0.0
+        self._steps = 0
+
+    def _check_args(self, cameras: tuple[str, ...] | list[str], image_size: int, render_size: tuple[int, int],
+                    max_steps: int, joint_noise: float, action_mode: str, render_mode: str | None) -> None:
+        """Refuse constructor arguments the loaded model cannot honour (see ``__init__`` for their meaning)."""
+        model = self.model
         available = tuple(model.camera(i).name for i in range(model.ncam))
         unknown = [c for c in cameras if c not in available]
         if unknown:
@@ -127,16 +152,9 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
 
-        self.cameras = tuple(cameras)
-        self.image_size = int(image_size)
-        self.max_steps = int(max_steps)
-        self.render_mode = render_mode
-        self.terminate_on_success = terminate_on_success
-        self.joint_noise = float(joint_noise)
-        self.action_mode = action_mode
-        self.render_size = (int(render_size[0]), int(render_size[1]))
-
-        # Everything by name; indices only cached here.
+    def _cache_indices(self) -> None:
+        """Look up joints, actuators, bodies, sites and the home keyframe by name; only their indices are cached."""
+        model = self.model
         self.arm_qpos_adr = np.array([model.joint(n).qposadr[0] for n in ARM_JOINTS])
         self.arm_dof_adr = np.array([model.joint(n).dofadr[0] for n in ARM_JOINTS])
         self._finger_qpos = np.array([model.joint(n).qposadr[0] for n in FINGER_JOINTS])
@@ -156,7 +174,9 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if not np.isclose(self.n_substeps * model.opt.timestep, CONTROL_DT):
             raise ValueError(f"timestep {model.opt.timestep} s must divide the control period {CONTROL_DT} s")
 
-        if action_mode == "delta":
+    def _build_spaces(self) -> None:
+        """The action space of ``action_mode`` and the observation space of ``cameras`` at ``image_size``."""
+        if self.action_mode == "delta":
             low = np.r_[np.full(7, -MAX_JOINT_DELTA), 0.0].astype(np.float32)
             high = np.r_[np.full(7, MAX_JOINT_DELTA), 1.0].astype(np.float32)
         else:  # targets within the joint limits; the per-step bound depends on the state (see step)
@@ -164,7 +184,6 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             high = np.r_[self.joint_limits[:, 1], 1.0].astype(np.float32)
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
         self._act_low, self._act_high = low.astype(np.float64), high.astype(np.float64)
-        self._clipped = 0
         # Soft joint limits and finger contacts let measured positions overshoot slightly: ±PROPRIO_MARGIN.
         proprio_low = np.r_[self.joint_limits[:, 0], 0.0] - PROPRIO_MARGIN
         proprio_high = np.r_[self.joint_limits[:, 1], 2 * FINGER_OPEN] + PROPRIO_MARGIN
@@ -174,14 +193,6 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         for cam in self.cameras:
             spaces[cam] = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
-
-        self.scene = SceneEditor(model, self.cameras)
-        self._frame_rng = np.random.default_rng(0)  # image-factor noise, reseeded per episode
-        self._cube_rest_z = CUBE_REST_Z
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        self._arm_target = self.home_qpos.copy()  # (7,) commanded joint positions [rad]
-        self._gripper_cmd = 0.0
-        self._steps = 0
 
     # ----------------------------------------------------------------------------------------- API
     @property

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import importlib.metadata
 import json
-import platform
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,70 +42,22 @@ from zarr.codecs import BloscCodec
 from s2robot.data.episode import check_json, episode_digest, episode_entry, key_digests, not_replaceable
 from s2robot.data.keys import is_rgb
 from s2robot.data.recovery import attrs_checksum, attrs_checksum_v1, commit_state
+from s2robot.data.store_meta import (
+    FORMAT,
+    SCHEMA_VERSION,
+    checksum_problems,
+    damaged,
+    data_arrays,
+    open_metadata,
+    software_versions,
+)
 
-# Version 2 requires the attrs checksum (version 1 accepted a store without one) and stores per-key digests; version-1
-# stores are refused at open and signed once by `python -m s2robot.workflows.store upgrade PATH`.
-SCHEMA_VERSION = 2
 # What the fingerprint hashes instead of SCHEMA_VERSION: the data layout (arrays, episode_ends, digests), unchanged by
 # version 2. Feature caches are keyed by their demo store's fingerprint, so bumping this makes every cache stale;
 # bump it only when the stored values or their meaning change.
 LAYOUT_VERSION = 1
-FORMAT = "s2robot.EpisodeStore"
 _CHUNK_BYTES = 1 << 20  # time-chunk size of non-image keys (~1 MiB per chunk)
 _ENDS_CHUNK = 1024
-
-
-def _software_versions() -> dict[str, str]:
-    try:
-        s2robot_version = importlib.metadata.version("s2robot")
-    except importlib.metadata.PackageNotFoundError:
-        s2robot_version = "unknown"
-    return {"python": platform.python_version(), "numpy": np.__version__, "zarr": zarr.__version__,
-            "s2robot": s2robot_version}
-
-
-def _damaged(path: Path, what: str, error: BaseException | str) -> ValueError:
-    """The error for metadata of the store at ``path`` that cannot be read: names the file and the fix."""
-    why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return ValueError(f"{path}: the {what} is damaged ({why}). Nothing was changed; restore the store from a copy or "
-                      f"re-record it (python -m s2robot.workflows.store verify {path} lists what else is wrong)")
-
-
-def _not_a_store(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path} is not an EpisodeStore ({why}); create one with EpisodeStore.create(path)")
-
-
-def _open_root(path: Path, mode: str) -> zarr.Group:
-    """The root group of the store at ``path``; a root zarr.json that does not parse or is not zarr's is damage."""
-    meta = path / "zarr.json"
-    try:
-        return zarr.open_group(path, mode="r" if mode == "r" else "r+")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
-        if not meta.is_file():
-            raise _not_a_store(path, f"not a zarr v3 group: {e}") from None
-        error: BaseException = e
-    except Exception as e:  # json, unicode, zarr metadata validation: each a damaged root zarr.json
-        error = e
-    try:
-        node_type = json.loads(meta.read_bytes()).get("node_type")
-    except Exception:
-        node_type = None
-    if node_type == "array":
-        raise _not_a_store(path, "a zarr array, not a group") from None
-    raise _damaged(path, "root zarr.json", error) from None
-
-
-def _read_node(root: zarr.Group, path: Path, name: str, kind: type) -> None:
-    """Check that node ``name`` (``data``, ``meta/episode_ends``, ...) exists, reads and is a ``kind``."""
-    try:
-        node = root[name]
-    except Exception as e:  # zarr raises KeyError for a missing node, anything for a damaged zarr.json
-        if (path / name / "zarr.json").is_file():
-            raise _damaged(path, f"{name}/zarr.json", e) from None
-        raise ValueError(f"{path} is missing '{name}': expected data/<key> arrays and meta/episode_ends (the store "
-                         "is damaged); re-record it") from None
-    if not isinstance(node, kind):
-        raise _damaged(path, f"{name}/zarr.json", f"a {type(node).__name__}, expected a {kind.__name__}")
 
 
 class EpisodeStore:
@@ -151,7 +101,7 @@ class EpisodeStore:
         attrs = {
             "format": FORMAT, "schema_version": SCHEMA_VERSION,
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "software": _software_versions(), "user": user, "episodes": [],
+            "software": software_versions(), "user": user, "episodes": [],
         }
         root.update_attributes({**attrs, "checksum": attrs_checksum(attrs)})
         return cls(root, path, "a")
@@ -175,26 +125,7 @@ class EpisodeStore:
         if not path.exists():
             raise FileNotFoundError(f"no EpisodeStore at {path}: the path does not exist; "
                                     "create one with EpisodeStore.create(path)")
-        root = _open_root(path, mode)
-        attrs = root.attrs.asdict()
-        if attrs.get("format") != FORMAT or "schema_version" not in attrs:
-            raise ValueError(f"{path} is a zarr group but not an EpisodeStore (attrs 'format' = "
-                             f"{attrs.get('format')!r}, expected {FORMAT!r}); create one with "
-                             "EpisodeStore.create(path)")
-        version = attrs["schema_version"]
-        if version == 1 and 1 not in versions:
-            raise ValueError(f"{path} is an EpisodeStore of schema version 1, whose attrs checksum was optional; this "
-                             f"s2robot reads version {SCHEMA_VERSION}. Upgrade it once with `python -m "
-                             f"s2robot.workflows.store upgrade {path}`: it re-reads every episode against its digest "
-                             "and then signs the attrs (the fingerprint, and so its feature caches, stay valid)")
-        if version not in versions:
-            raise ValueError(f"{path} has EpisodeStore schema version {version}, this "
-                             f"s2robot reads version {SCHEMA_VERSION}; use the s2robot version that wrote it "
-                             f"({attrs.get('software', {}).get('s2robot', '?')}) or re-record the store")
-        if not isinstance(attrs.get("user", {}), dict) or not isinstance(attrs.get("episodes", []), list):
-            raise _damaged(path, "root zarr.json", "attrs 'user' is not a dict or 'episodes' not a list")
-        for name, kind in (("data", zarr.Group), ("meta", zarr.Group), ("meta/episode_ends", zarr.Array)):
-            _read_node(root, path, name, kind)
+        root, version = open_metadata(path, mode, versions)
         store = cls(root, path, mode)
         store.schema_version = version
         store._load()
@@ -206,8 +137,8 @@ class EpisodeStore:
         try:
             ends = np.asarray(ends_arr[:], dtype=np.int64)
         except Exception as e:  # zarr/blosc/zstd raise many kinds for a truncated or bit-flipped chunk
-            raise _damaged(self.path, "meta/episode_ends chunk data (meta/episode_ends/c/)", e) from None
-        arrays = self._data_arrays()
+            raise damaged(self.path, "meta/episode_ends chunk data (meta/episode_ends/c/)", e) from None
+        arrays = data_arrays(self._root, self.path)
         attrs = self._root.attrs.asdict()
         stored = list(attrs.get("episodes", []))
         try:
@@ -216,9 +147,9 @@ class EpisodeStore:
         except ValueError:
             raise
         except Exception as e:  # reading the data of an uncommitted episode, to see whether it is complete
-            raise _damaged(self.path, "data past the last episode end (read to complete an interrupted append)",
-                           e) from None
-        self.integrity = self._check_checksum(attrs, stored)
+            raise damaged(self.path, "data past the last episode end (read to complete an interrupted append)",
+                          e) from None
+        self.integrity = checksum_problems(attrs, stored, self.schema_version)
         if self.mode == "a" and self.integrity:  # appending would re-sign (and maybe rebuild) what was edited
             raise ValueError(f"{self.path}: {self.integrity[0]}. Opening it to append would sign the edit as ours, "
                              "so nothing was changed: restore its zarr.json, or copy the episodes you trust into a new "
@@ -244,33 +175,6 @@ class EpisodeStore:
             verb = "repaired" if self.mode == "a" else "found (open with mode='a' to repair)"
             warnings.warn(f"EpisodeStore {self.path}: {verb} an interrupted append: " + "; ".join(state.notes),
                           stacklevel=4)  # the caller of open
-
-    def _check_checksum(self, attrs: Mapping[str, Any], stored: Sequence[Any]) -> list[str]:
-        """The integrity problem of the attrs, if any: a checksum that does not match them, or (schema version 2)
-        none at all. A version-1 store (opened only to upgrade it) is checked against version 1's checksum."""
-        checksum = attrs.get("checksum")
-        if checksum is None:
-            return [] if self.schema_version == 1 else [
-                "attrs: the attrs checksum is missing: the attrs were edited around the EpisodeStore API (every store "
-                f"of schema version {SCHEMA_VERSION} is signed)"]
-        expected = (attrs_checksum_v1(attrs.get("user", {}), stored) if self.schema_version == 1
-                    else attrs_checksum(attrs))
-        return [] if checksum == expected else [
-            "attrs: the attrs were edited around the EpisodeStore API (their checksum no longer matches)"]
-
-    def _data_arrays(self) -> dict[str, zarr.Array]:
-        """{key: array} of data/; a key whose zarr.json cannot be read is damage, named."""
-        group = self._root["data"]
-        try:
-            return dict(group.arrays())
-        except Exception as e:  # find which key: zarr reads every key's zarr.json to list them
-            error: BaseException = e
-        for d in sorted(p for p in (self.path / "data").iterdir() if p.is_dir()):
-            try:
-                group[d.name]
-            except Exception as e:
-                raise _damaged(self.path, f"data/{d.name}/zarr.json", e) from None
-        raise _damaged(self.path, "data/ metadata", error)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -491,5 +395,5 @@ class EpisodeStore:
         self._ends = np.concatenate([self._ends, new_ends])
         self._episodes.extend(entries)
         if first:
-            self._read_specs(self._data_arrays())
+            self._read_specs(data_arrays(self._root, self.path))
         self._fingerprint = None

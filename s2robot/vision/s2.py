@@ -79,6 +79,18 @@ def _run_model(model: Model, x: torch.Tensor, max_batch: int | None) -> torch.Te
     return torch.cat([model(chunk) for chunk in x.split(max_batch)], dim=0)
 
 
+def _run_tiles(model: Model, tiles: Sequence[torch.Tensor], max_batch: int | None) -> list[torch.Tensor]:
+    """The model's output for each scale's tiles ``(n*n*B, C, t, t)``, in the order given, from one call per tile
+    size: scales whose tiles share a size are concatenated on the batch, run together and split back."""
+    outs: list[torch.Tensor | None] = [None] * len(tiles)
+    for tile_size in dict.fromkeys(t.shape[-1] for t in tiles):
+        idx = [i for i, t in enumerate(tiles) if t.shape[-1] == tile_size]
+        joint = _run_model(model, torch.cat([tiles[i] for i in idx]), max_batch)
+        for i, part in zip(idx, joint.split([tiles[i].shape[0] for i in idx]), strict=True):
+            outs[i] = part
+    return outs
+
+
 def _tokens_to_map(out: torch.Tensor) -> torch.Tensor:
     side = math.isqrt(out.shape[1])
     if side * side != out.shape[1]:
@@ -119,12 +131,7 @@ def s2_forward(
     ]
 
     # 2. One model call for all tiles of the same size (the reference makes one call per scale).
-    outs: list[torch.Tensor | None] = [None] * len(tiles)
-    for tile_size in dict.fromkeys(t.shape[-1] for t in tiles):
-        idx = [i for i, t in enumerate(tiles) if t.shape[-1] == tile_size]
-        joint = _run_model(model, torch.cat([tiles[i] for i in idx]), chunk)
-        for i, part in zip(idx, joint.split([tiles[i].shape[0] for i in idx]), strict=True):
-            outs[i] = part
+    outs = _run_tiles(model, tiles, chunk)
 
     # 3. Separate prefix tokens, merge tiles back into one map per scale.
     prefixes = [out[:, :num_prefix_token] for out in outs]

@@ -32,16 +32,11 @@ from s2robot.common.optim import lr_factor, param_groups, save_checkpoint
 from s2robot.common.runlog import RunLogger, WandbConfig
 from s2robot.policy.checkpoint import load_tensors
 from s2robot.sim.frames import FrameDataConfig, GeneratorConfig, paired_frames
+from s2robot.vision.augment import random_resized_crop, s2_tiles
 from s2robot.vision.image import imagenet_normalize, to_float
 from s2robot.vision.vit import VisionTransformer, build_vit, get_config
 from s2robot.vision.weights import load_resolved, resolve_weights
-from s2robot.workflows.pretrain import (
-    check_export_target,
-    describe_data,
-    export_encoder,
-    random_resized_crop,
-    s2_tiles,
-)
+from s2robot.workflows.export import check_export_target, describe_data, export_encoder
 
 
 def _paired_data() -> FrameDataConfig:
@@ -56,7 +51,7 @@ class DistillConfig:
         encoder); the student starts as a copy
     data: paired frames: the generator in varied scenes (``data.generator.variation``: a visual variation) and the
         same episodes as built
-    s2_img_sizes: scale sides [px] whose tiles the pairs are cut into (``pretrain.s2_tiles``), as S² feeds the
+    s2_img_sizes: scale sides [px] whose tiles the pairs are cut into (``vision.augment.s2_tiles``), as S² feeds the
         encoder; empty: whole frames (they must then be the model's size)
     clean_share: share of each batch whose input is the clean frame itself (keeps the scene as built as it was)
     steps, batch_size, lr, min_lr, warmup_steps, weight_decay: AdamW with warmup and cosine decay
@@ -64,7 +59,7 @@ class DistillConfig:
     threads: torch CPU threads; None = torch's default
     export_name: registry name of the student (``s2robot.vision.vit.VARIANTS``); None = no export
     export_overwrite: let the export replace an existing ``<export_dir>/<export_name>.pth``/``.json``; a checkpoint that
-        ships with the repository is never replaced (``pretrain.check_export_target``)
+        ships with the repository is never replaced (``export.check_export_target``)
     """
 
     teacher: str = "vitti-112-s2mae-cubepick"
@@ -182,17 +177,7 @@ def _distill(cfg: DistillConfig, frames: tuple[Any, Any] | None = None, progress
     step, history, path = 0, [], cfg.run_dir / "last.pt"
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     if path.is_file():  # resume exactly: weights, optimizer, schedule, RNG
-        ckpt = load_tensors(path)
-        if ckpt["teacher_digest"] != teacher_digest:
-            raise ValueError(f"{path} distilled another teacher's weights ({ckpt['teacher_digest'][:12]}, now "
-                             f"{teacher_digest[:12]}); pick another name= or delete {cfg.run_dir}")
-        student.load_state_dict(ckpt["student"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["scheduler"])
-        gen.set_state(ckpt["generator"])
-        step, history = ckpt["step"], list(ckpt["history"])
-        if progress:
-            print(f"resuming {path} at step {step}/{cfg.steps}")
+        step, history = _resume(path, cfg, teacher_digest, student, optimizer, schedule, gen, progress)
     logger = RunLogger(cfg.run_dir / "log.jsonl", cfg.wandb, cfg.name, asdict(cfg))
 
     # 2. train
@@ -224,21 +209,47 @@ def _distill(cfg: DistillConfig, frames: tuple[Any, Any] | None = None, progress
     # 3. export the student in MVP's format, with where it came from
     export = None
     if cfg.export_name is not None and step >= cfg.steps:
-        tail = history[-50:]
-        provenance = {
-            "name": cfg.export_name, "variant": cfg.teacher,
-            "method": f"invariance distillation from {cfg.teacher} (sha256 {teacher_digest[:12]}): the student's "
-                      f"tokens of frames varied by {cfg.data.generator.variation!r} regress the teacher's tokens of "
-                      "the same states rendered as built",
-            "teacher": cfg.teacher, "teacher_sha256": teacher_digest, "clean_share": cfg.clean_share,
-            "data": {**describe_data(cfg.data, len(varied), cfg.crop_scale, cfg.crop_ratio, False, cfg.s2_img_sizes),
-                     "clean_generator_key": replace(cfg.data.generator, variation="none").key()},
-            "steps": step, "batch_size": cfg.batch_size,
-            "images_seen": step * cfg.batch_size, "lr": cfg.lr, "final_loss": sum(tail) / max(1, len(tail)),
-            "first_loss": history[0] if history else None, "seed": cfg.seed, "command": command,
-            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-        state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-        export, _ = export_encoder(state, cfg.export_path, cfg.export_fp16, provenance, cfg.export_overwrite)
-        if progress:
-            print(f"exported {export} ({export.stat().st_size / 1e6:.1f} MB)")
+        export = _export(cfg, student, teacher_digest, len(varied), step, history, command, progress)
     return {"run_dir": cfg.run_dir, "step": step, "history": history, "export": export}
+
+
+def _resume(path: Path, cfg: DistillConfig, teacher_digest: str, student: VisionTransformer,
+            optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
+            progress: bool) -> tuple[int, list[float]]:
+    """Load the run's ``last.pt`` into the student, optimizer, schedule and generator; returns (step, loss history).
+    Refuses a checkpoint distilled from other teacher weights."""
+    ckpt = load_tensors(path)
+    if ckpt["teacher_digest"] != teacher_digest:
+        raise ValueError(f"{path} distilled another teacher's weights ({ckpt['teacher_digest'][:12]}, now "
+                         f"{teacher_digest[:12]}); pick another name= or delete {cfg.run_dir}")
+    student.load_state_dict(ckpt["student"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt["scheduler"])
+    gen.set_state(ckpt["generator"])
+    step, history = ckpt["step"], list(ckpt["history"])
+    if progress:
+        print(f"resuming {path} at step {step}/{cfg.steps}")
+    return step, history
+
+
+def _export(cfg: DistillConfig, student: VisionTransformer, teacher_digest: str, n_frames: int, step: int,
+            history: list[float], command: str | None, progress: bool) -> Path:
+    """Export the student at ``cfg.export_path`` with its provenance (teacher, data, steps, losses, command)."""
+    tail = history[-50:]
+    provenance = {
+        "name": cfg.export_name, "variant": cfg.teacher,
+        "method": f"invariance distillation from {cfg.teacher} (sha256 {teacher_digest[:12]}): the student's "
+                  f"tokens of frames varied by {cfg.data.generator.variation!r} regress the teacher's tokens of "
+                  "the same states rendered as built",
+        "teacher": cfg.teacher, "teacher_sha256": teacher_digest, "clean_share": cfg.clean_share,
+        "data": {**describe_data(cfg.data, n_frames, cfg.crop_scale, cfg.crop_ratio, False, cfg.s2_img_sizes),
+                 "clean_generator_key": replace(cfg.data.generator, variation="none").key()},
+        "steps": step, "batch_size": cfg.batch_size,
+        "images_seen": step * cfg.batch_size, "lr": cfg.lr, "final_loss": sum(tail) / max(1, len(tail)),
+        "first_loss": history[0] if history else None, "seed": cfg.seed, "command": command,
+        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    export, _ = export_encoder(state, cfg.export_path, cfg.export_fp16, provenance, cfg.export_overwrite)
+    if progress:
+        print(f"exported {export} ({export.stat().st_size / 1e6:.1f} MB)")
+    return export

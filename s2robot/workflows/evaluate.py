@@ -194,12 +194,10 @@ def _override_execution(policy: ChunkTransformerPolicy, execution: str | None, e
     return {"execution": policy.cfg.execution, "execute_steps": policy.cfg.execute_steps, "checkpoint": trained}
 
 
-def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """Load, roll out, write ``results.json``, table, success map and videos; returns the results dict."""
-    policy, parts = from_pretrained(cfg.checkpoint, resolve_device(cfg.device), use_ema=cfg.use_ema)
-    execution = _override_execution(policy, cfg.execution, cfg.execute_steps)
-    encoder = encoder_for_checkpoint(parts["encoder"], cfg.encoder_device, cfg.encoder_dtype)
-    env_cfg: EnvConfig = _structured(EnvConfig, parts["env"])
+def _eval_env(cfg: EvalConfig, env_part: Mapping[str, Any], policy: ChunkTransformerPolicy) -> EnvConfig:
+    """The checkpoint's env (``env_part``) as this evaluation runs it: the policy's action space, ``cfg``'s arm noise
+    and episode limit; refuses repeats that could not differ and a variation the env does not have."""
+    env_cfg: EnvConfig = _structured(EnvConfig, env_part)
     env_cfg.action_mode = policy.action_space  # the demos record both; the env runs the policy's
     if cfg.joint_noise is not None:
         env_cfg.joint_noise = cfg.joint_noise
@@ -209,6 +207,29 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         raise ValueError(f"repeats={cfg.repeats} with joint_noise=0 runs each position's one episode {cfg.repeats} "
                          "times (nothing else is random): set joint_noise > 0 [rad] (default 0.02) or repeats=1")
     check_variation(cfg.variation, env_cfg.id)
+    return env_cfg
+
+
+def _runner(policy: ChunkTransformerPolicy, prefetch: int) -> ChunkTransformerPolicy | PrefetchingPolicy:
+    """The policy, predicting in the background when ``prefetch`` > 0; a chunk too short to prefetch under the
+    executed steps is refused with the ``execute_steps`` that would fit."""
+    try:
+        return PrefetchingPolicy(policy, prefetch) if prefetch else policy
+    except ValueError as err:
+        fits = policy.cfg.t_act - prefetch - 1  # the most actions per chunk that leave room to prefetch
+        if policy.cfg.execution != "receding" or policy.cfg.execute_steps <= fits or prefetch >= fits:
+            raise
+        raise ValueError(f"{err}: this evaluation runs {policy.cfg.execute_steps} of each {policy.cfg.t_act}-step "
+                         f"chunk; for background inference pass execute_steps ≤ {fits} (eval.execute_steps in make "
+                         "run; the same weights), or prefetch=0") from None
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """Load, roll out, write ``results.json``, table, success map and videos; returns the results dict."""
+    policy, parts = from_pretrained(cfg.checkpoint, resolve_device(cfg.device), use_ema=cfg.use_ema)
+    execution = _override_execution(policy, cfg.execution, cfg.execute_steps)
+    encoder = encoder_for_checkpoint(parts["encoder"], cfg.encoder_device, cfg.encoder_dtype)
+    env_cfg = _eval_env(cfg, parts["env"], policy)
     positions, positions_desc = cfg.position_set()
     demo_cubes, demo_desc = training_cubes(parts)
     episodes = eval_episodes(positions, cfg.repeat_counts(positions_desc), cfg.seed)
@@ -218,15 +239,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     n_envs = 0 if env_cfg.one_robot else cfg.n_envs
     if n_envs != cfg.n_envs:
         print(f"evaluating on the robot at {env_cfg.options['host']}: one episode at a time, in this process")
-    try:
-        runner = PrefetchingPolicy(policy, cfg.prefetch) if cfg.prefetch else policy
-    except ValueError as err:
-        fits = policy.cfg.t_act - cfg.prefetch - 1  # the most actions per chunk that leave room to prefetch
-        if policy.cfg.execution != "receding" or policy.cfg.execute_steps <= fits or cfg.prefetch >= fits:
-            raise
-        raise ValueError(f"{err}: this evaluation runs {policy.cfg.execute_steps} of each {policy.cfg.t_act}-step "
-                         f"chunk; for background inference pass execute_steps ≤ {fits} (eval.execute_steps in make "
-                         "run; the same weights), or prefetch=0") from None
+    runner = _runner(policy, cfg.prefetch)
     if cfg.variation != "none":
         print(f"scene variation: {cfg.variation} (drawn per episode from its seed)")
     results, frames = run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress,

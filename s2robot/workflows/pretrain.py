@@ -5,23 +5,20 @@ rendered-scene generator (``s2robot.sim.frames``) with MAE's augmentation (rando
 AdamW with warmup + cosine, bf16 autocast on GPU, exact resume, reconstruction PNGs every N steps and
 wandb. With ``s2_img_sizes`` it pretrains with S² (the S² paper's pretraining at several scales): each image is
 one of the tiles S² will feed the frozen encoder, so the model learns the zoomed-in views it sees at 448².
-``export_encoder`` writes the encoder as an MVP-format checkpoint (``{"model": state dict}``, timm key names)
-with a JSON of provenance, which ``s2robot.vision.weights`` loads like an official MVP file. An export replaces no
-existing file unless asked (``export_overwrite``) and never a checkpoint that ships with the repository. A run holds
-the writer lock of its folder while it trains, so a second ``pretrain_mae.py`` of the same run is refused.
+The crops and S² tiles are ``vision.augment``'s. ``workflows.export`` writes the encoder as an MVP-format checkpoint
+(``{"model": state dict}``, timm key names) with a JSON of provenance, which ``s2robot.vision.weights`` loads like an
+official MVP file. An export replaces no existing file unless asked (``export_overwrite``) and never a checkpoint
+that ships with the repository. A run holds the writer lock of its folder while it trains, so a second
+``pretrain_mae.py`` of the same run is refused.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
-import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import imageio.v3 as imageio
 import numpy as np
@@ -37,10 +34,11 @@ from s2robot.common.optim import lr_factor, param_groups, save_checkpoint
 from s2robot.common.runlog import RunLogger, WandbConfig
 from s2robot.policy.checkpoint import load_tensors
 from s2robot.sim.frames import FrameDataConfig, load_frames, paired_frames
+from s2robot.vision.augment import random_resized_crop, s2_tiles
 from s2robot.vision.image import imagenet_normalize, to_float
 from s2robot.vision.mae import MAEConfig, MaskedAutoencoder
 from s2robot.vision.vit import get_config
-from s2robot.vision.weights import file_sha256, shipped_name
+from s2robot.workflows.export import check_export_target, describe_data, export_encoder
 
 TARGETS = ("input", "clean")
 
@@ -127,7 +125,7 @@ class PretrainConfig:
         if self.export_name is not None:
             if get_config(self.export_name) != get_config(self.model.variant):  # raises for unknown names
                 raise ValueError(f"export_name {self.export_name!r} is registered with another architecture "
-                                 f"than model.variant {self.model.variant!r}; register it in s2robot/vit.py")
+                                 f"than model.variant {self.model.variant!r}; register it in s2robot/vision/vit.py")
 
     @property
     def run_dir(self) -> Path:
@@ -150,84 +148,6 @@ class PretrainResult:
     export_path: Path | None
 
 
-def random_resized_crop(
-    imgs: torch.Tensor,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    hflip: bool,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """Batched random-resized crop (+ optional flip) of ``(B, C, S, S)`` back to ``S``, bilinear."""
-    b = imgs.shape[0]
-    u = torch.rand(b, 5, generator=generator)  # area, log-ratio, centre x, centre y, flip
-    area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
-    w = (area * log_r.exp()).sqrt().clamp(max=1.0)  # crop width / image width
-    h = (area / log_r.exp()).sqrt().clamp(max=1.0)
-    cx, cy = (1 - w) * (2 * u[:, 2] - 1), (1 - h) * (2 * u[:, 3] - 1)  # centres keep the crop inside
-    sx = torch.where((u[:, 4] < 0.5) & hflip, -w, w)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, h, cy
-    grid = F.affine_grid(theta.to(imgs.device), list(imgs.shape), align_corners=False)
-    return F.grid_sample(imgs, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def s2_tiles(
-    imgs: torch.Tensor, img_sizes: Sequence[int], generator: torch.Generator, tile_size: int | None = None
-) -> torch.Tensor:
-    """MAE with S²: each image of ``(B, C, S, S)`` becomes one tile S² feeds the encoder, ``(B, C, T, T)``.
-
-    ``T`` is ``tile_size`` (the model's size), by default ``S``. A scale of ``n·T`` px is the image resized as
-    ``s2_forward`` resizes it (bicubic, float32) and cut into n×n tiles of T; every tile of every scale is equally
-    likely (224²+448² of 224² frames: the whole image 1 in 5, each quarter at 2× 1 in 5; 112²+224² of the same
-    frames for a 112-px model: the image halved 1 in 5, each native quarter 1 in 5), which is the mix the frozen
-    encoder sees under S². A scale of the image's own size is cut, not resized; an upscaled tile of a model-sized
-    image is resized alone (``_bicubic_tile``), not the whole n·T image.
-    """
-    b, side = imgs.shape[0], imgs.shape[-1]
-    tile_size = tile_size or side
-    splits = [size // tile_size for size in img_sizes]
-    counts = torch.tensor([n * n for n in splits])
-    ends = counts.cumsum(0)
-    pick = torch.randint(int(ends[-1]), (b,), generator=generator)
-    scale = torch.bucketize(pick, ends, right=True)  # (B,) index into img_sizes
-    tile = pick - (ends - counts)[scale]  # (B,) tile-major index, row = tile // n (split_chessboard's order)
-    out = imgs.new_empty(b, imgs.shape[1], tile_size, tile_size)
-    for k, (size, n) in enumerate(zip(img_sizes, splits, strict=True)):
-        for t in range(n * n):
-            sel = ((scale == k) & (tile == t)).nonzero().flatten()
-            if not len(sel):
-                continue
-            (row, col), x = divmod(t, n), imgs[sel]
-            if size == side:  # the image's own scale: cut
-                out[sel] = x[:, :, row * tile_size : (row + 1) * tile_size, col * tile_size : (col + 1) * tile_size]
-            elif side == tile_size:  # upscaled by n: resize only the tile
-                out[sel] = _bicubic_tile(x.to(torch.float32), n, row, col).to(imgs.dtype)
-            else:  # any other ratio (e.g. the image halved): resize the image whole, then cut
-                big = F.interpolate(x.to(torch.float32), size=size, mode="bicubic").to(imgs.dtype)
-                out[sel] = big[:, :, row * tile_size : (row + 1) * tile_size, col * tile_size : (col + 1) * tile_size]
-    return out
-
-
-def _bicubic_tile(imgs: torch.Tensor, n: int, row: int, col: int) -> torch.Tensor:
-    """Tile (row, col) of ``imgs`` (B, C, S, S) resized bicubically to n·S, without resizing the rest: (B, C, S, S).
-
-    Resizes only the input rows and columns the tile's pixels read (bicubic reads 2 neighbours on each side of a
-    sample at (i + 0.5) / n - 0.5, so a margin of 3 covers them) and crops the result. An integer factor n maps crop
-    and image onto the same sample positions, and a margin that reaches the image's edge keeps its clamping: the same
-    as cutting ``F.interpolate(imgs, size=n·S, mode="bicubic")`` (to float rounding; tested).
-    """
-    side = imgs.shape[-1]
-
-    def span(i: int) -> tuple[int, int]:  # input rows (or columns) [lo, hi) that tile i at scale n reads
-        return max(0, (i * side) // n - 3), min(side, -(-((i + 1) * side) // n) + 3)
-
-    (r0, r1), (c0, c1) = span(row), span(col)
-    big = F.interpolate(imgs[:, :, r0:r1, c0:c1], size=(n * (r1 - r0), n * (c1 - c0)), mode="bicubic")
-    top, left = row * side - n * r0, col * side - n * c0
-    return big[:, :, top : top + side, left : left + side]
-
-
 @torch.no_grad()
 def reconstruction_grid(model: MaskedAutoencoder, frames: torch.Tensor, seed: int = 0) -> np.ndarray:
     """One row per frame: original | masked | prediction | prediction with the visible patches pasted; uint8."""
@@ -241,53 +161,6 @@ def reconstruction_grid(model: MaskedAutoencoder, frames: torch.Tensor, seed: in
     rows = torch.cat(panels, dim=3)  # (B, 3, S, 4S)
     model.train(was_training)
     return (rearrange(rows, "b c h w -> (b h) w c") * 255).round().byte().cpu().numpy()
-
-
-def check_export_target(path: Path, overwrite: bool = False) -> None:
-    """Refuse an export to ``path`` (``<name>.pth``, and its ``<name>.json``) that would replace a checkpoint shipped
-    with the repository (never allowed) or, unless ``overwrite``, any existing file."""
-    files = (path, path.with_suffix(".json"))
-    name = next((n for n in map(shipped_name, files) if n is not None), None)
-    if name is not None:
-        raise FileExistsError(
-            f"{path} is the checkpoint {name!r} that ships with the repository (its sha256 is registered in "
-            f"{path.with_suffix('.json')}); an export never replaces it, even with export_overwrite=true. "
-            "Export under another export_name or export_dir, or export_name=null; to replace the shipped checkpoint "
-            "on purpose, delete both its files first (git rm)")
-    existing = [str(f) for f in files if f.exists() or f.is_symlink()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: an export "
-                              "replaces nothing unless asked. Set export_overwrite=true to replace it, or export "
-                              "under another export_name or export_dir")
-
-
-def export_encoder(
-    state: dict[str, torch.Tensor], path: Path, fp16: bool, provenance: dict[str, Any], overwrite: bool = False
-) -> tuple[Path, dict[str, Any]]:
-    """Write ``{"model": state}`` (an encoder's state dict: MVP format) to ``path`` and its provenance to
-    ``.json``, each through a temporary file beside it and ``os.replace`` (a reader never sees half a file).
-
-    Refuses, before writing anything, to replace a shipped checkpoint or, unless ``overwrite``, an existing file
-    (``check_export_target``).
-    """
-    check_export_target(path, overwrite)
-    if fp16:
-        state = {k: v.half() for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = path.with_suffix(".json")
-    tmp_pth, tmp_meta = (f.with_name(f".{f.name}.{os.getpid()}.part") for f in (path, meta))
-    try:
-        torch.save({"model": state}, tmp_pth)
-        info = provenance | {"file": path.name, "dtype": "float16" if fp16 else "float32",
-                             "bytes": tmp_pth.stat().st_size, "sha256": file_sha256(tmp_pth)}
-        tmp_meta.write_text(json.dumps(info, indent=2) + "\n")
-        check_export_target(path, overwrite)  # again: another export may have landed while this one was written
-        os.replace(tmp_pth, path)
-        os.replace(tmp_meta, meta)
-    finally:
-        tmp_pth.unlink(missing_ok=True)
-        tmp_meta.unlink(missing_ok=True)
-    return path, info
 
 
 def _check_frames(frames: np.ndarray, variant: str, s2_img_sizes: Sequence[int] = ()) -> None:
@@ -470,13 +343,3 @@ def _train_and_export(cfg: PretrainConfig, pool: torch.Tensor, targets: torch.Te
     logger.finish()
     return PretrainResult(cfg.run_dir, run.step, losses, run.history, export_path)
 
-
-def describe_data(data: FrameDataConfig, n_frames: int, crop_scale: Sequence[float], crop_ratio: Sequence[float],
-                  hflip: bool, s2_img_sizes: Sequence[int]) -> dict[str, Any]:
-    """The provenance of an exported encoder's training images: frames, their source, the augmentation."""
-    gen = asdict(data.generator)
-    return {"frames": n_frames, "camera": data.camera, "stores": list(data.stores),
-            "generator": gen if data.generator.n_frames > 0 else None,
-            "generator_key": data.generator.key() if data.generator.n_frames > 0 else None,
-            "augmentation": {"crop_scale": list(crop_scale), "crop_ratio": list(crop_ratio),
-                             "hflip": hflip, "s2_img_sizes": list(s2_img_sizes)}}

@@ -26,7 +26,7 @@ import torch
 from s2robot.common.checks import check_seed
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import check_variation
-from s2robot.sim.frames import LABELS, FrameDataConfig, GeneratorConfig, LabeledFrames, generate_frames, read_labeled
+from s2robot.sim.frames import LABELS, FrameDataConfig, LabeledFrames, generate_frames, read_labeled
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.vision.s2 import s2_forward
 
@@ -215,7 +215,7 @@ def reconstruction_table(rows: list[dict[str, Any]]) -> str:
 class ProbeConfig:
     """``scripts/probe_features.py``. Hydra: ``configs/probe_features.yaml``.
 
-    encoders: encoder config names (``configs/encoder/<name>.yaml``); missing weights → listed as skipped
+    encoders: encoder preset names (``ENCODER_PRESETS``, s2robot/vision/presets.py); missing weights → listed as skipped
     readouts: readouts probed for each encoder (``cls``, ``mean``, ``cls+grid``)
     data: labeled frames: generated (``data.generator``) and/or generated stores (demo stores have no labels)
     test_frac: share of episodes held out for scoring
@@ -322,11 +322,21 @@ def load_labeled(cfg: FrameDataConfig, progress: bool = True) -> LabeledFrames:
     )
 
 
-def _varied(gen: GeneratorConfig, variation: str) -> GeneratorConfig:
-    """The generator of the same episodes in the scene varied by ``variation``; an explicit ``out`` store gets a
-    sibling named after the variation."""
-    out = gen.out and str(Path(gen.out).with_name(f"{Path(gen.out).stem}-{variation.replace(':', '_')}.zarr"))
-    return replace(gen, variation=variation, out=out)
+def _load_varied(cfg: ProbeConfig, data: LabeledFrames, progress: bool) -> dict[str, LabeledFrames]:
+    """{variation: ``data``'s episodes rendered in its scene}, an explicit generator ``out`` store's sibling each."""
+    gen = cfg.data.generator
+    if cfg.variations and gen.n_frames > 0:  # a bigger store of the same frames is reused as it is: render the
+        # varied scenes to its size, so both hold the same episodes and the same frames are drawn from each
+        gen = replace(gen, n_frames=EpisodeStore.open(generate_frames(gen, progress)).n_steps)
+    varied = {}
+    for v in cfg.variations:
+        out = gen.out and str(Path(gen.out).with_name(f"{Path(gen.out).stem}-{v.replace(':', '_')}.zarr"))
+        varied[v] = load_labeled(replace(cfg.data, generator=replace(gen, variation=v, out=out)), progress)
+    for v, d in varied.items():  # visual variations leave the episodes as they were: the labels must agree
+        if not all(np.allclose(d.labels[k], data.labels[k], atol=1e-5) for k in LABELS):
+            raise ValueError(f"variation {v!r} changed the episodes themselves (a physical factor): its frames "
+                             "cannot be paired with the clean ones; probe visual variations")
+    return varied
 
 
 def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
@@ -334,15 +344,7 @@ def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_labeled(cfg.data, progress)
-    gen = cfg.data.generator
-    if cfg.variations and gen.n_frames > 0:  # a bigger store of the same frames is reused as it is: render the
-        # varied scenes to its size, so both hold the same episodes and the same frames are drawn from each
-        gen = replace(gen, n_frames=EpisodeStore.open(generate_frames(gen, progress)).n_steps)
-    varied = {v: load_labeled(replace(cfg.data, generator=_varied(gen, v)), progress) for v in cfg.variations}
-    for v, d in varied.items():  # visual variations leave the episodes as they were: the labels must agree
-        if not all(np.allclose(d.labels[k], data.labels[k], atol=1e-5) for k in LABELS):
-            raise ValueError(f"variation {v!r} changed the episodes themselves (a physical factor): its frames "
-                             "cannot be paired with the clean ones; probe visual variations")
+    varied = _load_varied(cfg, data, progress)
     variation_rows: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []

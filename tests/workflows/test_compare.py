@@ -12,13 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from PIL import Image
 
-from s2robot.workflows.compare import (
-    CompareConfig,
-    compare_encoders,
-    comparison_rows,
-    format_comparison,
-    plot_comparison,
-)
+from s2robot.workflows.compare import CompareConfig, compare_encoders
+from s2robot.workflows.compare_report import comparison_rows, format_comparison, plot_comparison
 from s2robot.workflows.configs import register_configs
 from s2robot.workflows.pipeline import PipelineConfig
 from s2robot.workflows.report import wilson_interval

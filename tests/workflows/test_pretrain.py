@@ -18,19 +18,13 @@ import torch.nn.functional as F
 from s2robot.common.lock import lock_path, writer_lock
 from s2robot.common.optim import lr_factor
 from s2robot.vision import weights as W
+from s2robot.vision.augment import _bicubic_tile, random_resized_crop, s2_tiles
 from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
 from s2robot.vision.mae import MAEConfig, MaskedAutoencoder
 from s2robot.vision.s2 import split_chessboard
 from s2robot.vision.vit import build_vit
-from s2robot.workflows.pretrain import (
-    PretrainConfig,
-    _bicubic_tile,
-    export_encoder,
-    pretrain_mae,
-    random_resized_crop,
-    reconstruction_grid,
-    s2_tiles,
-)
+from s2robot.workflows.export import export_encoder
+from s2robot.workflows.pretrain import PretrainConfig, pretrain_mae, reconstruction_grid
 
 
 def synthetic_frames(n: int = 16, size: int = 32, seed: int = 0) -> np.ndarray:
