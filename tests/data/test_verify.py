@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -156,14 +157,24 @@ def test_fuzz_edited_episode_ends_and_attrs_are_all_detected(tmp_path: Path) -> 
     exits 1."""
     clean = make_demos(tmp_path / "clean.zarr", lengths=LENGTHS)
     assert verify_path(clean) == []
-    rng = np.random.default_rng(2)
-    for trial in range(24):
-        demos = tmp_path / f"m{trial}.zarr"
+    assert_each_is_reported(clean, edit_metadata, EDITS, 24, np.random.default_rng(2))
+
+
+Damage = Callable[[Path, str, np.random.Generator], tuple[str, str]]  # (store, kind, rng) -> (what, pattern)
+
+
+def assert_each_is_reported(clean: Path, damage: Damage, kinds: tuple[str, ...], trials: int,
+                            rng: np.random.Generator) -> None:
+    """``trials`` copies of the store ``clean``, each damaged by ``damage(copy, kind, rng)`` (-> what, pattern): some
+    problem verify reports matches the pattern, the store CLI exits 1, and no file of the copy changes."""
+    for trial in range(trials):
+        demos = clean.with_name(f"fuzz{trial}.zarr")
         shutil.copytree(clean, demos)
-        what, pattern = edit_metadata(demos, EDITS[trial % len(EDITS)], rng)
+        what, pattern = damage(demos, kinds[trial % len(kinds)], rng)
         before = snapshot(demos)
         problems = verify_path(demos)
         assert any(re.search(pattern, p) for p in problems), (trial, what, problems)
+        assert store_cli(["verify", str(demos)]) == 1, (trial, what)
         assert snapshot(demos) == before, (trial, what)
         shutil.rmtree(demos)
 
@@ -216,14 +227,4 @@ def test_fuzz_damaged_metadata_is_reported_not_raised(tmp_path: Path) -> None:
     """Random bit flips and truncations of the root zarr.json and truncations of the episode_ends chunk: verify
     reports every one (naming the file) instead of raising, the store CLI exits 1, and no file is changed."""
     clean = make_demos(tmp_path / "clean.zarr", lengths=LENGTHS)
-    rng = np.random.default_rng(3)
-    for trial in range(36):
-        demos = tmp_path / f"z{trial}.zarr"
-        shutil.copytree(clean, demos)
-        what, pattern = damage_metadata(demos, METADATA_DAMAGE[trial % len(METADATA_DAMAGE)], rng)
-        before = snapshot(demos)
-        problems = verify_path(demos)
-        assert any(re.search(pattern, p) for p in problems), (trial, what, problems)
-        assert store_cli(["verify", str(demos)]) == 1, (trial, what)
-        assert snapshot(demos) == before, (trial, what)
-        shutil.rmtree(demos)
+    assert_each_is_reported(clean, damage_metadata, METADATA_DAMAGE, 36, np.random.default_rng(3))
