@@ -84,7 +84,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         image_size: int = 224,
         max_steps: int = 100,
         render_mode: str | None = "rgb_array",
-        terminate_on_success: bool = False,
+        terminate_on_success: bool = True,
         joint_noise: float = 0.0,
         render_size: tuple[int, int] = (480, 640),
         action_mode: str = "delta",
@@ -95,7 +95,8 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         image_size: side S of the square observation images [px].
         max_steps: episode length before truncation [control steps] (100 = 10 s).
         render_mode: "rgb_array" (render() returns the ``video`` camera) or None.
-        terminate_on_success: end the episode (terminated=True) at the first success.
+        terminate_on_success: end the episode (terminated=True) at the first success (as EnvConfig does).
+            False keeps stepping after it (rendered frames of a lifted cube, what frame generation wants).
         joint_noise: half-width of the uniform noise added to the home joint positions at reset [rad].
         render_size: (height, width) of render() frames [px].
         action_mode: ``"delta"`` (joint-position deltas) or ``"absolute"`` (joint-position targets).

@@ -49,7 +49,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, host: str = SIM_HOST, cameras: tuple[str, ...] | list[str] = ("front",), image_size: int = 224,
-                 max_steps: int = 100, render_mode: str | None = None, terminate_on_success: bool = False,
+                 max_steps: int = 100, render_mode: str | None = None, terminate_on_success: bool = True,
                  joint_noise: float = 0.0, action_mode: str = "delta", camera_sources: dict[str, str] | None = None,
                  safety: dict[str, Any] | SafetyConfig | None = None, home_q: list[float] | None = None,
                  render_size: tuple[int, int] = (480, 640), connect_timeout: float = 3.0,

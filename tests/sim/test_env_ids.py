@@ -1,8 +1,10 @@
-"""Env config: only s2robot's own registered environments are made, so a config never picks a module to import."""
+"""Env config: only s2robot's own registered environments are made (a config never picks a module to import), with
+the same defaults as the envs themselves."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import MISSING
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,19 @@ def test_s2robots_own_ids_are_made() -> None:
         assert env.spec is not None and env.spec.id == "s2robot/CubePick-v0"
     finally:
         env.close()
+
+
+def test_the_envs_defaults_are_envconfigs() -> None:
+    """One default per setting: every EnvConfig field that the simulated env and the arm env take has the same
+    default there (a raw ``CubePickEnv()`` behaves as ``make_env(EnvConfig())``)."""
+    import inspect
+    from dataclasses import fields
+
+    from envs import CubePickEnv
+    from s2robot.real.env import FrankaEnv
+
+    config = {f.name: f.default for f in fields(EnvConfig) if f.default is not MISSING}
+    for env in (CubePickEnv, FrankaEnv):
+        params = inspect.signature(env.__init__).parameters
+        differ = {k: (v, params[k].default) for k, v in config.items() if k in params and params[k].default != v}
+        assert not differ, (env.__name__, differ)
