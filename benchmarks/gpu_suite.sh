@@ -151,7 +151,7 @@ do_compare() {
     "seeds=[${SEEDS:-0}]" out=runs/compare_gpu base.n_demos=120 base.record_workers=$WORKERS \
     base.train.demos=$DEMOS base.train.name=gpu base.train.steps=3000 base.train.wandb.mode=disabled \
     base.eval.n_envs=16 base.eval.repeats=3 base.eval.max_steps=100 base.eval.videos=0 \
-    base.eval.wandb.mode=disabled encoder_dtype=bfloat16
+    base.eval.wandb.mode=disabled placement.dtype=bfloat16
   cp runs/compare_gpu/comparison.* "$LOG/" 2>/dev/null
   for f in runs/compare_gpu/*/eval/results.json runs/gpu-*/eval/results.json; do
     [ -f "$f" ] && cp "$f" "$LOG/$(basename "$(dirname "$(dirname "$f")")")-results.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -149,6 +149,33 @@ class EncoderConfig:
                                     "(s2robot/vision/presets.py)")
         merged = OmegaConf.merge(OmegaConf.structured(cls), ENCODER_PRESETS[name], overrides)
         return OmegaConf.to_object(merged)
+
+
+@dataclass
+class EncoderPlacement:
+    """Where and in what precision a frozen encoder runs, and how many tiles a ViT call takes, overriding its config's
+    at run time (None: the config's). The one override every entry point that runs an encoder shares, under the name
+    ``placement`` (e.g. ``placement.dtype=float32``, ``eval.placement.device=cuda:1``): it changes precision and
+    speed, never what the features mean (the fingerprint leaves it out).
+
+    device: ``auto``, ``cpu``, ``cuda``, ``cuda:<i>``; dtype: one of ``DTYPE_CHOICES``; max_batch: most tiles per
+    ViT call (≥ 1)
+    """
+
+    device: str | None = None
+    dtype: str | None = None
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"placement.dtype must be one of {list(DTYPE_CHOICES)} or null (the encoder's), got "
+                             f"{self.dtype!r}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError(f"placement.max_batch must be ≥ 1 or null (the encoder's), got {self.max_batch}")
+
+    def apply(self, cfg: EncoderConfig) -> EncoderConfig:
+        """``cfg`` with the fields this placement sets."""
+        return replace(cfg, **{k: v for k, v in asdict(self).items() if v is not None})
 
 
 def encoder_fingerprint(cfg: EncoderConfig, weights_digest: str | None = None) -> str:

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from s2robot.common.checks import check_seed
-from s2robot.common.device import DTYPE_CHOICES
 from s2robot.common.runlog import wandb_run
 from s2robot.policy.checkpoint import read_parts
 from s2robot.policy.configuration import EXECUTION_FIELDS
 from s2robot.sim.frames import FrameDataConfig
-from s2robot.vision.encoder import READOUTS, EncoderConfig, FrozenS2Encoder, encoder_fingerprint
+from s2robot.vision.encoder import READOUTS, EncoderConfig, EncoderPlacement, FrozenS2Encoder, encoder_fingerprint
 from s2robot.vision.weights import resolve_weights
 from s2robot.workflows.compare_report import comparison_rows, format_comparison, plot_comparison
 from s2robot.workflows.compare_robustness import write_robustness_comparison
@@ -59,7 +58,7 @@ class CompareConfig:
         under the same readout (episodes matched per training seed, pooled), with a 95% interval; None: no column
     probe: held-out labeled frames (rendered scenes, see ``scripts/probe_features.py``) for ridge probes of the
         cube and fingertip positions from each encoder × readout; ``probe.generator.n_frames=0``: no probes
-    encoder_dtype / encoder_device / encoder_max_batch: override these of every encoder (None keeps the yaml's)
+    placement: device, dtype and max batch of every encoder (``EncoderPlacement``; None fields: each preset's)
     robustness: scene variations (``envs.variation`` specs) every run is also evaluated under, clean first, on
         ``robustness_positions`` held-out positions once each (``workflows.robustness``); the comparison then writes
         ``robustness.{md,json,png}``: which encoder keeps its success when the scene changes. Empty: none
@@ -72,9 +71,7 @@ class CompareConfig:
     readouts: list[str] = field(default_factory=list)
     reference: str | None = None
     probe: FrameDataConfig = field(default_factory=FrameDataConfig)
-    encoder_dtype: str | None = None
-    encoder_device: str | None = None
-    encoder_max_batch: int | None = None
+    placement: EncoderPlacement = field(default_factory=EncoderPlacement)
     robustness: list[str] = field(default_factory=list)
     robustness_positions: int = 32
     out: str = "runs/compare"
@@ -86,8 +83,6 @@ class CompareConfig:
             raise ValueError(f"seeds must be a non-empty list of distinct ints, got {self.seeds}")
         for seed in self.seeds:
             check_seed(seed, "each of seeds (training seeds)")
-        if self.encoder_dtype is not None and self.encoder_dtype not in DTYPE_CHOICES:
-            raise ValueError(f"encoder_dtype must be one of {list(DTYPE_CHOICES)} or null, got {self.encoder_dtype!r}")
         bad = [r for r in self.readouts if r not in READOUTS]
         if bad or len(set(self.readouts)) != len(self.readouts):
             raise ValueError(f"readouts must be distinct names of {list(READOUTS)}, got {self.readouts}")
@@ -98,11 +93,8 @@ class CompareConfig:
             self.robustness_config("runs/x/checkpoints/last")  # refuses bad conditions before any work
 
     def encoder_config(self, name: str, readout: str | None = None) -> EncoderConfig:
-        """The encoder preset ``name`` with this comparison's dtype/device/max_batch overrides and ``readout``
-        (None: the preset's)."""
-        overrides = {"dtype": self.encoder_dtype, "device": self.encoder_device, "max_batch": self.encoder_max_batch,
-                     "readout": readout}
-        return EncoderConfig.from_name(name, **{k: v for k, v in overrides.items() if v is not None})
+        """The encoder preset ``name`` placed as ``placement`` says, with ``readout`` (None: the preset's)."""
+        return self.placement.apply(EncoderConfig.from_name(name, **({"readout": readout} if readout else {})))
 
     def robustness_config(self, checkpoint: str) -> RobustnessConfig:
         """The perturbation suite every run of this comparison goes through (same episodes for every run)."""

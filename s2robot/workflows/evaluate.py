@@ -32,7 +32,14 @@ from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.policy.prefetch import PrefetchingPolicy
 from s2robot.sim.env import EnvConfig, check_variation
 from s2robot.sim.rollout import eval_episodes, run_episodes
-from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder, build_encoder, encoder_fingerprint, weights_digest
+from s2robot.vision.encoder import (
+    EncoderConfig,
+    EncoderPlacement,
+    FrozenS2Encoder,
+    build_encoder,
+    encoder_fingerprint,
+    weights_digest,
+)
 from s2robot.vision.oracle import OracleEncoder
 from s2robot.workflows.positions import position_set
 from s2robot.workflows.report import (
@@ -73,8 +80,8 @@ class EvalConfig:
     execution / execute_steps: run the checkpoint's chunks another way than it was trained with (``receding`` or
         ACT's ``ensemble``; actions run per chunk under ``receding``): compares execution on the same weights.
         None keeps the checkpoint's
-    encoder_device / encoder_dtype: override where and in what precision the encoder runs (the features'
-        meaning, and so the fingerprint, stay the same)
+    placement: where, in what precision and in what batches the encoder runs (``EncoderPlacement``; None fields
+        keep the checkpoint's encoder config; the features' meaning, and so the fingerprint, stay the same)
     variation: the scene every episode runs in (``envs.variation``, drawn from the episode's seed): ``none`` (as
         built), a factor at a level (``light_intensity:high``), ``visual:high`` (every visual factor at once), ...;
         the same seeds give the same cubes and arm noise under every variation, so evaluations pair
@@ -96,8 +103,7 @@ class EvalConfig:
     prefetch: int = 0
     execution: str | None = None
     execute_steps: int | None = None
-    encoder_device: str | None = None
-    encoder_dtype: str | None = None
+    placement: EncoderPlacement = field(default_factory=EncoderPlacement)
     variation: str = "none"
     device: str = "auto"
     out: str | None = None
@@ -154,14 +160,11 @@ def _structured(cls: type, d: Mapping[str, Any]) -> Any:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), dict(d)))
 
 
-def encoder_for_checkpoint(encoder_part: Mapping[str, Any], device: str | None = None, dtype: str | None = None
+def encoder_for_checkpoint(encoder_part: Mapping[str, Any], placement: EncoderPlacement | None = None
                            ) -> FrozenS2Encoder | OracleEncoder:
-    """The frozen encoder a checkpoint was trained on; refuses one whose features would mean something else."""
-    enc_cfg: EncoderConfig = _structured(EncoderConfig, encoder_part["config"])
-    if device is not None:
-        enc_cfg.device = device
-    if dtype is not None:
-        enc_cfg.dtype = dtype
+    """The frozen encoder a checkpoint was trained on, placed as ``placement`` says; refuses one whose features would
+    mean something else."""
+    enc_cfg: EncoderConfig = (placement or EncoderPlacement()).apply(_structured(EncoderConfig, encoder_part["config"]))
     digest = weights_digest(enc_cfg)
     found, trained = encoder_fingerprint(enc_cfg, digest), encoder_part["fingerprint"]
     if found != trained:
@@ -228,7 +231,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Load, roll out, write ``results.json``, table, success map and videos; returns the results dict."""
     policy, parts = from_pretrained(cfg.checkpoint, resolve_device(cfg.device), use_ema=cfg.use_ema)
     execution = _override_execution(policy, cfg.execution, cfg.execute_steps)
-    encoder = encoder_for_checkpoint(parts["encoder"], cfg.encoder_device, cfg.encoder_dtype)
+    encoder = encoder_for_checkpoint(parts["encoder"], cfg.placement)
     env_cfg = _eval_env(cfg, parts["env"], policy)
     positions, positions_desc = cfg.position_set()
     demo_cubes, demo_desc = training_cubes(parts)

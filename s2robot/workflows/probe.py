@@ -27,7 +27,7 @@ from s2robot.common.checks import check_seed
 from s2robot.data.store import EpisodeStore
 from s2robot.sim.env import check_variation
 from s2robot.sim.frames import LABELS, FrameDataConfig, LabeledFrames, generate_frames, read_labeled
-from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
+from s2robot.vision.encoder import EncoderConfig, EncoderPlacement, FrozenS2Encoder
 from s2robot.vision.s2 import s2_forward
 
 ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
@@ -220,7 +220,7 @@ class ProbeConfig:
     data: labeled frames: generated (``data.generator``) and/or generated stores (demo stores have no labels)
     test_frac: share of episodes held out for scoring
     batch_size: frames per encoder call
-    encoder_dtype, device: compute dtype and device of every encoder (``auto``: bf16 on CUDA and native-bf16 CPUs)
+    placement: device, dtype and max batch of every encoder (``EncoderPlacement``; None fields: each preset's)
     grid_size: the ``cls+grid`` readout's grid side for every encoder (None: each preset's)
     threads: torch CPU threads; None = torch's default
     reconstruct: pairs ``[source, target]`` of ``encoders``: how well a ridge map from the source's features
@@ -239,8 +239,7 @@ class ProbeConfig:
     test_frac: float = 0.25
     seed: int = 0
     batch_size: int = 32
-    encoder_dtype: str = "auto"
-    device: str = "auto"
+    placement: EncoderPlacement = field(default_factory=EncoderPlacement)
     grid_size: int | None = None
     threads: int | None = None
     reconstruct: list[list[str]] = field(default_factory=list)
@@ -352,7 +351,7 @@ def run_probes(cfg: ProbeConfig, progress: bool = True) -> tuple[str, Path]:
     for name in cfg.encoders:
         try:
             grid = {} if cfg.grid_size is None else {"grid_size": cfg.grid_size}
-            encoder = FrozenS2Encoder(EncoderConfig.from_name(name, dtype=cfg.encoder_dtype, device=cfg.device, **grid))
+            encoder = FrozenS2Encoder(cfg.placement.apply(EncoderConfig.from_name(name, **grid)))
         except FileNotFoundError as e:
             skipped.append({"encoder": name, "reason": str(e).split(". ")[0]})
             if progress:

@@ -125,3 +125,18 @@ def test_config_errors() -> None:
 def test_bad_frames(bad: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         FrozenS2Encoder(micro())(bad)
+
+
+def test_placement_moves_an_encoder_without_changing_its_features_meaning() -> None:
+    """``placement`` (device, dtype, max batch) overrides only what it sets, and never the fingerprint."""
+    from s2robot.vision.encoder import EncoderPlacement, encoder_fingerprint
+
+    base = EncoderConfig(variant="vit-micro", weights="random", img_sizes=[32, 64], dtype="bfloat16", max_batch=8)
+    moved = EncoderPlacement(dtype="float32", max_batch=2).apply(base)
+    assert (moved.dtype, moved.max_batch, moved.device) == ("float32", 2, base.device)
+    assert EncoderPlacement().apply(base) == base
+    assert encoder_fingerprint(moved) == encoder_fingerprint(base)
+    with pytest.raises(ValueError, match=r"placement\.dtype must be one of .* got 'fp8'"):
+        EncoderPlacement(dtype="fp8")
+    with pytest.raises(ValueError, match=r"placement\.max_batch must be ≥ 1"):
+        EncoderPlacement(max_batch=0)

@@ -12,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from PIL import Image
 
+from s2robot.vision.encoder import EncoderPlacement
 from s2robot.workflows.compare import CompareConfig, compare_encoders
 from s2robot.workflows.compare_report import comparison_rows, format_comparison, plot_comparison
 from s2robot.workflows.configs import register_configs
@@ -111,7 +112,7 @@ def test_config_validates() -> None:
 def test_encoder_overrides() -> None:
     """encoder_* fields and the readout override every encoder's yaml; None keeps it."""
     kept = CompareConfig().encoder_config("vitti_s2_random")
-    grid = CompareConfig(encoder_dtype="float32").encoder_config("vitti_s2_random", "cls+grid")
+    grid = CompareConfig(placement=EncoderPlacement(dtype="float32")).encoder_config("vitti_s2_random", "cls+grid")
     assert (kept.readout, grid.readout, grid.dtype) == ("cls", "cls+grid", "float32")
     assert grid.feature_dim() == 5 * kept.feature_dim()  # CLS + 2×2 pooled patch grid
     with pytest.raises(ValueError, match="readouts must be distinct names"):
@@ -139,7 +140,7 @@ def compose_config(tmp: Path, name: str = "compare_encoders", extra: list[str] |
     """configs/<name>.yaml with test_pipeline.py's tiny overrides, 2 micro encoders × 1 seed, then ``extra``."""
     register_configs()
     overrides = ["encoders=[micro_s2_random,micro_random]", "seeds=[0]", f"out={tmp / 'cmp'}",
-                 "encoder_dtype=float32", "policy@base.train.policy=tiny", "base.n_demos=3", "base.record_workers=1",
+                 "placement.dtype=float32", "policy@base.train.policy=tiny", "base.n_demos=3", "base.record_workers=1",
                  f"base.train.demos={tmp / 'demos.zarr'}", f"base.train.runs_dir={tmp / 'runs'}",
                  "base.train.name=t", "base.train.env.image_size=32", "base.train.steps=4",
                  "base.train.batch_size=16", "base.train.warmup_steps=2", "base.train.val_fraction=0",

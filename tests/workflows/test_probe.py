@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from s2robot.sim.frames import FrameDataConfig, GeneratorConfig
-from s2robot.vision.encoder import EncoderConfig, FrozenS2Encoder
+from s2robot.vision.encoder import EncoderConfig, EncoderPlacement, FrozenS2Encoder
 from s2robot.workflows.probe import (
     ProbeConfig,
     encode_readouts,
@@ -99,8 +99,8 @@ def test_reconstruct_pairs_validated() -> None:
 def test_probe_script_end_to_end(tmp_path: Path) -> None:
     gen = GeneratorConfig(n_frames=60, image_size=32, max_steps=20, workers=1, out=str(tmp_path / "g.zarr"))
     cfg = ProbeConfig(encoders=["micro_s2_random", "micro_random", "mvp_vitb"], readouts=["cls", "mean"],
-                      data=FrameDataConfig(generator=gen), out=str(tmp_path / "probe.json"), device="cpu",
-                      encoder_dtype="float32",
+                      data=FrameDataConfig(generator=gen), out=str(tmp_path / "probe.json"),
+                      placement=EncoderPlacement(device="cpu", dtype="float32"),
                       reconstruct=[["micro_s2_random", "micro_random"], ["micro_random", "micro_s2_random"],
                                    ["micro_random", "mvp_vitb"]])
     table, path = run_probes(cfg, progress=False)
@@ -127,7 +127,7 @@ def test_probes_under_a_scene_variation(tmp_path: Path) -> None:
     on the varied frames; a physical variation (other episodes) and stores are refused."""
     gen = GeneratorConfig(n_frames=60, image_size=32, max_steps=20, workers=1, out=str(tmp_path / "g.zarr"))
     cfg = ProbeConfig(encoders=["micro_random"], readouts=["cls"], data=FrameDataConfig(generator=gen),
-                      out=str(tmp_path / "probe.json"), device="cpu", encoder_dtype="float32",
+                      out=str(tmp_path / "probe.json"), placement=EncoderPlacement(device="cpu", dtype="float32"),
                       variations=["light_intensity:high"])
     table, path = run_probes(cfg, progress=False)
     rows = json.loads(path.read_text())["variations"]
@@ -137,7 +137,7 @@ def test_probes_under_a_scene_variation(tmp_path: Path) -> None:
     assert (tmp_path / "g-light_intensity_high.zarr").is_dir() and "fit clean" in table
     with pytest.raises(ValueError, match="changed the episodes themselves"):
         run_probes(ProbeConfig(encoders=["micro_random"], readouts=["cls"], data=FrameDataConfig(generator=gen),
-                               out=str(tmp_path / "p2.json"), device="cpu", variations=["cube_size:high"]),
+                               out=str(tmp_path / "p2.json"), variations=["cube_size:high"]),
                    progress=False)
     with pytest.raises(ValueError, match=r"set data\.generator\.n_frames > 0"):
         ProbeConfig(variations=["light_intensity:high"])
