@@ -35,10 +35,10 @@ class PipelineConfig:
 
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    n_demos: int = 120
-    record_workers: int = 2
-    record_seed: int = 0
-    noise_std: float = RecordConfig.noise_std  # the recorder's defaults: one place
+    n_demos: int = RecordConfig.n_episodes  # the recorder's defaults: one place
+    record_workers: int = RecordConfig.workers
+    record_seed: int = RecordConfig.seed
+    noise_std: float = RecordConfig.noise_std
     tail_steps: int = RecordConfig.tail_steps
     variation: str = RecordConfig.variation
     scene_variation: str = "standard_visual"
