@@ -67,14 +67,6 @@ def _warn_torn(path: Path, rewritten: bool) -> None:
     warnings.warn(f"{path}: dropped a torn last line (not JSON: a run killed while writing it); {fix}", stacklevel=3)
 
 
-def _is_json(line: str) -> bool:
-    try:
-        json.loads(line)
-    except ValueError:
-        return False
-    return True
-
-
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The lines of a JSON-lines file (none when it does not exist). A torn (unparseable) last line, left by a kill
     mid-write, is dropped with a warning; an unparseable line before it raises ValueError naming file and line."""
@@ -101,19 +93,13 @@ class RunLogger:
                  run_id: str | None = None, resume_step: int | None = None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None and path.exists():
+        if path.exists():
             records, torn = _parse_jsonl(path)
             if torn:
                 _warn_torn(path, rewritten=True)
-            kept = [json.dumps(d) for d in records if d["step"] <= resume_step]
-            path.write_text("".join(f"{ln}\n" for ln in kept))
-        elif path.exists():  # appending: only a torn last line matters (the next line would continue it)
-            lines = path.read_text().splitlines(keepends=True)
-            while lines and not lines[-1].strip():
-                lines.pop()
-            if lines and not _is_json(lines[-1]):
-                _warn_torn(path, rewritten=True)
-                path.write_text("".join(lines[:-1]))
+            if torn or resume_step is not None:  # the next line must not continue a torn one
+                kept = [d for d in records if resume_step is None or d["step"] <= resume_step]
+                path.write_text("".join(f"{json.dumps(d)}\n" for d in kept))
         self.run = wandb_run(wandb_cfg, name, path.parent, config, run_id)
         self.run_id = self.run.id if self.run is not None else run_id
 
