@@ -4,14 +4,14 @@ the learning-rate schedule, AdamW parameter groups, an EMA of weights and atomic
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from s2robot.common.atomic import replacing
 
 NO_DECAY_NAMES = ("cls_token", "mask_token")
 
@@ -53,12 +53,5 @@ class EMA:
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
     """Write atomically (a new, uniquely named temp file beside ``path``, then a rename): a crash mid-save never
     corrupts the previous checkpoint, and no other file beside it is ever overwritten."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(dict(payload), name)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)  # our own half-written file
-        raise
+    with replacing(path) as tmp:
+        torch.save(dict(payload), tmp)

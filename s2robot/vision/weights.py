@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from s2robot.common.atomic import replacing
 from s2robot.vision.vit import VisionTransformer, resize_pos_embed
 
 # Official download URLs (github ir413/mvp, mvp/backbones/model_zoo.py).
@@ -267,28 +268,24 @@ def download(name: str, dest_dir: Path | None = None, md5: str | None = None, ti
     from tqdm import tqdm
 
     dest = (dest_dir or cache_dir()) / f"{name}.pth"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_suffix(".pth.part")
     md5_hash = hashlib.md5()
-    try:
-        with urllib.request.urlopen(MVP_URLS[name], timeout=timeout) as response, open(part, "wb") as f:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    f.write(block)
-                    md5_hash.update(block)
-                    bar.update(len(block))
-    except OSError as e:
-        part.unlink(missing_ok=True)
-        raise ConnectionError(
-            f"could not download {name} from {MVP_URLS[name]} ({e}). Without internet, copy the file from a "
-            f"machine that has it to {dest}."
-        ) from e
-    expected = md5 or MVP_MD5.get(name)
-    if expected and md5_hash.hexdigest() != expected:
-        part.unlink(missing_ok=True)
-        raise ValueError(f"md5 of the download is {md5_hash.hexdigest()}, expected {expected}; try again")
-    read_checkpoint(part)  # refuse an HTML error page saved as .pth
-    part.replace(dest)
+    with replacing(dest) as part:  # a unique temp file beside dest: renamed onto it only once checked
+        try:
+            with urllib.request.urlopen(MVP_URLS[name], timeout=timeout) as response, open(part, "wb") as f:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        f.write(block)
+                        md5_hash.update(block)
+                        bar.update(len(block))
+        except OSError as e:
+            raise ConnectionError(
+                f"could not download {name} from {MVP_URLS[name]} ({e}). Without internet, copy the file from a "
+                f"machine that has it to {dest}."
+            ) from e
+        expected = md5 or MVP_MD5.get(name)
+        if expected and md5_hash.hexdigest() != expected:
+            raise ValueError(f"md5 of the download is {md5_hash.hexdigest()}, expected {expected}; try again")
+        read_checkpoint(part)  # refuse an HTML error page saved as .pth
     print(f"saved {dest}\n  md5    {md5_hash.hexdigest()}\n  sha256 {file_sha256(dest)}")
     return dest

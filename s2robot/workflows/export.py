@@ -8,7 +8,6 @@ unless asked, and never a checkpoint that ships with the repository (``check_exp
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from s2robot.common.atomic import replacing
 from s2robot.sim.frames import FrameDataConfig
 from s2robot.vision.weights import file_sha256, shipped_name
 
@@ -50,20 +50,13 @@ def export_encoder(
     check_export_target(path, overwrite)
     if fp16:
         state = {k: v.half() for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = path.with_suffix(".json")
-    tmp_pth, tmp_meta = (f.with_name(f".{f.name}.{os.getpid()}.part") for f in (path, meta))
-    try:
+    with replacing(path) as tmp_pth, replacing(meta) as tmp_meta:
         torch.save({"model": state}, tmp_pth)
         info = provenance | {"file": path.name, "dtype": "float16" if fp16 else "float32",
                              "bytes": tmp_pth.stat().st_size, "sha256": file_sha256(tmp_pth)}
         tmp_meta.write_text(json.dumps(info, indent=2) + "\n")
         check_export_target(path, overwrite)  # again: another export may have landed while this one was written
-        os.replace(tmp_pth, path)
-        os.replace(tmp_meta, meta)
-    finally:
-        tmp_pth.unlink(missing_ok=True)
-        tmp_meta.unlink(missing_ok=True)
     return path, info
 
 
