@@ -1,4 +1,8 @@
-"""Inspect a demo store from the shell: ``python -m s2robot.workflows.store {info,verify,upgrade,video} PATH``."""
+"""Demo stores from the shell: info, verify, upgrade, video; import other projects' datasets, export to them.
+
+``python -m s2robot.workflows.store COMMAND PATH ...`` (``--help`` lists each command's options; docs/interop.md the
+formats).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from s2robot.data.episode import find_non_finite
+from s2robot.data.importer import ACTION_SPACE, EXPORTERS, READERS, exporter, import_source, key_map_for, open_source
 from s2robot.data.keys import is_rgb, rgb_cameras, rgb_key
 from s2robot.data.store import EpisodeStore
 from s2robot.data.verify import upgrade_path, verify_path
@@ -74,24 +79,63 @@ def write_store_videos(store: EpisodeStore, episodes: list[int], camera: str | N
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m s2robot.workflows.store {info,verify,upgrade,video} PATH ...`; returns the exit code (verify: 1
-    when it finds a problem; upgrade: 1 when it refuses)."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m s2robot.workflows.store", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_info = sub.add_parser("info", help="summarise a store")
-    p_info.add_argument("path", type=Path)
-    p_verify = sub.add_parser("verify", help="re-read every episode and check it against its stored digest")
-    p_verify.add_argument("path", type=Path)
-    p_upgrade = sub.add_parser("upgrade", help="sign a schema-1 store as schema 2, once, after verifying it")
-    p_upgrade.add_argument("path", type=Path)
+    for name, text in (("info", "summarise a store"),
+                       ("verify", "re-read every episode and check it against its stored digest"),
+                       ("upgrade", "sign a schema-1 store as schema 2, once, after verifying it")):
+        sub.add_parser(name, help=text).add_argument("path", type=Path)
     p_video = sub.add_parser("video", help="write an mp4 per episode from rgb_<camera>")
     p_video.add_argument("path", type=Path)
     p_video.add_argument("--episodes", type=int, nargs="+", default=[0])
     p_video.add_argument("--camera", default=None, help="camera name (default: the first rgb_ key)")
     p_video.add_argument("--out", type=Path, default=Path("videos"))
     p_video.add_argument("--fps", type=float, default=10.0)
-    args = parser.parse_args(argv)
+    p_import = sub.add_parser("import", help="import another project's dataset into a new store (docs/interop.md)")
+    p_import.add_argument("path", type=Path, help="the dataset (LeRobot: its root folder)")
+    p_import.add_argument("--format", required=True, choices=sorted(READERS))
+    p_import.add_argument("--out", type=Path, required=True, help="the store to write (resumed when it exists)")
+    p_import.add_argument("--proprio", default=None, help="source columns concatenated into proprio: a,b")
+    p_import.add_argument("--action", default=None, help="source column of the action")
+    p_import.add_argument("--camera", action="append", default=None, metavar="NAME=COLUMN",
+                          help="a camera: store name = source column (repeat; replaces the default cameras)")
+    p_import.add_argument("--image-size", type=int, default=224, help="square frame size S [px]")
+    p_import.add_argument("--action-space", choices=["absolute", "delta"], default=None,
+                          help="the source's actions: absolute targets (stored as action and target) or deltas "
+                               "(default: the format's usual, robomimic delta, others absolute)")
+    p_import.add_argument("--overwrite", action="store_true", help="replace an existing import at --out")
+    p_export = sub.add_parser("export", help="write a store in another project's format (docs/interop.md)")
+    p_export.add_argument("path", type=Path)
+    p_export.add_argument("--format", required=True, choices=sorted(EXPORTERS))
+    p_export.add_argument("--out", type=Path, required=True)
+    p_export.add_argument("--codec", choices=["h264", "av1"], default=None, help="lerobot video codec (h264)")
+    p_export.add_argument("--crf", type=int, default=None, help="lerobot video quality (30; lower is better)")
+    p_export.add_argument("--fps", type=float, default=None, help="lerobot fps [Hz] (the store's control_hz)")
+    return parser
+
+
+def _import(args: argparse.Namespace) -> str:
+    source = open_source(args.format, args.path)
+    key_map = key_map_for(source, args.proprio, args.action, args.camera)
+    action_space = args.action_space or ACTION_SPACE[args.format]
+    store = import_source(source, args.out, key_map, args.image_size, action_space, overwrite=args.overwrite)
+    return (f"{store.path}: {store.n_episodes} episodes, {store.n_steps} steps from {args.format} dataset {args.path}; "
+            f"fingerprint {store.fingerprint}")
+
+
+def _export(args: argparse.Namespace) -> str:
+    store = EpisodeStore.open(args.path)
+    options = {k: v for k in ("codec", "crf", "fps") if (v := getattr(args, k)) is not None}
+    if options and args.format != "lerobot":
+        raise ValueError(f"{', '.join('--' + k for k in options)}: only for --format lerobot (video options)")
+    return f"{exporter(args.format)(store, args.out, **options)}: {store.n_episodes} episodes as {args.format}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m s2robot.workflows.store {info,verify,upgrade,video,import,export} PATH ...`; returns the exit code
+    (verify: 1 when it finds a problem; upgrade: 1 when it refuses; 2 on bad input)."""
+    args = _parser().parse_args(argv)
     if args.command == "verify":
         problems = verify_path(args.path)
         print("\n".join(problems) if problems else f"{args.path}: verified, every episode matches its digest")
@@ -106,13 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(upgrade.report))
         return 0
     try:
+        if args.command in ("import", "export"):
+            print((_import if args.command == "import" else _export)(args))
+            return 0
         store = EpisodeStore.open(args.path)
         if args.command == "info":
             print(info_text(store))
         else:
             for path in write_store_videos(store, args.episodes, args.camera, args.out, args.fps):
                 print(path)
-    except (FileNotFoundError, ValueError, IndexError, KeyError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, IndexError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
