@@ -1,4 +1,5 @@
-"""The frozen MVP encoder wrapped with S²: camera frames in, one feature vector per frame out."""
+"""A frozen ViT (MVP's, ours, or a DINOv2 / SigLIP / CLIP tower) wrapped with S²: camera frames in, one feature
+vector per frame out."""
 
 from __future__ import annotations
 
@@ -16,35 +17,53 @@ from torch import nn
 
 from s2robot.common.checks import check_image_side, check_seed
 from s2robot.common.device import DTYPE_CHOICES, resolve_device, resolve_dtype
-from s2robot.vision.image import imagenet_normalize, to_float
+from s2robot.vision.hf_backbone import HF_VARIANTS, HFBackbone, HFSpec, build_hf_backbone, hf_spec
+from s2robot.vision.image import IMAGENET_MEAN, IMAGENET_STD, to_float
 from s2robot.vision.oracle import ORACLE, ORACLE_DIM, OracleEncoder
 from s2robot.vision.presets import ENCODER_PRESETS
 from s2robot.vision.s2 import num_splits, s2_forward
-from s2robot.vision.vit import VisionTransformer, build_vit, flops_per_image, get_config, param_count
+from s2robot.vision.vit import VARIANTS, VisionTransformer, ViTConfig, build_vit, flops_per_image, get_config
 from s2robot.vision.weights import AUTO, LoadReport, load_resolved, resolve_weights
 
 READOUTS = ("cls", "mean", "cls+grid")
 FINGERPRINT_VERSION = 1
 
 
+def backbone_arch(variant: str, img_size: int | None = None) -> ViTConfig | HFSpec:
+    """The architecture of ``variant``: a ViT of ``vit.VARIANTS`` or a transformers tower of ``HF_VARIANTS``."""
+    if variant in HF_VARIANTS:
+        return hf_spec(variant, img_size)
+    if variant in VARIANTS:
+        return get_config(variant, img_size)
+    raise ValueError(f"unknown encoder variant {variant!r}; ViTs: {sorted(VARIANTS)}; transformers towers (DINOv2, "
+                     f"SigLIP, CLIP): {sorted(HF_VARIANTS)}")
+
+
+def _flops_per_image(arch: ViTConfig | HFSpec) -> int:
+    return arch.flops_per_image() if isinstance(arch, HFSpec) else flops_per_image(arch)
+
+
 @dataclass
 class EncoderConfig:
     """A frozen S² encoder. Named presets: ``s2robot.vision.presets`` (hydra group ``encoder``).
 
-    variant: ViT registry name (``s2robot.vision.vit.VARIANTS``), e.g. ``vitb-mae-egosoup``
-    weights: ``auto`` (resolve by variant name, see ``s2robot.vision.weights``), ``random``, or a ``.pth`` path
+    variant: ViT registry name (``s2robot.vision.vit.VARIANTS``), e.g. ``vitb-mae-egosoup``, or a DINOv2 / SigLIP /
+        CLIP tower through transformers (``s2robot.vision.hf_backbone.HF_VARIANTS``), e.g. ``hf-dinov2-vits14``
+    weights: ``auto`` (resolve by variant name, see ``s2robot.vision.weights``), ``random``, or a ``.pth`` path; for
+        a tower, a model folder or a hub id in the offline Hugging Face cache (never downloaded)
     seed: init seed when ``weights: random``
     img_sizes: S² scale sides [px]; default: the model's own size only (plain, single-scale ViT)
     scales: alternative to img_sizes, relative to the model's size (``[1, 2]`` = 224²+448² for ViT-B)
     max_split_size: largest tile side [px]; default the model's size, so every tile is model-sized
     resize_output_to_idx: which scale's patch grid the other scales are area-resized to
-    readout: ``cls`` (MVP's choice; CLS averaged over tiles, concatenated across scales), ``mean`` (mean
-        of the multi-scale patch tokens) or ``cls+grid`` (CLS plus a ``grid_size``² pooled patch grid)
+    readout: ``cls`` (MVP's choice; CLS averaged over tiles, concatenated across scales; SigLIP, which has no CLS:
+        its attention-pooled embedding), ``mean`` (mean of the multi-scale patch tokens) or ``cls+grid`` (CLS plus
+        a ``grid_size``² pooled patch grid)
     device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``
     dtype: compute dtype of the ViT: ``auto`` (bf16 on CUDA and on CPUs with native bf16, else float32; see
         ``s2robot.common.device``), ``float32``, ``bfloat16`` or ``float16``; features are float32
     max_batch: most tiles per ViT call (bounds memory); None = all tiles of a batch at once
-    allow_download: let ``weights: auto`` download official MVP weights when not found locally
+    allow_download: let ``weights: auto`` download official MVP weights when not found locally (towers: never)
     oracle_noise: with ``variant: oracle`` (no ViT: privileged cube position + gripper, see
         ``s2robot.vision.oracle``), the std of each episode's cube-position offset [m]; ``seed`` draws it
     compile: ``torch.compile`` the ViT with this mode (``default``, ``reduce-overhead`` = CUDA graphs,
@@ -74,7 +93,7 @@ class EncoderConfig:
             if not (self.oracle_noise >= 0 and math.isfinite(self.oracle_noise)):
                 raise ValueError(f"oracle_noise must be a finite value ≥ 0 [m], got {self.oracle_noise}")
             return
-        get_config(self.variant)  # raises with the list of variants
+        arch = backbone_arch(self.variant)  # raises with the list of variants
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}; got {self.readout!r}")
         if self.compile not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
@@ -88,6 +107,9 @@ class EncoderConfig:
             raise ValueError(f"grid_size must be ≥ 1; got {self.grid_size}")
         if self.max_split_size is not None:
             check_image_side(self.max_split_size, "max_split_size", low=1)
+        if self.tile_size() % arch.patch_size:
+            raise ValueError(f"S² tile size max_split_size={self.tile_size()} px is not a multiple of {self.variant}'s "
+                             f"{arch.patch_size}-px patches; use a multiple of {arch.patch_size}, e.g. {arch.img_size}")
         bad_scales = [s for s in self.scales or [] if not (math.isfinite(s) and s > 0)]
         if bad_scales:
             raise ValueError(f"scales must be finite and > 0 (relative to the model's size); got {bad_scales}")
@@ -110,7 +132,7 @@ class EncoderConfig:
         return self.variant == ORACLE
 
     def model_size(self) -> int:
-        return get_config(self.variant).img_size
+        return backbone_arch(self.variant).img_size
 
     def tile_size(self) -> int:
         return self.max_split_size or self.model_size()
@@ -131,13 +153,13 @@ class EncoderConfig:
         """Width F of the features: D per scale, times (1 + grid²) for ``cls+grid``."""
         if self.is_oracle:
             return ORACLE_DIM
-        width = get_config(self.variant).embed_dim * len(self.resolved_img_sizes())
+        width = backbone_arch(self.variant).embed_dim * len(self.resolved_img_sizes())
         return width * (1 + self.grid_size**2) if self.readout == "cls+grid" else width
 
     def flops_per_frame(self) -> int:
         if self.is_oracle:
             return 0
-        return self.n_forward_images() * flops_per_image(get_config(self.variant, self.tile_size()))
+        return self.n_forward_images() * _flops_per_image(backbone_arch(self.variant, self.tile_size()))
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> EncoderConfig:
@@ -191,7 +213,7 @@ def encoder_fingerprint(cfg: EncoderConfig, weights_digest: str | None = None) -
         weights_digest = resolve_weights(cfg.variant, cfg.weights, cfg.seed, allow_download=False).digest
     key = {
         "version": FINGERPRINT_VERSION,
-        "vit": asdict(get_config(cfg.variant, cfg.tile_size())),
+        "vit": asdict(backbone_arch(cfg.variant, cfg.tile_size())),
         "weights": weights_digest,
         "img_sizes": cfg.resolved_img_sizes(),
         "max_split_size": cfg.tile_size(),
@@ -215,10 +237,11 @@ def build_encoder(cfg: EncoderConfig) -> FrozenS2Encoder | OracleEncoder:
 
 
 class FrozenS2Encoder(nn.Module):
-    """Frozen MVP ViT + S². ``encoder(frames) -> (B, F)`` float32, with F = ``feature_dim``.
+    """Frozen ViT + S². ``encoder(frames) -> (B, F)`` float32, with F = ``feature_dim``.
 
     frames: uint8 ``(B, H, W, 3)`` RGB (numpy or torch) or float ``(B, 3, H, W)`` in [0, 1]; square,
-    any size (each S² scale is resized from it). ImageNet normalization is applied here.
+    any size (each S² scale is resized from it). The backbone's normalization is applied here: ImageNet for our
+    ViTs, the tower's own mean/std for a transformers tower (``HFBackbone.image_mean``/``image_std``).
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -227,9 +250,19 @@ class FrozenS2Encoder(nn.Module):
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.img_sizes = cfg.resolved_img_sizes()
-        self.vit: VisionTransformer = build_vit(cfg.variant, cfg.tile_size())
         self.weights = resolve_weights(cfg.variant, cfg.weights, cfg.seed, cfg.allow_download)
-        self.load_report: LoadReport | None = load_resolved(self.vit, self.weights, cfg.seed)
+        self.vit: VisionTransformer | HFBackbone
+        self.load_report: LoadReport | None = None
+        if cfg.variant in HF_VARIANTS:
+            self.vit = build_hf_backbone(cfg.variant, cfg.tile_size(), self.weights, cfg.seed)
+            mean, std = self.vit.image_mean, self.vit.image_std
+        else:
+            self.vit = build_vit(cfg.variant, cfg.tile_size())
+            self.load_report = load_resolved(self.vit, self.weights, cfg.seed)
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        # not persistent: the state dict keeps only the backbone's keys
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.to(self.device)
         self.vit.to(self.dtype)
@@ -254,7 +287,6 @@ class FrozenS2Encoder(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """JSON-able provenance for artifact attrs and result files."""
-        vit_cfg = self.vit.cfg
         return {
             "fingerprint": self.fingerprint,
             "variant": self.cfg.variant,
@@ -264,7 +296,7 @@ class FrozenS2Encoder(nn.Module):
             "img_sizes": self.img_sizes,
             "readout": self.cfg.readout,
             "feature_dim": self.feature_dim,
-            "params": param_count(vit_cfg),
+            "params": sum(p.numel() for p in self.vit.parameters()),
             "gflops_per_frame": self.cfg.flops_per_frame() / 1e9,
             "config": asdict(self.cfg),
         }
@@ -288,10 +320,10 @@ class FrozenS2Encoder(nn.Module):
             raise ValueError(f"frames must be uint8 or floating point; got {x.dtype}")
         if x.shape[-1] != x.shape[-2]:
             raise ValueError(f"frames must be square; got {x.shape[-2]}x{x.shape[-1]} (crop or resize them)")
-        return imagenet_normalize(x)
+        return (x - self.pixel_mean) / self.pixel_std
 
     def _vit(self, tiles: torch.Tensor) -> torch.Tensor:
-        return self._vit_call(tiles.to(self.dtype))  # (b, 1+N, D)
+        return self._vit_call(tiles.to(self.dtype))  # (b, P+N, D)
 
     @torch.inference_mode()
     def forward(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -304,14 +336,14 @@ class FrozenS2Encoder(nn.Module):
             resize_output_to_idx=self.cfg.resize_output_to_idx,
             num_prefix_token=self.vit.num_prefix_tokens,
             max_batch=self.cfg.max_batch,
-        ).float()  # (B, 1+h*w, D*K)
+        ).float()  # (B, P+h*w, D*K)
         return self.readout(tokens)
 
     encode = forward
 
     def readout(self, tokens: torch.Tensor) -> torch.Tensor:
-        """S² tokens ``(B, 1+h*w, C)`` → features ``(B, F)``."""
-        cls, patches = VisionTransformer.cls_tokens(tokens), VisionTransformer.patch_tokens(tokens)
+        """S² tokens ``(B, P+h*w, C)`` (P prefix tokens, the CLS first) → features ``(B, F)``."""
+        cls, patches = tokens[:, 0], tokens[:, self.vit.num_prefix_tokens :]  # (B, C), (B, h*w, C)
         if self.cfg.readout == "cls":
             return cls
         if self.cfg.readout == "mean":

@@ -53,6 +53,29 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "oracle": {"variant": "oracle"},
     # the oracle with a 3-cm (std per axis) error in each episode's cube position: a mediocre cube detector
     "oracle_3cm": {"variant": "oracle", "oracle_noise": 0.03},
+    # DINOv2 / SigLIP / CLIP vision towers through transformers (s2robot/vision/hf_backbone.py), from a model folder
+    # or the offline Hugging Face cache, never downloaded at run time (docs/encoders.md: how to fetch them). Plain
+    # = one 224² tile; _s2 = S² at 224²+448² (1 + 4 tiles per frame). DINOv2 ViT-S/14 (facebook/dinov2-small)
+    "dinov2_vits14": {"variant": "hf-dinov2-vits14", "img_sizes": [224]},
+    "dinov2_vits14_s2": {"variant": "hf-dinov2-vits14", "img_sizes": [224, 448]},
+    # DINOv2 ViT-S/14 with 4 registers (facebook/dinov2-with-registers-small); the registers are dropped
+    "dinov2_vits14_reg": {"variant": "hf-dinov2-vits14-reg", "img_sizes": [224]},
+    "dinov2_vits14_reg_s2": {"variant": "hf-dinov2-vits14-reg", "img_sizes": [224, 448]},
+    # DINOv2 ViT-B/14 (facebook/dinov2-base)
+    "dinov2_vitb14": {"variant": "hf-dinov2-vitb14", "img_sizes": [224]},
+    "dinov2_vitb14_s2": {"variant": "hf-dinov2-vitb14", "img_sizes": [224, 448]},
+    # SigLIP ViT-B/16 at 224 (google/siglip-base-patch16-224); `cls` reads its attention-pooled embedding
+    "siglip_b16": {"variant": "hf-siglip-vitb16", "img_sizes": [224]},
+    "siglip_b16_s2": {"variant": "hf-siglip-vitb16", "img_sizes": [224, 448]},
+    # CLIP ViT-B/16 and ViT-B/32 (openai/clip-vit-base-patch16, -patch32)
+    "clip_b16": {"variant": "hf-clip-vitb16", "img_sizes": [224]},
+    "clip_b16_s2": {"variant": "hf-clip-vitb16", "img_sizes": [224, 448]},
+    "clip_b32": {"variant": "hf-clip-vitb32", "img_sizes": [224]},
+    "clip_b32_s2": {"variant": "hf-clip-vitb32", "img_sizes": [224, 448]},
+    # test-sized (32-D, 2-layer) DINOv2 / SigLIP / CLIP towers with S², random weights: for tests and smoke runs only
+    "dinov2_micro_s2_random": {"variant": "hf-dinov2-micro", "weights": "random", "img_sizes": [28, 56]},
+    "siglip_micro_s2_random": {"variant": "hf-siglip-micro", "weights": "random", "img_sizes": [32, 64]},
+    "clip_micro_s2_random": {"variant": "hf-clip-micro", "weights": "random", "img_sizes": [32, 64]},
     # a 2-layer 32-px ViT, plain 32² (no S²), random weights: for tests and smoke runs only
     "micro_random": {"variant": "vit-micro", "weights": "random", "img_sizes": [32]},
     # a 2-layer 32-px ViT with S² at 32²+64², random weights: for tests and smoke runs only

@@ -88,8 +88,8 @@ def shipped_name(path: str | Path) -> str | None:
 class ResolvedWeights:
     """Where an encoder's weights come from. ``digest`` identifies the content (keys feature caches)."""
 
-    source: str  # "file" | "mvp-package" | "random"
-    digest: str  # sha256 of the file / of the state dict, or "random-seed<N>"
+    source: str  # "file" | "mvp-package" | "hf-folder" | "random"
+    digest: str  # sha256 of the file / of the state dict / of a model folder's files, or "random-seed<N>"
     path: Path | None = None
     state_dict: Mapping[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
@@ -176,7 +176,12 @@ def _missing_weights_error(name: str) -> FileNotFoundError:
 def resolve_weights(
     name: str, weights: str = AUTO, seed: int = 0, allow_download: bool = False
 ) -> ResolvedWeights:
-    """Find the weights for variant ``name``: ``weights`` is ``"auto"``, ``"random"`` or a file path."""
+    """Find the weights for variant ``name``: ``weights`` is ``"auto"``, ``"random"`` or a file path. A transformers
+    tower (``hf_backbone.HF_VARIANTS``) resolves to a model folder, never downloaded (``resolve_hf_weights``)."""
+    from s2robot.vision import hf_backbone  # imports this module: resolved at call time
+
+    if hf_backbone.is_hf_variant(name):
+        return hf_backbone.resolve_hf_weights(name, weights, seed)
     if weights == RANDOM:
         return ResolvedWeights(RANDOM, f"random-seed{seed}")
     if weights != AUTO:
