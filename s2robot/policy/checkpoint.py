@@ -1,43 +1,57 @@
 """Policy checkpoints: a folder that loads a policy without the trainer, and the training state beside it.
 
-Layout of one checkpoint folder (e.g. ``runs/<name>/checkpoints/last/``)::
+Layout of one checkpoint folder (e.g. ``runs/<name>/checkpoints/last/``), format version 3::
 
-    config.json          format, format_version, policy config, data shape, step, provenance of the run
+    config.json          format, format_version, policy config, data shape, step, provenance of the run, demos, and
+                         the size and sha256 of model.safetensors
     encoder.json         the frozen encoder's config and fingerprint (the features the policy reads)
     env.json             the environment config of the training demos
     normalizer.json      per key: offset and scale of the policy's input/output normalization
-    model.pt             policy weights (a plain state dict without the normalizer), EMA when trained with it
+    model.safetensors    policy weights (without the normalizer), EMA when trained with it (``policy.weights_file``)
+    README.md            the model card (``policy.model_card``): encoder, demos, recipe, measured success
     training_state.pt    resume only: raw weights, EMA, optimizer, scheduler, RNG states, step, run config
 
-Every ``.pt`` file is read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a file
-that carries code (a pickled ``__reduce__`` payload) is refused, never run. ``safetensors`` is not a
-dependency of this project, hence ``.pt`` state dicts. The single-file ``last.pt`` of format version 1 is refused
-with the command that converts it (``convert_legacy``).
+It is a Hugging Face model repo as it stands (``config.json``, ``model.safetensors`` and ``README.md`` at the top),
+and ``from_pretrained`` takes a repo id too (``policy.hub``). Nothing read while loading can run code: safetensors
+holds only a header and tensor bytes, and every ``.pt`` file is read with ``torch.load(weights_only=True)``
+(tensors and plain containers only; a pickled ``__reduce__`` payload is refused, never run). The training state
+stays a ``.pt`` file: it nests optimizer and scheduler state dicts, per-rank RNG states and the run config, which
+safetensors' flat name → tensor map cannot hold without a bespoke flattening, and it is never deployed or uploaded.
+
+Format version 2 folders (weights in ``model.pt``, read with ``weights_only=True``) still load, with a note giving
+the command that converts them; the single-file ``last.pt`` of format version 1 is refused with the command that
+converts it (both in ``policy.convert``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.torch_version import TorchVersion
 
+from s2robot.common.atomic import replacing
 from s2robot.data.normalize import Normalizer
 from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.hub import resolve_pretrained
+from s2robot.policy.model_card import CARD, card_metadata, is_model_card, model_card, with_evaluation
 from s2robot.policy.modeling import ChunkTransformerPolicy
+from s2robot.policy.weights_file import WEIGHTS, load_weights, save_weights
 
 FORMAT = "s2robot.policy"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READ_VERSIONS = (2, 3)  # 2: weights in model.pt (a state dict read with weights_only=True), no model card
 LEGACY_KIND = "s2robot.BCCheckpoint"  # format version 1: one pickled dict per file (last.pt)
 PARTS = ("config", "encoder", "env", "normalizer")
-WEIGHTS, TRAINING_STATE = "model.pt", "training_state.pt"
+WEIGHTS_V2, TRAINING_STATE = "model.pt", "training_state.pt"
 CONVERT = "python -m s2robot.workflows.checkpoint convert"
 
 
@@ -61,18 +75,20 @@ def _weights_only(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in state.items() if not k.startswith("normalizer.")}
 
 
-CHECKPOINT_FILES = frozenset({*(f"{name}.json" for name in PARTS), WEIGHTS, TRAINING_STATE})
+CHECKPOINT_FILES = frozenset({*(f"{name}.json" for name in PARTS), WEIGHTS, WEIGHTS_V2, CARD, TRAINING_STATE})
+_CARD_TMP = f".{CARD}.tmp-"  # the unique temporary file of a model card update (``record_evaluation``)
 _TMP, _OLD = "tmp", "old"  # roles of the unique folders beside a checkpoint while it is swapped
 
 
 def foreign_files(directory: Path) -> list[str]:
-    """What in ``directory`` is not a checkpoint folder's own (names other than ``CHECKPOINT_FILES``, subfolders,
-    links); [] for a folder that holds a checkpoint's files and nothing else. A folder that is not one is never
-    deleted or replaced: it may hold a user's notes."""
+    """What in ``directory`` is not a checkpoint folder's own (names other than ``CHECKPOINT_FILES`` and a card
+    update's temporary file, subfolders, links); [] for a folder that holds a checkpoint's files and nothing else.
+    A folder that is not one is never deleted or replaced: it may hold a user's notes."""
     if directory.is_symlink() or not directory.is_dir():
         return [directory.name]
     return sorted(c.name + ("/" if c.is_dir() else "") for c in directory.iterdir()
-                  if c.name not in CHECKPOINT_FILES or c.is_symlink() or not c.is_file())
+                  if not (c.name in CHECKPOINT_FILES or c.name.startswith(_CARD_TMP)) or c.is_symlink()
+                  or not c.is_file())
 
 
 def _is_complete(directory: Path) -> bool:
@@ -82,7 +98,8 @@ def _is_complete(directory: Path) -> bool:
         config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError):
         return False
-    return (isinstance(config, dict) and config.get("format") == FORMAT and (directory / WEIGHTS).is_file()
+    weights = (directory / WEIGHTS).is_file() or (directory / WEIGHTS_V2).is_file()
+    return (isinstance(config, dict) and config.get("format") == FORMAT and weights
             and all((directory / f"{name}.json").is_file() for name in PARTS))
 
 
@@ -147,7 +164,8 @@ def save_pretrained(directory: str | Path, weights: Mapping[str, torch.Tensor], 
     weights: the policy's state dict to deploy; parts: ``config`` (policy, shape, step, ...), ``encoder`` and
     ``env`` dicts (JSON-able); training_state: what a resume needs (tensors and plain containers). An existing
     ``directory`` is replaced only when it holds a checkpoint's files and nothing else; the temporary and backup
-    folders are new, uniquely named ones beside it, so no other file is ever touched.
+    folders are new, uniquely named ones beside it, so no other file is ever touched. The new model card records
+    no evaluation (the weights are new); the license of the card it replaces is kept.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -156,14 +174,17 @@ def save_pretrained(directory: str | Path, weights: Mapping[str, torch.Tensor], 
         raise FileExistsError(f"refusing to replace {directory}: it holds {foreign}, which are not a checkpoint's "
                               "files. Nothing was changed; write the checkpoint elsewhere or move those files")
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.{_TMP}-", dir=directory.parent))
-    torch.save(_weights_only(weights), tmp / WEIGHTS)
+    weights_file = save_weights(tmp / WEIGHTS, _weights_only(weights))
     if training_state is not None:
         torch.save(dict(training_state), tmp / TRAINING_STATE)
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, **parts["config"]}
-    contents = {"encoder": parts["encoder"], "env": parts["env"], "normalizer": normalizer_to_json(normalizer),
-                "config": config}  # config.json last: its presence marks the folder complete
+    own = ("format", "format_version", "weights_file")
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION,
+              **{k: v for k, v in parts["config"].items() if k not in own}, "weights_file": weights_file}
+    contents = {"encoder": parts["encoder"], "env": parts["env"], "normalizer": normalizer_to_json(normalizer)}
     for name, value in contents.items():
         (tmp / f"{name}.json").write_text(json.dumps(value, indent=2) + "\n")
+    (tmp / CARD).write_text(model_card({**parts, "config": config}, license=_card_license(directory)))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # last: marks the folder complete
     old = None
     if directory.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.{_OLD}-", dir=directory.parent))
@@ -172,6 +193,13 @@ def save_pretrained(directory: str | Path, weights: Mapping[str, torch.Tensor], 
     if old is not None:
         shutil.rmtree(old)
     return directory
+
+
+def _card_license(directory: Path) -> str | None:
+    try:
+        return card_metadata((directory / CARD).read_text()).get("license")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def remove_checkpoint(directory: str | Path) -> None:
@@ -207,9 +235,10 @@ def read_parts(directory: str | Path) -> dict[str, dict[str, Any]]:
     if config.get("format") != FORMAT:
         raise ValueError(f"{directory} is not an s2robot policy checkpoint (format {config.get('format')!r}, "
                          f"expected {FORMAT!r})")
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in READ_VERSIONS:
         raise ValueError(f"{directory} has checkpoint format version {config.get('format_version')!r}; this "
-                         f"s2robot reads version {FORMAT_VERSION}: use the s2robot version that wrote it")
+                         f"s2robot reads versions {', '.join(map(str, READ_VERSIONS))}: use the s2robot version "
+                         "that wrote it")
     return parts
 
 
@@ -231,53 +260,84 @@ def load_training_state(directory: str | Path, map_location: str | torch.device 
     return load_tensors(directory / TRAINING_STATE, map_location)
 
 
-def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", use_ema: bool = True
+def weights_path(directory: str | Path, config: Mapping[str, Any]) -> Path:
+    """The deployable weights file of a checkpoint folder of ``config``'s format version."""
+    return Path(directory) / (WEIGHTS_V2 if config.get("format_version") == 2 else WEIGHTS)
+
+
+def _deployed_weights(directory: Path, config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    path = weights_path(directory, config)
+    if path.name == WEIGHTS:
+        return load_weights(path, config.get("weights_file"))
+    warnings.warn(f"{directory} is a format-2 checkpoint (model.pt, no model card); convert it to format "
+                  f"{FORMAT_VERSION} with: {CONVERT} {directory} --out NEW_FOLDER", stacklevel=3)
+    return load_tensors(path)
+
+
+def _load_into(policy: ChunkTransformerPolicy, state: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Load ``state`` into ``policy``, refusing (naming ``source``) one that does not fit the policy's config."""
+    own = policy.state_dict()
+    shapes = {k: (tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+              if isinstance(state.get(k), torch.Tensor) and state[k].shape != v.shape}
+    missing = [k for k in own if k not in state and not k.startswith("normalizer.")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected or shapes:
+        some = dict(list(shapes.items())[:3]) | ({"...": f"{len(shapes) - 3} more"} if len(shapes) > 3 else {})
+        raise ValueError(f"{source} does not fit the policy of its config.json: missing {missing}, unexpected "
+                         f"{unexpected}, shapes (file, config) {some}. Keep the weights with the config.json they "
+                         "were saved with")
+    policy.load_state_dict(state, strict=False)
+
+
+def from_pretrained(directory_or_repo_id: str | Path, device: str | torch.device = "cpu", use_ema: bool = True, *,
+                    revision: str | None = None, allow_download: bool = False
                     ) -> tuple[ChunkTransformerPolicy, dict[str, dict[str, Any]]]:
     """The policy of a checkpoint folder in eval mode, and its JSON parts (config, encoder, env, normalizer).
 
-    use_ema=False loads the raw (non-EMA) weights of a run trained with EMA, from its training state.
+    directory_or_repo_id: a checkpoint folder, or a Hugging Face Hub repo id (``org/name``) found in the local
+        Hugging Face cache (``policy.hub``; ``revision``: a branch, tag or commit); allow_download: fetch a repo the
+        cache lacks (network), never done otherwise
+    use_ema: False loads the raw (non-EMA) weights of a run trained with EMA, from its training state
     """
-    directory = Path(directory)
+    directory = resolve_pretrained(directory_or_repo_id, revision, allow_download)
     parts = read_parts(directory)
     config = parts["config"]
-    state = load_tensors(directory / WEIGHTS)
+    state, source = _deployed_weights(directory, config), weights_path(directory, config)
     if config.get("ema") and not use_ema:
-        state = _weights_only(load_training_state(directory)["model"])
+        state, source = _weights_only(load_training_state(directory)["model"]), directory / TRAINING_STATE
     saved = {"action_space": "delta", **config["policy"]}  # checkpoints from before action_space learned deltas
     policy = build_policy(PolicyConfig(**saved), config["shape"], normalizer_from_json(parts["normalizer"]))
-    missing, unexpected = policy.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("normalizer.")]
-    if missing or unexpected:
-        raise ValueError(f"{directory / WEIGHTS} does not fit the policy of its config.json: missing {missing}, "
-                         f"unexpected {unexpected}")
+    _load_into(policy, state, source)
     return policy.to(device).eval(), parts
 
 
-def convert_legacy(path: str | Path, out: str | Path | None = None) -> Path:
-    """Convert a format-1 ``last.pt``/``best.pt`` to a checkpoint folder (default: beside it, without ``.pt``).
+def record_evaluation(directory: str | Path, evaluation: Mapping[str, Any]) -> str:
+    """Put ``evaluation`` on the model card of the checkpoint folder ``directory``, atomically, keeping the card's
+    other evaluations (one per output folder); returns a one-line note of what was done.
 
-    The old file is read with ``weights_only=True`` too: one that needs arbitrary unpickling is refused.
+    evaluation: ``model_card.evaluation_section``'s keys and ``weights_sha256``, the digest config.json recorded for
+    the weights evaluated: when the folder holds other weights by now (a newer save), its card is left alone, as
+    are a format-2 folder (no card), a snapshot in the Hugging Face cache and a README.md that is not a model card.
     """
-    path = Path(path)
-    target = Path(out) if out else path.with_suffix("")
-    if target.exists() or target.is_symlink():
-        raise FileExistsError(f"{target} already exists; convert writes a new checkpoint folder and replaces nothing "
-                              "(a newer checkpoint or a user's files may be there). Pass --out with a new folder")
-    old = load_tensors(path, allow=(TorchVersion,))  # format 1 stored torch.__version__, a str subclass
-    if not isinstance(old, dict) or old.get("kind") != LEGACY_KIND:
-        raise ValueError(f"{path} is not an s2robot format-1 checkpoint (kind {LEGACY_KIND!r})")
-    train = dict(old["config"])
-    weights = old["ema"] if old.get("ema") is not None else old["model"]
-    parts = {
-        "config": {"policy": train["policy"], "shape": old["policy_shape"], "step": old["step"],
-                   "ema": old.get("ema") is not None, "run": {k: v for k, v in train.items()
-                                                               if k not in ("policy", "encoder", "env")},
-                   "encoder_fingerprint": old["encoder_fingerprint"], "weights_random": old.get("weights_random"),
-                   "cache": old.get("cache"), "converted_from": str(path)},
-        "encoder": {"config": train["encoder"], "fingerprint": old["encoder_fingerprint"]},
-        "env": train["env"],
-    }
-    state = {k: old[k] for k in ("model", "ema", "optimizer", "scheduler", "rng", "step", "best", "wandb_id")}
-    state["train_config"] = train
-    return save_pretrained(target, weights,
-                           Normalizer.from_state_dict(weights, "normalizer."), parts, state)
+    directory = Path(directory)
+    if not directory.is_dir() or any(p.startswith("models--") for p in directory.resolve().parts):
+        return f"{directory} is not a local checkpoint folder: no model card updated"
+    card = directory / CARD
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # evaluations finishing at once each keep their section
+        parts = read_parts(directory)
+        config = parts["config"]
+        if config.get("format_version") != FORMAT_VERSION:
+            return (f"{directory} is a format-{config.get('format_version')} checkpoint without a model card: "
+                    f"convert it ({CONVERT} {directory} --out NEW_FOLDER) to get one")
+        if (config.get("weights_file") or {}).get("sha256") != evaluation.get("weights_sha256"):
+            return f"{directory} holds other weights than were evaluated (saved again since): its card is left as is"
+        text = card.read_text() if card.is_file() else ""
+        if text and not is_model_card(text):
+            return f"{card} is not an s2robot model card: left as is"
+        with replacing(card) as tmp:
+            tmp.write_text(with_evaluation(text, parts, evaluation))
+    finally:
+        os.close(fd)
+    return f"model card {card}: recorded the evaluation in {evaluation['out']}"

@@ -1,5 +1,6 @@
 """The evaluation workflow (``scripts/eval.py``): load a checkpoint without the trainer, roll it out at the
-evaluation positions with live S² encoding, and write ``results.json``, a table, a success map and videos.
+evaluation positions with live S² encoding, and write ``results.json``, a table, a success map and videos; the
+success rate also goes onto the checkpoint's model card (``README.md``, one section per output folder).
 
 Success is reported the way the paper does, by default over the 16 ``EVAL_POSITIONS`` (× ``repeats`` with
 different arm-noise seeds), with a Wilson 95% interval; held-out sets (a file, a list, or positions drawn from
@@ -41,6 +42,7 @@ from s2robot.vision.encoder import (
     weights_digest,
 )
 from s2robot.vision.oracle import OracleEncoder
+from s2robot.workflows.checkpoint import command_line, record_on_card
 from s2robot.workflows.positions import position_set
 from s2robot.workflows.report import (
     format_table,
@@ -230,6 +232,8 @@ def _runner(policy: ChunkTransformerPolicy, prefetch: int) -> ChunkTransformerPo
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Load, roll out, write ``results.json``, table, success map and videos; returns the results dict."""
     policy, parts = from_pretrained(cfg.checkpoint, resolve_device(cfg.device), use_ema=cfg.use_ema)
+    if problem := parts["config"].get("sim_env_problem"):
+        raise ValueError(f"{cfg.checkpoint} cannot be evaluated in simulation: {problem}")
     execution = _override_execution(policy, cfg.execution, cfg.execute_steps)
     encoder = encoder_for_checkpoint(parts["encoder"], cfg.placement)
     env_cfg = _eval_env(cfg, parts["env"], policy)
@@ -270,6 +274,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     plot_success_map(results, out / "success_map.png", f"{name} @ step {step}\n{report['label']}")
     videos = write_episode_videos(frames, results, out / "videos")
     report["outputs"] = {"dir": str(out), "videos": [str(v) for v in videos]}
+    print(record_on_card(cfg.checkpoint, parts, report, command_line("scripts/eval.py", cfg)))
     _log_wandb(cfg, name, report, out, videos)
     return report
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from s2robot.policy.checkpoint import WEIGHTS, read_parts
+from s2robot.policy.checkpoint import read_parts, weights_path
 from s2robot.sim.env import EnvConfig, check_variation, make_env
 from s2robot.sim.episode import expert_policy, run_episode
 from s2robot.sim.rollout import Episode, eval_episodes
@@ -85,7 +85,8 @@ def _identity(cfg: RobustnessConfig) -> dict[str, Any]:
     """What a stored condition must match to be reused: the checkpoint's weights and every episode setting."""
     keep = ("use_ema", "positions", "n_random_positions", "position_seed", "repeats", "held_out_repeats", "seed",
             "joint_noise", "max_steps", "prefetch", "execution", "execute_steps")
-    return {"weights_sha256": file_sha256(Path(cfg.checkpoint) / WEIGHTS),
+    weights = weights_path(cfg.checkpoint, read_parts(cfg.checkpoint)["config"])
+    return {"weights_sha256": file_sha256(weights),
             "eval": {k: getattr(cfg, k) for k in keep}}
 
 

@@ -38,6 +38,7 @@ from s2robot.common.lock import writer_lock
 from s2robot.common.optim import EMA, lr_factor, param_groups
 from s2robot.common.runlog import RunLogger
 from s2robot.data.dataset import WindowDataset, batch_indices
+from s2robot.data.importer import sim_env_problem
 from s2robot.data.normalize import Normalizer
 from s2robot.data.training_set import load_training_data
 from s2robot.data.views import draw_views
@@ -89,6 +90,9 @@ class Trainer:
         self.data = load_training_data(cache_path, self.fingerprint, p.t_obs, p.t_act, p.normalize_features,
                                        cfg.val_fraction, cfg.seed, cfg.batch_size, p.action_space, views_path,
                                        cfg.views)
+        if self.evaluator is not None and (problem := sim_env_problem(self.data.cache_attrs)):
+            raise ValueError(f"this run cannot be evaluated in simulation while it trains: {problem}. Train it with "
+                             "eval_every=0 (scripts/train_bc.py), not through the pipeline")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.policy = build_policy(cfg.policy, self.data.shape, self.data.normalizer).to(self.device)
@@ -144,13 +148,18 @@ class Trainer:
     # ------------------------------------------------------------------------------------ checkpoints
     def _parts(self) -> dict[str, dict[str, Any]]:
         cfg, attrs = self.cfg, self.data.cache_attrs
+        trained_on = attrs.get("source", {}).get("fingerprint")
         run = {k: v for k, v in asdict(cfg).items() if k not in ("encoder", "policy", "env")}
         config = {"policy": asdict(cfg.policy), "shape": self.data.shape, "step": self.step,
                   "ema": self.ema is not None, "run": run, "encoder_fingerprint": self.fingerprint,
                   "weights_random": attrs.get("weights_random"), "torch": torch.__version__,
-                  "cache": {"path": str(self.data.cache_path), "source": attrs.get("source", {}).get("fingerprint"),
+                  "cache": {"path": str(self.data.cache_path), "source": trained_on,
                             "fingerprint": self.data.cache_fingerprint},  # what a resume must find again
-                  "demo_cubes": self.data.train_cube_xy}  # for evaluation's distance to the nearest training cube
+                  "sim_env_problem": sim_env_problem(attrs),  # set for imported demos: evaluation refuses
+                  "demo_cubes": self.data.train_cube_xy,  # for evaluation's distance to the nearest training cube
+                  "demos": {"path": attrs.get("source", {}).get("path", cfg.demos), "fingerprint": trained_on,
+                            "episodes": attrs.get("source", {}).get("n_episodes"),
+                            "steps": int(self.data.train.episode_ends[-1])}}  # for the model card
         encoder = {"config": asdict(cfg.encoder), "fingerprint": self.fingerprint, "describe": attrs.get("encoder")}
         return {"config": config, "encoder": encoder, "env": asdict(cfg.env)}
 

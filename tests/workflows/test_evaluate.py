@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import import_probe, make_demos, micro_encoder_config
+from huggingface_hub import ModelCard
 
 from s2robot.common.runlog import WandbConfig
 from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.model_card import card_evaluations
 from s2robot.sim.env import EnvConfig
 from s2robot.sim.rollout import FAILURE_MODES, EpisodeResult, eval_episodes
 from s2robot.workflows.evaluate import EvalConfig, evaluate
@@ -61,6 +63,12 @@ def test_results_file_is_well_formed(checkpoint: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == sorted(Path(v).name for v in
                                                                               report["outputs"]["videos"])
     assert len(report["outputs"]["videos"]) == 2
+    card = ModelCard.load(checkpoint / "README.md")  # the checkpoint's model card records this evaluation
+    lo, hi = saved["ci95"]
+    recorded = next(e for e in card_evaluations(card.content) if e["out"] == str(tmp_path))
+    assert (recorded["successes"], recorded["episodes"]) == (saved["successes"], 16)
+    assert f"({saved['successes']}/16 episodes, Wilson 95% CI {100 * lo:.1f}–{100 * hi:.1f}%)" in card.text
+    assert f"out={tmp_path}" in recorded["command"] and "repeats=1" in recorded["command"]
 
 
 def test_vectorized_and_sequential_agree(checkpoint: Path, tmp_path: Path) -> None:

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from data.test_lerobot import make_episodes, write_lerobot_v3
 
 from s2robot.data.features import open_feature_cache
 from s2robot.data.store import EpisodeStore
 from s2robot.policy.checkpoint import read_parts
+from s2robot.workflows.evaluate import EvalConfig, evaluate
 from s2robot.workflows.store import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,3 +38,7 @@ def test_import_a_lerobot_dataset_and_train_on_it(tmp_path: Path) -> None:
     assert config["cache"]["fingerprint"] == cache.fingerprint
     assert config["cache"]["source"] == cache.attrs["source"]["fingerprint"] == store.fingerprint
     assert cache.attrs["source"]["attrs"]["imported"]["format"] == "lerobot"
+    # no simulation to roll it out in: evaluation refuses, naming the imported dataset
+    assert "lerobot" in config["sim_env_problem"]
+    with pytest.raises(ValueError, match=r"cannot be evaluated in simulation.*imported from the lerobot dataset"):
+        evaluate(EvalConfig(checkpoint=str(last), n_envs=0, videos=0))

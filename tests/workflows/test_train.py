@@ -54,6 +54,9 @@ def test_trains_and_writes_checkpoints(tmp_path: Path) -> None:
     policy, _ = from_pretrained(last)
     assert isinstance(policy, ChunkTransformerPolicy) and not policy.training
     assert sorted(policy.normalizer.keys) == ["action", "feat_front", "proprio"]
+    card = (last / "README.md").read_text()  # the model card names the demos it was trained on
+    assert f"| episodes | {len(LENGTHS)} |" in card and f"| steps | {sum(LENGTHS)} |" in card
+    assert "| `steps` | 12 |" in card and "Not evaluated yet" in card
     logged = losses(cfg)
     assert sorted(logged) == list(range(1, 13)) and all(np.isfinite(list(logged.values())))
     assert any("val/loss" in m for m in read_metrics(cfg.run_dir))
