@@ -61,6 +61,10 @@ def writer_lock(path: str | Path, what: str = "store") -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+class LockedError(RuntimeError):
+    """Another process holds the writer lock of a store, cache or run."""
+
+
 def _acquire(lock: Path, path: str | Path, what: str) -> int:
     """A descriptor of ``lock`` holding its exclusive flock. A file unlinked by its previous holder between our
     open and our flock is not the lock any more: then open the new one and try again."""
@@ -71,7 +75,7 @@ def _acquire(lock: Path, path: str | Path, what: str) -> int:
         except BlockingIOError:
             os.close(fd)
             h = holder(path)
-            raise RuntimeError(
+            raise LockedError(
                 f"{what} {path} is being written by another process (pid {h.get('pid', '?')} on host "
                 f"{h.get('host', '?')}, since {h.get('since', '?')}: {h.get('command', '?')}). Wait for it to "
                 f"finish or stop it; one writer at a time keeps the {what} consistent") from None

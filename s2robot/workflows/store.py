@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from s2robot.common.lock import LockedError
 from s2robot.data.episode import find_non_finite
 from s2robot.data.importer import ACTION_SPACE, EXPORTERS, READERS, exporter, import_source, key_map_for, open_source
 from s2robot.data.keys import is_rgb, rgb_cameras, rgb_key
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for path in write_store_videos(store, args.episodes, args.camera, args.out, args.fps):
                 print(path)
-    except (FileNotFoundError, FileExistsError, ValueError, IndexError, KeyError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, IndexError, KeyError, LockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

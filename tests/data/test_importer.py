@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from s2robot.common.lock import writer_lock
 from s2robot.data import importer
 from s2robot.data.importer import import_source, key_map_for, key_map_with, sim_env_problem
 from s2robot.data.sources import KeyMap, SourceEpisode
 from s2robot.data.store import EpisodeStore
+from s2robot.workflows import store as store_cli
 from s2robot.workflows.store import main
 
 LENGTHS = (4, 6, 3, 5)
@@ -224,3 +226,13 @@ def test_evaluation_in_the_sim_is_refused_for_imported_demos(tmp_path: Path) -> 
     assert problem is not None and "imported from the list dataset" in problem and "validation loss" in problem
     assert sim_env_problem({"kind": "s2robot.FeatureCache", "source": {"attrs": dict(store.attrs)}}) == problem
     assert sim_env_problem({"env": {"id": "CubePick-v0"}, "cameras": ["front"]}) is None
+
+
+def test_cli_import_into_a_store_another_process_writes_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    out, source = tmp_path / "x.zarr", make_source(tmp_path / "src", lengths=(2,))
+    monkeypatch.setattr(store_cli, "open_source", lambda fmt, path: source)
+    with writer_lock(out, "demo store"):
+        assert main(["import", str(tmp_path / "src"), "--format", "lerobot", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is being written by another process" in err and err.count("\n") == 1 and not out.exists()
