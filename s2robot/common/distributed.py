@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from s2robot.common.device import resolve_device
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,56 @@ def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank), dev
 
 
+@contextmanager
+def distributed(device: str) -> Iterator[tuple[DistInfo, torch.device]]:
+    """``init_distributed`` for the ``with`` block; the process group it joined is left at the end (a script that
+    runs once under torchrun)."""
+    joined = not dist.is_initialized()
+    info, dev = init_distributed(device)
+    try:
+        yield info, dev
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def barrier(info: DistInfo) -> None:
     if info.world > 1:
         dist.barrier()
+
+
+def on_main(info: DistInfo, fn: Callable[[], T]) -> T:
+    """``fn()`` run by rank 0 alone, its (picklable) result given to every rank: a collective, every rank calls it.
+
+    An error on rank 0 is raised there and, as a ``RuntimeError`` quoting it, on every other rank, so none waits
+    for a result that never comes. One process: just ``fn()``.
+    """
+    if info.world == 1:
+        return fn()
+    box: list[Any] = [None]
+    if info.is_main:
+        try:
+            box[0] = ("ok", fn())
+        except Exception as e:
+            dist.broadcast_object_list([("error", f"{type(e).__name__}: {e}")], src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise RuntimeError(f"rank 0 failed, so rank {info.rank} stops too: {value}")
+    return value
+
+
+def raise_if_any_failed(info: DistInfo, error: str | None) -> None:
+    """Every rank's ``error`` (None where it succeeded) gathered, a collective; when any rank failed, a
+    ``RuntimeError`` listing every failure is raised on every rank."""
+    errors: list[str | None] = [error]
+    if info.world > 1:
+        errors = [None] * info.world
+        dist.all_gather_object(errors, error)
+    failed = [e for e in errors if e]
+    if failed:
+        raise RuntimeError("\n".join(failed))
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,26 +1,33 @@
 """Consecutive episodes of a store read ahead in groups, one slice per key, each checked against the digests stored
-when it was recorded: how the feature cache reads its demo store while the encoder works."""
+when it was recorded, transformed and written behind: how the feature cache reads its demo store while the encoder
+works."""
 
 from __future__ import annotations
 
 import itertools
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from s2robot.data.store import EpisodeStore
 
+Episode = tuple[Mapping[str, np.ndarray], Mapping[str, Any] | None]  # (data {key: (T, ...)}, info), as add_episodes
 
-def episode_groups(ends: np.ndarray, start: int, min_steps: int) -> list[range]:
-    """Consecutive episodes from ``start`` in groups of at least ``min_steps`` steps (the last may be smaller):
-    each group is read in one slice and encoded in shared batches."""
+
+def episode_groups(ends: np.ndarray, start: int, min_steps: int, stop: int | None = None) -> list[range]:
+    """Consecutive episodes ``[start, stop)`` (``stop``: all) in groups of at least ``min_steps`` steps (the last may
+    be smaller): each group is read in one slice and encoded in shared batches. Started at the end of one of its
+    groups, the grouping of ``[0, stop)`` goes on with the same groups."""
+    stop = len(ends) if stop is None else stop
     groups, first, n = [], start, 0
-    for i in range(start, len(ends)):
+    for i in range(start, stop):
         n += int(ends[i] - (ends[i - 1] if i else 0))
-        if n >= min_steps or i == len(ends) - 1:
+        if n >= min_steps or i == stop - 1:
             groups.append(range(first, i + 1))
             first, n = i + 1, 0
     return groups
@@ -90,3 +97,24 @@ def prefetch_groups(source: EpisodeStore, groups: list[range], depth: int = 2) -
         while not q.empty():  # unblock a loader waiting on a full queue
             q.get_nowait()
         thread.join(timeout=10)
+
+
+def process_groups(source: EpisodeStore, groups: list[range], transform: Callable[[EpisodeGroup], list[Episode]],
+                   write: Callable[[Sequence[Episode]], None],
+                   done: Callable[[EpisodeGroup], None] | None = None) -> None:
+    """Every group of ``source`` read (by a loader thread, ahead), ``transform``-ed here and committed with ``write``
+    (one call per group, by a writer thread while the next group is transformed); ``done(group)`` after each.
+
+    One group is in flight at a time: commits stay in order, and a failed read, transform or write is raised here
+    with every group before it committed."""
+    with ThreadPoolExecutor(1, thread_name_prefix="feature-cache-writer") as writer:
+        written: Future | None = None
+        for group in prefetch_groups(source, groups):
+            episodes = transform(group)
+            if written is not None:
+                written.result()  # errors surface here
+            written = writer.submit(write, episodes)
+            if done is not None:
+                done(group)
+        if written is not None:
+            written.result()

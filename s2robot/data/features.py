@@ -7,7 +7,8 @@ The encoder is frozen, so training never runs it: ``build_feature_cache`` encode
 Cache key = (encoder fingerprint, source-store fingerprint), both in the cache's attrs. A re-run with the
 same key is a no-op; a changed encoder lands in another file (the default path contains the encoder
 fingerprint); a changed demo store makes the cache stale, which is reported and rebuilt, never reused.
-An interrupted build resumes where it stopped: every episode is committed atomically by the store.
+An interrupted build resumes where it stopped: every episode is committed atomically by the store. Under torchrun
+the ranks encode shares of the episodes and rank 0 merges them (``s2robot.data.sharded_cache``), bit for bit.
 
 ``slice_feature_cache`` makes a cache from another whose features contain the wanted ones as leading columns
 (the ``cls`` readout is the first columns of ``cls+grid``), encoding no frame.
@@ -18,10 +19,12 @@ of its own beside the cache: ``feat_<camera>`` (T, n, F) per episode, its ``view
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from s2robot.common.distributed import DistInfo, on_main
 from s2robot.common.lock import writer_lock
-from s2robot.data.episode_groups import EpisodeGroup, episode_groups, prefetch_groups, read_group
+from s2robot.data.episode_groups import Episode, EpisodeGroup, episode_groups, process_groups, read_group
 from s2robot.data.keys import PRIVILEGED_CUBE, feat_key, is_rgb, rgb_cameras, rgb_key
+from s2robot.data.sharded_cache import build_sharded, parts_dir
 from s2robot.data.store import EpisodeStore
 from s2robot.data.views import (
     ViewsConfig,
@@ -116,16 +121,18 @@ def build_feature_cache(
     batch_size: int = 256,
     progress: bool = True,
     views: ViewsConfig | None = None,
+    dist: DistInfo | None = None,
 ) -> Path:
     """Encode every frame of the demo store at ``demo_path``; returns the cache path (see module doc). With
     ``views`` (n ≥ 1), the shifted views of every frame instead (default path: ``views_cache_path`` of the cache's).
 
     Reading, encoding and writing overlap: a loader thread reads groups of whole episodes (≥ ``batch_size``
     steps) ahead, and each encoded group is committed (one ``add_episodes``) by a writer thread while the next
-    group encodes.
+    group encodes. With ``dist`` of several torchrun processes, every rank calls this and encodes a share of the
+    groups (``s2robot.data.sharded_cache``): the same cache, bit for bit.
     """
     source = EpisodeStore.open(demo_path)
-    _sources(source, encoder)
+    cameras = _sources(source, encoder)
     if source.n_episodes == 0:
         raise ValueError(f"{demo_path} holds no episodes; record demos first (scripts/record_demos.py)")
     views = views if views is not None and views.n else None
@@ -135,57 +142,61 @@ def build_feature_cache(
     path = Path(out) if out is not None else default_cache_path(demo_path, key[0])
     if out is None and views is not None:
         path = views_cache_path(path, views)
+    encode = _group_encoder(source, demo_path, encoder, cameras, batch_size, views)
+    start = partial(_start, source, demo_path, encoder, path, key, views)
+    frames_per_step = len(cameras) * (views.n if views else 1)
+    if dist is not None and dist.world > 1:
+        return build_sharded(source, path, start, encode, batch_size, dist, progress, frames_per_step)
     with writer_lock(path, "feature cache"):  # one builder of a cache at a time
-        return _build(source, demo_path, encoder, path, key, batch_size, progress, views)
+        return _build(source, start(), encode, batch_size, progress, frames_per_step)
 
 
-def _build(source: EpisodeStore, demo_path: str | Path, encoder: Encoder, path: Path,
-           key: tuple[str, str], batch_size: int, progress: bool, views: ViewsConfig | None = None) -> Path:
-    cameras = _sources(source, encoder)
+def _start(source: EpisodeStore, demo_path: str | Path, encoder: Encoder, path: Path, key: tuple[str, str],
+           views: ViewsConfig | None) -> EpisodeStore:
+    """The cache at ``path`` to append to: the existing one of this key (complete or not), else a new empty one."""
     cache = _open_existing(path, key, views) if path.exists() else None
-    if cache is not None and cache.n_episodes == source.n_episodes:
-        return path  # same key, complete: nothing to do
     if cache is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         attrs = _cache_attrs(demo_path, source, encoder) | ({"views": views.key()} if views else {})
         cache = EpisodeStore.create(path, attrs=attrs, overwrite=True)
-    scenes = scene_store(views.scenes) if views is not None and views.scenes is not None else None
+    return cache
+
+
+def _group_encoder(source: EpisodeStore, demo_path: str | Path, encoder: Encoder, cameras: list[str],
+                   batch_size: int, views: ViewsConfig | None) -> Callable[[EpisodeGroup], list[Episode]]:
+    """A group of the demos' episodes → its cache episodes: features (or shifted views of them) and the rest."""
+    if views is None:
+        return partial(_encode_episodes, source=source, encoder=encoder, cameras=cameras, batch_size=batch_size)
+    scenes = scene_store(views.scenes) if views.scenes is not None else None
     if scenes is not None and scenes.n_episodes != source.n_episodes:
         raise ValueError(f"the scene store {views.scenes} holds {scenes.n_episodes} episodes, the demos {demo_path} "
                          f"{source.n_episodes}: record it to the same count (it resumes) with the demos' seeds")
+    return partial(_encode_views, source=source, encoder=encoder, cameras=cameras, batch_size=batch_size,
+                   views=views, scenes=scenes)
+
+
+def _build(source: EpisodeStore, cache: EpisodeStore, encode: Callable[[EpisodeGroup], list[Episode]],
+           batch_size: int, progress: bool, frames_per_step: int) -> Path:
+    """Encode the demos' episodes past the ones ``cache`` holds into it, in this process."""
     start = cache.n_episodes
-    todo_steps = source.n_steps - (int(source.episode_ends[start - 1]) if start else 0)
-    todo_steps *= views.n if views else 1
-    bar = tqdm(total=todo_steps * len(cameras), unit="frame", desc=f"caching {path.name}",
-               disable=not progress)
+    if start == source.n_episodes:
+        return cache.path  # same key, complete: nothing to do
+    todo = (source.n_steps - (int(source.episode_ends[start - 1]) if start else 0)) * frames_per_step  # frames
+    bar = tqdm(total=todo, unit="frame", desc=f"caching {cache.path.name}", disable=not progress)
     if start:
-        bar.write(f"resuming {path}: {start}/{source.n_episodes} episodes already cached")
+        bar.write(f"resuming {cache.path}: {start}/{source.n_episodes} episodes already cached")
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(1, thread_name_prefix="feature-cache-writer") as writer:
-        written: Future | None = None
-        for group in prefetch_groups(source, episode_groups(source.episode_ends, start, batch_size)):
-            episodes = (_encode_views(group, source, encoder, cameras, batch_size, views, scenes) if views
-                        else _encode_episodes(group, source, encoder, cameras, batch_size))
-            if written is not None:
-                written.result()  # one group in flight: errors surface here, commits stay in order
-            written = writer.submit(cache.add_episodes, episodes)
-            bar.update(group.bounds[-1][1] * len(cameras) * (views.n if views else 1))
-        if written is not None:
-            written.result()
+    process_groups(source, episode_groups(source.episode_ends, start, batch_size), encode, cache.add_episodes,
+                   lambda group: bar.update(group.bounds[-1][1] * frames_per_step))
     bar.close()
-    if progress and todo_steps:
-        rate = todo_steps * len(cameras) / (time.perf_counter() - t0)
-        print(f"cached {todo_steps * len(cameras)} frames at {rate:.1f} frames/s into {path}")
-    return path
+    shutil.rmtree(parts_dir(cache.path), ignore_errors=True)  # left by a torchrun build: the cache is complete now
+    if progress and todo:
+        print(f"cached {todo} frames at {todo / (time.perf_counter() - t0):.1f} frames/s into {cache.path}")
+    return cache.path
 
 
-def _encode_episodes(
-    group: EpisodeGroup,
-    source: EpisodeStore,
-    encoder: Encoder,
-    cameras: list[str],
-    batch_size: int,
-) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+def _encode_episodes(group: EpisodeGroup, source: EpisodeStore, encoder: Encoder, cameras: list[str],
+                     batch_size: int) -> list[Episode]:
     """Encode the frames of a group's episodes in shared batches: ``(cache episode, info)`` per episode."""
     if isinstance(encoder, OracleEncoder):  # privileged state, keyed by each episode's seed (see vision.oracle)
         feats = {ORACLE: np.concatenate([
@@ -201,15 +212,8 @@ def _encode_episodes(
     return episodes
 
 
-def _encode_views(
-    group: EpisodeGroup,
-    source: EpisodeStore,
-    encoder: FrozenS2Encoder,
-    cameras: list[str],
-    batch_size: int,
-    views: ViewsConfig,
-    scenes: EpisodeStore | None = None,
-) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+def _encode_views(group: EpisodeGroup, source: EpisodeStore, encoder: FrozenS2Encoder, cameras: list[str],
+                  batch_size: int, views: ViewsConfig, scenes: EpisodeStore | None = None) -> list[Episode]:
     """The ``views.n`` shifted views of a group's frames (of the same episodes in ``scenes``, when given), encoded:
     ``({feat_<camera>: (T, n, F)}, info)`` per episode."""
     offsets = [view_offsets(views, i) for i, _ in group]  # (n, 2) per episode
@@ -267,21 +271,11 @@ def slice_feature_cache(superset: str | Path, demo_path: str | Path, encoder: En
 
 
 def _cache_attrs(demo_path: str | Path, source: EpisodeStore, encoder: Encoder) -> dict[str, Any]:
-    return {
-        "kind": KIND,
-        "encoder_fingerprint": encoder.fingerprint,
-        "encoder": encoder.describe(),
-        "weights_random": encoder.weights.is_random,
-        "privileged": isinstance(encoder, OracleEncoder),
-        "cameras": _sources(source, encoder),
-        "feature_dim": encoder.feature_dim,
-        "source": {
-            "path": str(Path(demo_path).resolve()),
-            "fingerprint": source.fingerprint,
-            "n_episodes": source.n_episodes,
-            "attrs": dict(source.attrs),
-        },
-    }
+    return {"kind": KIND, "encoder_fingerprint": encoder.fingerprint, "encoder": encoder.describe(),
+            "weights_random": encoder.weights.is_random, "privileged": isinstance(encoder, OracleEncoder),
+            "cameras": _sources(source, encoder), "feature_dim": encoder.feature_dim,
+            "source": {"path": str(Path(demo_path).resolve()), "fingerprint": source.fingerprint,
+                       "n_episodes": source.n_episodes, "attrs": dict(source.attrs)}}
 
 
 def open_views_cache(path: str | Path, encoder_fingerprint: str, views: ViewsConfig, source_fingerprint: str,
@@ -351,22 +345,29 @@ def _superset(demos: str | Path, encoder: EncoderConfig) -> Path | None:
 
 
 def ensure_feature_cache(demos: str | Path, encoder: EncoderConfig, out: str | Path | None = None,
-                         batch_size: int = 256, progress: bool = True) -> tuple[Path, str]:
+                         batch_size: int = 256, progress: bool = True,
+                         dist: DistInfo | None = None) -> tuple[Path, str]:
     """(path, encoder fingerprint) of the complete, current feature cache of (demos, encoder): reused when current,
     else cut from a current ``cls+grid`` cache (``cls`` readouts), else built or resumed by encoding. The encoder is
-    built only when something must be encoded."""
+    built only when something must be encoded. Under torchrun every rank calls it (``dist``): rank 0 decides and
+    cuts, every rank encodes its share."""
     path, fingerprint = cache_location(demos, out, encoder)
-    if is_current(path, demos, fingerprint):
+    dist = dist or DistInfo()
+    if on_main(dist, lambda: is_current(path, demos, fingerprint)):
         return path, fingerprint
+    if (superset := on_main(dist, lambda: _superset(demos, encoder))) is not None:
+        on_main(dist, lambda: slice_feature_cache(superset, demos, _built(encoder, progress), path, progress=progress))
+    else:
+        build_feature_cache(demos, _built(encoder, progress and dist.is_main), path, batch_size, progress, dist=dist)
+    return path, fingerprint
+
+
+def _built(encoder: EncoderConfig, warn: bool) -> Encoder:
     frozen = build_encoder(encoder)
-    if frozen.weights.is_random and progress:
+    if frozen.weights.is_random and warn:
         print(f"WARNING: encoder {encoder.variant} has RANDOM weights: success numbers will not mean anything about "
               "pretrained features")
-    if (superset := _superset(demos, encoder)) is not None:
-        slice_feature_cache(superset, demos, frozen, path, progress=progress)
-    else:
-        build_feature_cache(demos, frozen, path, batch_size, progress=progress)
-    return path, fingerprint
+    return frozen
 
 
 def views_are_complete(path: Path, cache_path: Path, views: ViewsConfig) -> bool:
@@ -382,11 +383,11 @@ def views_are_complete(path: Path, cache_path: Path, views: ViewsConfig) -> bool
 
 
 def ensure_views(demos: str | Path, cache_path: Path, encoder: EncoderConfig, views: ViewsConfig,
-                 batch_size: int = 256, progress: bool = True) -> Path:
+                 batch_size: int = 256, progress: bool = True, dist: DistInfo | None = None) -> Path:
     """The complete shifted views (``views.n`` ≥ 1) beside the current feature cache at ``cache_path``: reused when
-    complete, else built (or resumed) from the demos' frames."""
-    path = views_cache_path(cache_path, views)
-    if not views_are_complete(path, cache_path, views):
-        build_feature_cache(demos, build_encoder(encoder), path, batch_size, progress=progress, views=views)
+    complete, else built (or resumed) from the demos' frames; under torchrun by every rank (``dist``), as the cache."""
+    path, dist = views_cache_path(cache_path, views), dist or DistInfo()
+    if not on_main(dist, lambda: views_are_complete(path, cache_path, views)):
+        build_feature_cache(demos, build_encoder(encoder), path, batch_size, progress, views, dist)
     return path
 
