@@ -2,7 +2,7 @@
 
     python scripts/compare_encoders.py                                   # the paper's three MVP encoders (GPU)
     python scripts/compare_encoders.py 'seeds=[0,1,2]'                   # 3 training seeds per encoder
-    python scripts/compare_encoders.py 'encoders=[vitti_random,vitti_s2_random]' base.n_demos=40 \
+    python scripts/compare_encoders.py 'encoders=[vitti_random,vitti_s2_random]' base.record.n_episodes=40 \
         base.train.demos=demos/make_run.zarr base.train.steps=1500      # CPU stand-ins (see the yaml header)
 
 Writes <out>/comparison.{md,json,png}; every run lives in runs/<base.train.name>-<encoder>-s<seed>/.

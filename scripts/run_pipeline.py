@@ -1,7 +1,7 @@
 """`make run`: record demos → cache S² features → train the BC policy → evaluate (16 positions × 3 repeats).
 
     python scripts/run_pipeline.py                                   # the embedded CPU default (configs/pipeline.yaml)
-    python scripts/run_pipeline.py encoder@train.encoder=mvp_vitb_s2 train.encoder.readout=cls n_demos=120 \
+    python scripts/run_pipeline.py encoder@train.encoder=mvp_vitb_s2 train.encoder.readout=cls record.n_episodes=120 \
         train.name=vitb_s2 train.demos=demos/cube_pick.zarr                # the paper setting, on a GPU
 
 Re-running continues where it stopped (demos, cache and training are resumable); the evaluation reruns.

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from s2robot.data.keys import ACTION_SPACES
 
 LOSSES = ("l1", "mse")
 EXECUTIONS = ("receding", "ensemble")
-# How a trained policy's chunks are executed: training never reads these, so a run resumes across a change of them
-# and an evaluation may override them on the same weights (EvalConfig's fields of the same names)
-EXECUTION_FIELDS = ("execution", "execute_steps")
 
 
 @dataclass
@@ -29,7 +26,8 @@ class PolicyConfig:
     loss: ``l1`` (ACT's choice) or ``mse``, over non-padded action steps of normalized actions
     normalize_features: also standardize the visual features (proprio and actions always are)
     execution: ``receding`` (run ``execute_steps`` of each chunk, then re-plan) or ``ensemble``
-        (ACT temporal ensembling: re-plan every step, weights exp(-ensemble_decay · i), oldest i = 0)
+        (ACT temporal ensembling: re-plan every step, weights exp(-ensemble_decay · i), oldest i = 0); never trained
+        on: a rollout may run them otherwise (``PolicyExecution``)
     """
 
     t_obs: int = 16
@@ -73,6 +71,46 @@ class PolicyConfig:
             raise ValueError(f"ensemble_decay must be finite (weights exp(-ensemble_decay · i), oldest prediction "
                              f"i = 0), got {self.ensemble_decay}")
 
+
+@dataclass
+class PolicyExecution:
+    """How a trained policy's chunks run in a rollout, on the same weights: the field ``executing`` of every entry
+    point that rolls a policy out (``scripts/eval.py executing.execute_steps=8``, ``eval.executing.…`` in ``make
+    run``). Training never reads these ``PolicyConfig`` fields (``EXECUTION_FIELDS``), so a run resumes across a
+    change of them and a checkpoint may be executed another way than it was trained with.
+
+    execution: ``receding`` or ACT's ``ensemble`` (``PolicyConfig.execution``); None: the checkpoint's
+    execute_steps: actions run of each chunk under ``receding`` (``PolicyConfig.execute_steps``); None: the
+        checkpoint's
+    """
+
+    execution: str | None = None
+    execute_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.execution is not None and self.execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {list(EXECUTIONS)} or null (the checkpoint's), got "
+                             f"{self.execution!r}")
+        if self.execute_steps is not None and self.execute_steps < 1:
+            raise ValueError(f"execute_steps must be ≥ 1 or null (the checkpoint's), got {self.execute_steps}")
+
+    def given(self) -> dict[str, Any]:
+        """The fields this names (not None)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def apply(self, policy: PolicyConfig) -> PolicyConfig:
+        """``policy`` executed as this says (its own value where a field is None); refuses what the policy cannot
+        run (e.g. more steps than its chunk), naming both."""
+        try:
+            return replace(policy, **self.given())
+        except ValueError as e:
+            trained = {k: getattr(policy, k) for k in EXECUTION_FIELDS}
+            raise ValueError(f"cannot execute this policy (trained {trained}, t_act={policy.t_act}) with "
+                             f"{self.given()}: {e}") from None
+
+
+# The PolicyConfig fields that only say how chunks run (PolicyExecution's): training never reads them.
+EXECUTION_FIELDS = tuple(f.name for f in fields(PolicyExecution))
 
 # Named presets: only the fields that differ from ``PolicyConfig``'s defaults (``default`` is the defaults).
 POLICY_PRESETS: dict[str, dict[str, Any]] = {

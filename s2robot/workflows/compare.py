@@ -102,8 +102,7 @@ class CompareConfig:
         return RobustnessConfig(checkpoint=checkpoint, conditions=list(self.robustness), expert=False,
                                 n_random_positions=self.robustness_positions, position_seed=e.position_seed,
                                 seed=e.seed, joint_noise=e.joint_noise, max_steps=e.max_steps, n_envs=e.n_envs,
-                                execution=e.execution, execute_steps=e.execute_steps, wandb=e.wandb,
-                                progress=e.progress)
+                                executing=e.executing, wandb=e.wandb, progress=e.progress)
 
     def readout_list(self) -> list[str | None]:
         """The readouts to run (None: each encoder's own)."""
@@ -136,7 +135,7 @@ def check_weights(cfg: CompareConfig) -> dict[str, EncoderConfig]:
 
 def _saved_report(results: Path, checkpoint: Path, step: int, eval_cfg: EvalConfig) -> dict[str, Any] | None:
     """A run's saved ``results.json`` when it is for this checkpoint at this step with these settings, executed as
-    ``eval_cfg`` would (its execution fields, else the checkpoint's)."""
+    ``eval_cfg.executing`` runs the checkpoint's policy."""
     if not results.is_file():
         return None
     try:
@@ -145,10 +144,10 @@ def _saved_report(results: Path, checkpoint: Path, step: int, eval_cfg: EvalConf
         return None
     trained = read_parts(checkpoint)["config"]["policy"]
     ran = report.get("execution", trained)  # results from before it was recorded ran the checkpoint's
+    runs = {**{k: trained[k] for k in EXECUTION_FIELDS}, **eval_cfg.executing.given()}
     same = (report.get("checkpoint") == str(checkpoint.resolve()) and report.get("checkpoint_step") == step
             and all(report.get("eval", {}).get(k) == getattr(eval_cfg, k) for k in EVAL_KEYS)
-            and all(ran.get(k) == (trained[k] if getattr(eval_cfg, k) is None else getattr(eval_cfg, k))
-                    for k in EXECUTION_FIELDS)
+            and all(ran.get(k) == v for k, v in runs.items())
             and [tuple(p["cube_xy"]) for p in report.get("per_position", [])] == eval_cfg.position_set()[0])
     return report if same else None  # (the last check: a positions file that changed since)
 
@@ -161,7 +160,7 @@ def train_and_evaluate(train_cfg: TrainConfig, eval_cfg: EvalConfig, which: str 
         raise FileNotFoundError(f"{ckpt} does not exist: best/ is written only when validating "
                                 "(base.train.val_fraction > 0); use base.evaluate_checkpoint=last")
     out = Path(eval_cfg.out) / train_cfg.name if eval_cfg.out else train_cfg.run_dir / "eval"
-    eval_cfg = replace(eval_cfg.executing(train_cfg.policy), checkpoint=str(ckpt), out=str(out))
+    eval_cfg = replace(eval_cfg, checkpoint=str(ckpt), out=str(out))
     step = read_parts(ckpt)["config"]["step"]
     report = _saved_report(out / "results.json", ckpt, step, eval_cfg)
     if report is not None:
@@ -227,8 +226,8 @@ def compare_encoders(cfg: CompareConfig) -> dict[str, Any]:
     configs = {(n, r): cfg.encoder_config(n, r) for n in check_weights(cfg) for r in cfg.readout_list()}
     b, t = cfg.base, cfg.base.train
     runs = [(name, seed, readout) for readout in cfg.readout_list() for seed in cfg.seeds for name in cfg.encoders]
-    scene = f", scene variation {b.variation}" if b.variation != "none" else ""
-    print(f"[1/4] demos: {t.demos} ({b.n_demos} scripted-expert episodes at {t.env.image_size}²{scene})")
+    scene = f", scene variation {b.record.variation}" if b.record.variation != "none" else ""
+    print(f"[1/4] demos: {t.demos} ({b.record.n_episodes} scripted-expert episodes at {t.env.image_size}²{scene})")
     record_demos(b.record_config(), progress=t.progress)
     print(f"[2/4] probes: {cfg.probe.generator.n_frames or 'none'} held-out rendered frames")
     probes = probe_rows(cfg, t.progress)
@@ -285,7 +284,7 @@ def write_comparison(cfg: CompareConfig, reports: Mapping[str, Mapping[int, Mapp
     summary["run_seconds_total"] = sum(r["seconds"] or 0.0 for r in summary["runs"])
     outputs["json"].write_text(json.dumps(summary, indent=2))
     outputs["md"].write_text(table + "\n")
-    plot_comparison(rows, outputs["png"], f"{t.name}: {b.n_demos} demos, {t.steps} steps, seeds {cfg.seeds}"
+    plot_comparison(rows, outputs["png"], f"{t.name}: {b.record.n_episodes} demos, {t.steps} steps, seeds {cfg.seeds}"
                     + (" (partial)" if partial else ""))
     return {"rows": rows, "table": table, "outputs": {k: str(v) for k, v in outputs.items()}}
 

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from s2robot.common.runlog import WandbConfig, wandb_run
 from s2robot.common.timing import combine_timing, format_timing
 from s2robot.data.store import EpisodeStore
 from s2robot.policy.checkpoint import from_pretrained
-from s2robot.policy.configuration import EXECUTION_FIELDS, EXECUTIONS
+from s2robot.policy.configuration import EXECUTION_FIELDS, PolicyExecution
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.policy.prefetch import PrefetchingPolicy
 from s2robot.sim.env import EnvConfig, check_variation
@@ -79,9 +79,9 @@ class EvalConfig:
     prefetch: background inference (``policy.prefetch``): predict the next chunk in a thread once this many queued
         actions are left, dropping the ones that went stale meanwhile (0: off, predict when the queue runs out; for a
         real arm whose 10 Hz deadline the prediction would miss)
-    execution / execute_steps: run the checkpoint's chunks another way than it was trained with (``receding`` or
-        ACT's ``ensemble``; actions run per chunk under ``receding``): compares execution on the same weights.
-        None keeps the checkpoint's
+    executing: run the checkpoint's chunks another way than it was trained with (``PolicyExecution``:
+        ``executing.execution``, ``executing.execute_steps``; None fields keep the checkpoint's): compares execution
+        on the same weights
     placement: where, in what precision and in what batches the encoder runs (``EncoderPlacement``; None fields
         keep the checkpoint's encoder config; the features' meaning, and so the fingerprint, stay the same)
     variation: the scene every episode runs in (``envs.variation``, drawn from the episode's seed): ``none`` (as
@@ -103,8 +103,7 @@ class EvalConfig:
     n_envs: int = 16
     videos: int = 4
     prefetch: int = 0
-    execution: str | None = None
-    execute_steps: int | None = None
+    executing: PolicyExecution = field(default_factory=PolicyExecution)
     placement: EncoderPlacement = field(default_factory=EncoderPlacement)
     variation: str = "none"
     device: str = "auto"
@@ -126,11 +125,6 @@ class EvalConfig:
                              f"{self.joint_noise}")
         if self.prefetch < 0:
             raise ValueError(f"prefetch must be ≥ 0 (0: off), got {self.prefetch}")
-        if self.execution is not None and self.execution not in EXECUTIONS:
-            raise ValueError(f"execution must be one of {list(EXECUTIONS)} or null (the checkpoint's), got "
-                             f"{self.execution!r}")
-        if self.execute_steps is not None and self.execute_steps < 1:
-            raise ValueError(f"execute_steps must be ≥ 1 or null (the checkpoint's), got {self.execute_steps}")
         check_variation(self.variation)
         if self.videos < -1:
             raise ValueError(f"videos must be ≥ -1 (-1 all, 0 none, else how many), got {self.videos}")
@@ -146,11 +140,6 @@ class EvalConfig:
     def position_set(self) -> tuple[list[tuple[float, float]], dict[str, Any]]:
         """The cube positions in evaluation order and their description (``workflows.positions``)."""
         return position_set(self.positions, self.n_random_positions, self.position_seed)
-
-    def executing(self, policy: Any) -> EvalConfig:
-        """This evaluation with ``policy``'s (a PolicyConfig's) ``execution``/``execute_steps`` where it names none:
-        training never reads them, so a finished run's checkpoint may record others than its config now has."""
-        return replace(self, **{k: getattr(policy, k) for k in EXECUTION_FIELDS if getattr(self, k) is None})
 
     def repeat_counts(self, positions: dict[str, Any]) -> list[int]:
         """Repeats of every position of ``position_set``: ``repeats`` for the fixed set, ``held_out_repeats`` after."""
@@ -185,18 +174,15 @@ def _label(desc: Mapping[str, Any]) -> str:
     return f"{desc['variant']} {desc['img_sizes']} {desc['readout']}, {weights}"
 
 
-def _override_execution(policy: ChunkTransformerPolicy, execution: str | None, execute_steps: int | None
-                        ) -> dict[str, Any]:
-    """Set the policy's execution (and ``execute_steps``) where given; returns what runs, as results.json keeps it."""
-    trained = {"execution": policy.cfg.execution, "execute_steps": policy.cfg.execute_steps}
-    given = {k: v for k, v in (("execution", execution), ("execute_steps", execute_steps)) if v is not None}
-    if any(v != trained[k] for k, v in given.items()):
-        try:
-            policy.cfg = replace(policy.cfg, **given)
-        except ValueError as e:
-            raise ValueError(f"cannot evaluate this checkpoint with {given}: {e}") from None
-        print(f"execution for this evaluation: {given} (the checkpoint's: {trained})")
-    return {"execution": policy.cfg.execution, "execute_steps": policy.cfg.execute_steps, "checkpoint": trained}
+def _execute(policy: ChunkTransformerPolicy, executing: PolicyExecution) -> dict[str, Any]:
+    """Run ``policy``'s chunks as ``executing`` says; returns what runs and what the checkpoint was trained with, as
+    results.json keeps them."""
+    trained = {k: getattr(policy.cfg, k) for k in EXECUTION_FIELDS}
+    policy.cfg = executing.apply(policy.cfg)
+    ran = {k: getattr(policy.cfg, k) for k in EXECUTION_FIELDS}
+    if ran != trained:
+        print(f"execution for this evaluation: {executing.given()} (the checkpoint's: {trained})")
+    return {**ran, "checkpoint": trained}
 
 
 def _eval_env(cfg: EvalConfig, env_part: Mapping[str, Any], policy: ChunkTransformerPolicy) -> EnvConfig:
@@ -225,8 +211,8 @@ def _runner(policy: ChunkTransformerPolicy, prefetch: int) -> ChunkTransformerPo
         if policy.cfg.execution != "receding" or policy.cfg.execute_steps <= fits or prefetch >= fits:
             raise
         raise ValueError(f"{err}: this evaluation runs {policy.cfg.execute_steps} of each {policy.cfg.t_act}-step "
-                         f"chunk; for background inference pass execute_steps ≤ {fits} (eval.execute_steps in make "
-                         "run; the same weights), or prefetch=0") from None
+                         f"chunk; for background inference pass executing.execute_steps ≤ {fits} (eval.executing."
+                         "execute_steps in make run; the same weights), or prefetch=0") from None
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
@@ -234,7 +220,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     policy, parts = from_pretrained(cfg.checkpoint, resolve_device(cfg.device), use_ema=cfg.use_ema)
     if problem := parts["config"].get("sim_env_problem"):
         raise ValueError(f"{cfg.checkpoint} cannot be evaluated in simulation: {problem}")
-    execution = _override_execution(policy, cfg.execution, cfg.execute_steps)
+    execution = _execute(policy, cfg.executing)
     encoder = encoder_for_checkpoint(parts["encoder"], cfg.placement)
     env_cfg = _eval_env(cfg, parts["env"], policy)
     positions, positions_desc = cfg.position_set()

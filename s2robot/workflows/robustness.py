@@ -84,10 +84,11 @@ def condition_dir(variation: str) -> str:
 def _identity(cfg: RobustnessConfig) -> dict[str, Any]:
     """What a stored condition must match to be reused: the checkpoint's weights and every episode setting."""
     keep = ("use_ema", "positions", "n_random_positions", "position_seed", "repeats", "held_out_repeats", "seed",
-            "joint_noise", "max_steps", "prefetch", "execution", "execute_steps")
+            "joint_noise", "max_steps", "prefetch")
     weights = weights_path(cfg.checkpoint, read_parts(cfg.checkpoint)["config"])
+    # execution settings as flat keys (execution, execute_steps): the identity.json of suites on disk names them so
     return {"weights_sha256": file_sha256(weights),
-            "eval": {k: getattr(cfg, k) for k in keep}}
+            "eval": {**{k: getattr(cfg, k) for k in keep}, **asdict(cfg.executing)}}
 
 
 def _stored(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:

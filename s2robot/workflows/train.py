@@ -52,7 +52,7 @@ from s2robot.policy.checkpoint import (
 )
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.workflows.cache import prepare_cache, prepare_views
-from s2robot.workflows.train_config import TrainConfig, cache_rebuilt, resume_problems
+from s2robot.workflows.train_config import TrainConfig, cache_rebuilt, execution_unsaved, resume_problems
 
 Evaluator = Callable[[ChunkTransformerPolicy, int], Mapping[str, float]]
 
@@ -237,6 +237,8 @@ class Trainer:
         if self.step >= cfg.steps:
             if main:
                 print(f"{cfg.run_dir} already trained for {self.step} ≥ steps={cfg.steps}; raise steps= to continue")
+                if note := execution_unsaved(read_parts(self.last), cfg.policy):
+                    print(note)
             return self.last
         model: torch.nn.Module = self.policy
         if dist.is_initialized():  # under torchrun, also with one process (a smoke test of NCCL)

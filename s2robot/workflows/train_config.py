@@ -143,3 +143,16 @@ def cache_rebuilt(parts: Mapping[str, Any], data: TrainData) -> str | None:
         return None
     return (f"note: feature cache {data.cache_path} was rebuilt since {parts['config']['step']} steps were trained "
             f"(fingerprint {was} → {data.cache_fingerprint}; same demos and encoder): the resume reads its features")
+
+
+def execution_unsaved(parts: Mapping[str, Any], policy: PolicyConfig) -> str | None:
+    """A note when ``policy`` executes its chunks otherwise than the finished checkpoint (``parts``) records: training
+    never reads these fields, so only more training steps save them, and evaluations run the checkpoint's unless
+    ``executing`` says otherwise; None when they agree."""
+    saved = {k: parts["config"]["policy"].get(k) for k in EXECUTION_FIELDS}
+    wanted = {k: getattr(policy, k) for k in EXECUTION_FIELDS}
+    if saved == wanted:
+        return None
+    given = " ".join(f"executing.{k}={v}" for k, v in wanted.items() if v != saved[k])
+    return (f"note: this finished run's checkpoint executes {saved}, not policy's {wanted}: evaluations run the "
+            f"checkpoint's; to evaluate the other, pass {given} (scripts/eval.py; eval.executing.… in make run)")

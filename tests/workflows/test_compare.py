@@ -140,13 +140,14 @@ def compose_config(tmp: Path, name: str = "compare_encoders", extra: list[str] |
     """configs/<name>.yaml with test_pipeline.py's tiny overrides, 2 micro encoders × 1 seed, then ``extra``."""
     register_configs()
     overrides = ["encoders=[micro_s2_random,micro_random]", "seeds=[0]", f"out={tmp / 'cmp'}",
-                 "placement.dtype=float32", "policy@base.train.policy=tiny", "base.n_demos=3", "base.record_workers=1",
+                 "placement.dtype=float32", "policy@base.train.policy=tiny", "base.record.n_episodes=3",
+                 "base.record.workers=1",
                  f"base.train.demos={tmp / 'demos.zarr'}", f"base.train.runs_dir={tmp / 'runs'}",
                  "base.train.name=t", "base.train.env.image_size=32", "base.train.steps=4",
                  "base.train.batch_size=16", "base.train.warmup_steps=2", "base.train.val_fraction=0",
                  "base.train.wandb.mode=disabled", "base.train.progress=false", "base.eval.n_envs=4",
                  "base.eval.max_steps=3", "base.eval.videos=0", "base.eval.wandb.mode=disabled",
-                 "base.eval.progress=false", "base.noise_std=0", "base.train.env.joint_noise=0", *(extra or [])]
+                 "base.eval.progress=false", "base.record.noise_std=0", "base.train.env.joint_noise=0", *(extra or [])]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return OmegaConf.to_object(compose(name, overrides=overrides))
@@ -174,7 +175,7 @@ def test_compare_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert out.count("already trained for 4") == 2 and out.count("is up to date") == 2
     assert results.stat().st_mtime_ns == stamp and again["rows"] == rows
     # another execution is not another training run, but it is another evaluation: the saved results are not reused
-    compare_encoders(compose_config(tmp_path, extra=["base.train.policy.execute_steps=4"]))
+    compare_encoders(compose_config(tmp_path, extra=["base.eval.executing.execute_steps=4"]))
     out = capsys.readouterr().out
     assert out.count("already trained for 4") == 2 and "is up to date" not in out
     ran = json.loads(results.read_text())["execution"]

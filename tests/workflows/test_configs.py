@@ -169,7 +169,9 @@ NAN = float("nan")
                                   r"got -5"),
     (lambda: RobustnessConfig(seed=-5), "seed must be an integer ≥ 0 .*got -5"),
     (lambda: RecordConfig(seed=-1), "seed must be an integer ≥ 0 .*got -1"),
-    (lambda: PipelineConfig(record_seed=-1), "record_seed must be an integer ≥ 0 .*got -1"),
+    (lambda: PipelineConfig(record=RecordConfig(seed=-1)), "seed must be an integer ≥ 0 .*got -1"),
+    (lambda: PipelineConfig(record=RecordConfig(out="demos/x.zarr", overwrite=True)),
+     r"record.out, record.overwrite: the pipeline records train.demos in train.env and resumes it"),
     (lambda: GeneratorConfig(seed=-1), "seed must be an integer ≥ 0 .*got -1"),
     (lambda: EncoderConfig(seed=-1), "seed must be an integer ≥ 0 .*got -1"),
     (lambda: EncoderConfig(variant="oracle", oracle_noise=0.03, seed=-1), "seed must be an integer ≥ 0 .*got -1"),
@@ -191,6 +193,6 @@ def test_paper_setting_stays_the_papers() -> None:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = OmegaConf.to_object(compose("paper"))
     t, p = cfg.train, cfg.train.policy
-    assert (cfg.n_demos, cfg.noise_std, cfg.tail_steps, t.env.joint_noise) == (120, 0.0, 0, 0.0)
+    assert (cfg.record.n_episodes, cfg.record.noise_std, cfg.record.tail_steps, t.env.joint_noise) == (120, 0.0, 0, 0.0)
     assert (p.t_obs, p.t_act, p.execute_steps, p.action_space, p.prev_action_tokens) == (16, 16, 8, "delta", True)
     assert (t.encoder.variant, t.encoder.img_sizes, t.encoder.readout) == ("vitb-mae-egosoup", [224, 448], "cls")

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from helpers import import_probe, make_demos, micro_encoder_config
 from huggingface_hub import ModelCard
+from omegaconf import OmegaConf
 
 from s2robot.common.runlog import WandbConfig
-from s2robot.policy.configuration import PolicyConfig
+from s2robot.policy.configuration import PolicyConfig, PolicyExecution
 from s2robot.policy.model_card import card_evaluations
 from s2robot.sim.env import EnvConfig
 from s2robot.sim.rollout import FAILURE_MODES, EpisodeResult, eval_episodes
@@ -92,23 +93,27 @@ def test_background_inference_runs_and_reports(checkpoint: Path, tmp_path: Path)
 
 
 def test_execution_can_be_changed_for_an_evaluation(checkpoint: Path, tmp_path: Path) -> None:
-    """execute_steps / execution override the checkpoint's for one evaluation, on the same weights, and say so."""
+    """executing.execute_steps / .execution override the checkpoint's for one evaluation, on the same weights, and
+    say so."""
     kw = {"n_envs": 0, "videos": 0, "max_steps": 5, "repeats": 1, "positions": [[0.5, 0.0]]}
     trained = {"execution": "receding", "execute_steps": 8}
     base = run(checkpoint, tmp_path / "a", **kw)
     assert base["execution"] == {**trained, "checkpoint": trained}
-    one = run(checkpoint, tmp_path / "b", execute_steps=1, **kw)
-    ens = run(checkpoint, tmp_path / "c", execution="ensemble", **kw)
+    one = run(checkpoint, tmp_path / "b", executing=PolicyExecution(execute_steps=1), **kw)
+    ens = run(checkpoint, tmp_path / "c", executing=PolicyExecution(execution="ensemble"), **kw)
     assert one["execution"] == {"execution": "receding", "execute_steps": 1, "checkpoint": trained}
     assert ens["execution"]["execution"] == "ensemble"
-    assert json.loads((tmp_path / "b" / "results.json").read_text())["eval"]["execute_steps"] == 1
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["eval"]["executing"] == {"execution": None,
+                                                                                        "execute_steps": 1}
     tip = {k: np.array(r["episodes_detail"][0]["final_fingertip"]) for k, r in (("8", base), ("1", one), ("e", ens))}
     assert np.abs(tip["8"] - tip["1"]).max() > 1e-5 and np.abs(tip["8"] - tip["e"]).max() > 1e-5  # re-planned
-    with pytest.raises(ValueError, match=r"cannot evaluate this checkpoint with \{'execute_steps': 17\}"):
-        run(checkpoint, tmp_path / "d", execute_steps=17, **kw)
+    with pytest.raises(ValueError, match=r"cannot execute this policy \(trained \{'execution': 'receding', "
+                                         r"'execute_steps': 8\}, t_act=16\) with \{'execute_steps': 17\}"):
+        run(checkpoint, tmp_path / "d", executing=PolicyExecution(execute_steps=17), **kw)
     # all 16 of each chunk leaves nothing to predict the next one behind: the error says what would
-    with pytest.raises(ValueError, match=r"runs 16 of each 16-step chunk; .* execute_steps ≤ 13 .* or prefetch=0"):
-        run(checkpoint, tmp_path / "e", execute_steps=16, prefetch=2, **kw)
+    with pytest.raises(ValueError, match=r"runs 16 of each 16-step chunk; .* executing.execute_steps ≤ 13 .* or "
+                                         r"prefetch=0"):
+        run(checkpoint, tmp_path / "e", executing=PolicyExecution(execute_steps=16), prefetch=2, **kw)
 
 
 def test_fingerprint_mismatch_is_refused(checkpoint: Path, tmp_path: Path) -> None:
@@ -247,12 +252,13 @@ def test_positions_from_a_list_a_file_and_the_held_out_stream_round_trip(checkpo
     ({"joint_noise": -0.1}, "joint_noise must be a finite value ≥ 0"),
     ({"joint_noise": float("inf")}, "joint_noise must be a finite value ≥ 0"),
     ({"videos": -2}, "videos must be ≥ -1"),
-    ({"execution": "chunked"}, "execution must be one of"),
-    ({"execute_steps": 0}, "execute_steps must be ≥ 1"),
+    ({"executing": {"execution": "chunked"}}, "execution must be one of"),
+    ({"executing": {"execute_steps": 0}}, r"execute_steps must be ≥ 1 or null \(the checkpoint's\), got 0"),
 ])
 def test_bad_evaluation_settings_are_refused(overrides: dict, message: str) -> None:
+    """Refused where they enter, also through hydra's nested overrides (``executing.execute_steps=0``)."""
     with pytest.raises(ValueError, match=message):
-        EvalConfig(**overrides)
+        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig), overrides))
 
 
 def test_bad_position_files_are_refused(tmp_path: Path) -> None:
@@ -307,7 +313,6 @@ def test_positions_from_the_command_line() -> None:
     """Hydra overrides give positions as an inline list, a path or none (eval.py's structured config)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
     from s2robot.workflows.configs import register_configs
 

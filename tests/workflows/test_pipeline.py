@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pipeline_smoke(tmp_path: Path) -> None:
-    args = ["encoder@train.encoder=micro_s2_random", "policy@train.policy=tiny", "n_demos=3",
+    args = ["encoder@train.encoder=micro_s2_random", "policy@train.policy=tiny", "record.n_episodes=3",
             f"train.demos={tmp_path / 'demos.zarr'}", f"train.runs_dir={tmp_path / 'runs'}", "train.name=smoke",
             "train.env.image_size=32", "train.steps=6", "train.batch_size=16", "train.warmup_steps=2",
             "train.val_fraction=0", "train.wandb.mode=disabled", "train.encoder.dtype=float32", "eval.n_envs=4",
@@ -41,9 +41,9 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
     # make run executes all 16 actions of each chunk (configs/pipeline.yaml), and its checkpoint says so
     assert results["execution"] == {"execution": "receding", "execute_steps": 16,
                                     "checkpoint": {"execution": "receding", "execute_steps": 16}}
-    # re-running resumes every stage: nothing re-recorded or re-trained, the evaluation reruns; a changed execution
-    # is not a different training run: it is evaluated as configured on the finished checkpoint
-    again = subprocess.run([*cmd, "train.policy.execute_steps=8"], cwd=ROOT, capture_output=True, text=True,
+    # re-running resumes every stage: nothing re-recorded or re-trained, the evaluation reruns; another execution
+    # is not a different training run: the finished checkpoint is evaluated executing as eval.executing says
+    again = subprocess.run([*cmd, "eval.executing.execute_steps=8"], cwd=ROOT, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already trained for 6" in again.stdout and "caching" not in again.stderr
@@ -69,7 +69,7 @@ def test_oracle_absolute_pipeline_smoke(tmp_path: Path) -> None:
     """The recipe's levers end to end: demos without cameras (noise injection, a post-success tail), the privileged
     oracle encoder, absolute joint targets; the evaluation runs the env in absolute mode and says PRIVILEGED."""
     args = ["encoder@train.encoder=oracle", "policy@train.policy=tiny", "train.policy.action_space=absolute",
-            "n_demos=3", "noise_std=0.01", "tail_steps=3", "train.env.cameras=[]",
+            "record.n_episodes=3", "record.noise_std=0.01", "record.tail_steps=3", "train.env.cameras=[]",
             f"train.demos={tmp_path / 'demos.zarr'}", f"train.runs_dir={tmp_path / 'runs'}", "train.name=oracle",
             "train.steps=6", "train.batch_size=16", "train.warmup_steps=2", "train.val_fraction=0",
             "train.wandb.mode=disabled", "eval.n_envs=0", "eval.max_steps=4", "eval.videos=0",

@@ -105,13 +105,19 @@ def test_resume_refuses_another_config_and_overwrite_restarts(tmp_path: Path) ->
     assert load_checkpoint(train(other))["step"] == 8
 
 
-def test_resume_takes_a_changed_execution(tmp_path: Path) -> None:
+def test_resume_takes_a_changed_execution(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """How chunks are executed is never trained on: a run resumes across a change of it, and later checkpoints
-    carry the new one (a run trained executing 8 actions of each chunk, resumed executing all 16)."""
+    carry the new one (a run trained executing 8 actions of each chunk, resumed executing all 16); a finished run
+    says that its checkpoint keeps its own and how to evaluate the other."""
     small = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ff_mult": 2, "dropout": 0.1}
     train(config(tmp_path, steps=4, policy=PolicyConfig(**small, execute_steps=8)))
     last = train(config(tmp_path, steps=8, policy=PolicyConfig(**small, execute_steps=16)))
     assert load_checkpoint(last)["step"] == 8 and read_parts(last)["config"]["policy"]["execute_steps"] == 16
+    capsys.readouterr()
+    train(config(tmp_path, steps=8, policy=PolicyConfig(**small, execute_steps=4)))
+    out = capsys.readouterr().out
+    assert "already trained for 8" in out and "pass executing.execute_steps=4" in out
+    assert read_parts(last)["config"]["policy"]["execute_steps"] == 16
     with pytest.raises(ValueError, match="different policy"):  # anything that is trained on is still refused
         train(config(tmp_path, steps=12, policy=PolicyConfig(**{**small, "dropout": 0.2})))
 
