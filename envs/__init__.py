@@ -1,7 +1,7 @@
 """Simulation environments (MuJoCo + gymnasium, never torch).
 
-Importing this package registers ``s2robot/CubePick-v0`` and ``s2robot/FrankaReal-v0`` with gymnasium (the one side
-effect: gymnasium's registry is how ``gymnasium.make`` finds environments) and re-exports the public API.
+Importing this package registers ``s2robot/CubePick-v0`` with gymnasium (the one side effect: gymnasium's registry
+is how ``gymnasium.make`` finds environments) and re-exports the public API.
 """
 
 import gymnasium
@@ -30,14 +30,9 @@ from envs.positions import (
 )
 
 CUBE_PICK_ID = "s2robot/CubePick-v0"
-# The Franka arm (s2robot.real, through franky; host="franky-sim" rehearses it in franky-sim). Registered here, with
-# the simulated env, by its entry point's name only: nothing of s2robot.real (or franky) is imported until it is made.
-FRANKA_REAL_ID = "s2robot/FrankaReal-v0"
 
 if CUBE_PICK_ID not in gymnasium.registry:  # re-importing (or reloading) must not register twice
     gymnasium.register(id=CUBE_PICK_ID, entry_point="envs.cube_pick:CubePickEnv")
-if FRANKA_REAL_ID not in gymnasium.registry:
-    gymnasium.register(id=FRANKA_REAL_ID, entry_point="s2robot.real.env:FrankaEnv")
 
 __all__ = [
     "CAMERAS",
@@ -47,7 +42,6 @@ __all__ = [
     "CUBE_REST_Z",
     "DEMO_STREAM",
     "EVAL_POSITIONS",
-    "FRANKA_REAL_ID",
     "HELD_OUT_STREAM",
     "LIFT_SUCCESS_HEIGHT",
     "MAX_JOINT_DELTA",

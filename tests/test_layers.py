@@ -46,3 +46,13 @@ def test_envs_is_below_the_package() -> None:
     top = {node.names[0].name.split(".")[0] for p in envs.glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
            if isinstance(node, ast.Import)}
     assert not top & {"torch", "s2robot"}, top
+
+
+def test_envs_knows_nothing_of_the_arm() -> None:
+    """The arm env registers from its own layer (``s2robot/real/__init__.py``): no file of ``envs`` names it, not even
+    as an entry-point string, so the simulated scene and the arm never depend on each other both ways."""
+    envs = PACKAGE.parent / "envs"
+    named = ("s2robot.real", "s2robot/real", "FrankaReal")
+    bad = [f"{p.relative_to(PACKAGE.parent)} names {n}" for p in sorted(envs.glob("*.py")) for n in named
+           if n in p.read_text()]
+    assert not bad, bad

@@ -3,6 +3,7 @@ the same defaults as the envs themselves."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from dataclasses import MISSING
 from pathlib import Path
@@ -43,15 +44,27 @@ def test_an_env_id_that_is_not_s2robots_is_refused_before_any_import(env_id: str
 
 
 def test_s2robots_own_ids_are_made() -> None:
-    """ENV_IDS are exactly the ids ``envs`` registers, and the simulated one is made."""
+    """ENV_IDS are exactly the ids ``envs`` and ``s2robot.real`` register, and the simulated one is made."""
     import envs
+    import s2robot.real
 
-    assert set(ENV_IDS) == {envs.CUBE_PICK_ID, envs.FRANKA_REAL_ID}
+    assert set(ENV_IDS) == {envs.CUBE_PICK_ID, s2robot.real.FRANKA_REAL_ID}
     env = make_env(EnvConfig(image_size=32, max_steps=2), render_mode=None)
     try:
         assert env.spec is not None and env.spec.id == "s2robot/CubePick-v0"
     finally:
         env.close()
+
+
+def test_every_process_that_imports_s2robot_can_make_the_arm_env() -> None:
+    """A fresh interpreter that imports only the sim layer (as a spawned evaluation or recording worker does) finds
+    the arm env registered from its own layer, by entry-point name: nothing of the arm or franky is loaded by it."""
+    code = ("import sys, gymnasium; from s2robot.sim.env import ARM_ENV_ID; "
+            "print(gymnasium.spec(ARM_ENV_ID).entry_point, sorted(m for m in sys.modules "
+            "if m.startswith(('s2robot.real.', 'franky', 'envs'))))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["s2robot.real.env:FrankaEnv", "[]"]
 
 
 def test_the_envs_defaults_are_envconfigs() -> None:
