@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from numbers import Integral
 
 # Largest image side [px] a config accepts: camera frames, rendered frames and S² scales. A 4096² RGB frame is
@@ -28,3 +30,14 @@ def check_image_side(value: int, name: str = "image_size", low: int = 8) -> int:
         raise ValueError(f"{name} must be an integer in [{low}, {MAX_IMAGE_SIDE}] px (larger is a typo: see "
                          f"s2robot.common.checks.MAX_IMAGE_SIDE), got {value!r}")
     return value
+
+
+def check_keys(given: Iterable[str], valid: Iterable[str], name: str) -> None:
+    """Nothing when every key of ``given`` is in ``valid``; otherwise a ValueError naming ``name``, the unknown keys
+    (each with its likely intended spelling) and the valid ones."""
+    valid = list(valid)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        guesses = {k: m[0] for k in unknown if (m := difflib.get_close_matches(k, valid, n=1))}
+        hint = f" (did you mean {', '.join(f'{v!r} for {k!r}' for k, v in guesses.items())}?)" if guesses else ""
+        raise ValueError(f"{name} has unknown key(s) {unknown}{hint}. Valid keys: {sorted(valid)}")

@@ -1,16 +1,18 @@
 """The Franka arm and gripper through franky: connect (fast failure), read state, send joint targets, stop.
 
-``FrankyArm`` is the only place that calls franky. It checks that the robot's libfranka port answers before franky
-tries (franky's own connect waits ~60 s on an unreachable address), applies the safety config's dynamics factor and
-collision thresholds, streams joint targets as asynchronous ``JointMotion``s (each one replaces the running motion
-smoothly), switches the gripper only when its command changes, and ``stop()`` ends any motion while leaving the
-gripper as it is (a held cube is never dropped). libfranka reflex errors become ``ArmError``s that name the
-recovery command.
+``FrankyArm`` is the only place that calls franky. It checks that the address answers libfranka's connect handshake
+before franky tries (franky's own connect waits ~60 s on an unreachable address, and as long on one that accepts the
+connection but is no robot), applies the safety config's dynamics factor and collision thresholds, streams joint
+targets as asynchronous ``JointMotion``s (each one replaces the running motion smoothly), switches the gripper only
+when its command changes, and ``stop()`` ends any motion while leaving the gripper as it is (a held cube is never
+dropped). libfranka reflex errors and failed hand commands become ``ArmError``s that name the command to run
+(``recover_hint``, ``hand_hint``).
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 import time
 import warnings
 from collections.abc import Sequence
@@ -21,25 +23,82 @@ from s2robot.real.safety import SafetyConfig
 
 LIBFRANKA_PORT = 1337  # the robot's command port (the gripper's is 1338)
 FINGER_MAX_WIDTH = 0.08  # Franka Hand fully open [m]
-RECOVER_HINT = ("clear the error and try again: `python scripts/real_arm.py recover host={host}` (calls "
-                "franky's Robot.recover_from_errors), or release and re-engage the user stop")
+# libfranka's wire protocol (research_interface/robot/service_types.h): every TCP message starts with a header of
+# three little-endian uint32 (command, command id, size in bytes with the header); Connect is command 0, its request
+# carries (uint16 library version, uint16 UDP port for the robot's state), its answer (uint16 status, uint16 version).
+_HEADER = struct.Struct("<III")
+_CONNECT, _CONNECT_REQUEST, _CONNECT_ANSWER = 0, struct.Struct("<HH"), struct.Struct("<HH")
+PROTOCOL_VERSION = 10  # the library version the probe announces (a robot that speaks another still answers)
 
 
 class ArmError(RuntimeError):
-    """The arm is unreachable, refused a command, or stopped with a reflex."""
+    """The arm is unreachable, refused a command, stopped with a reflex, or its hand failed a command."""
+
+
+def real_arm_command(action: str, host: str) -> str:
+    """A ``scripts/real_arm.py`` command for the robot at ``host`` (``recover``, ``homing``), as its parser takes it."""
+    return f"python scripts/real_arm.py {action} --host {host}"
+
+
+def recover_hint(host: str) -> str:
+    """What to do after a reflex (collision, joint limit, a refused motion)."""
+    return (f"clear the error and try again: `{real_arm_command('recover', host)}` (calls franky's "
+            "Robot.recover_from_errors), or release and re-engage the user stop")
+
+
+def hand_hint(host: str) -> str:
+    """What to do after a failed hand command."""
+    return ("The episode is stopped (the arm too). Check the hand and its fingers, then home it: "
+            f"`{real_arm_command('homing', host)}` (or in Desk), and reset")
 
 
 def check_reachable(host: str, timeout: float = 3.0, port: int = LIBFRANKA_PORT) -> None:
-    """ArmError within ``timeout`` seconds unless ``host`` accepts a TCP connection on the libfranka port."""
+    """ArmError within about ``timeout`` seconds unless ``host`` answers libfranka's connect handshake on ``port``:
+    a TCP connection, then a ``Connect`` request answered with a ``Connect`` reply (the robot's protocol version).
+    A device that accepts the connection but is no Franka (or FCI is off) says nothing, and franky would wait ~60 s."""
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        conn = socket.create_connection((host, port), timeout=timeout)
     except OSError as err:
         raise ArmError(
             f"cannot reach a Franka at {host}:{port} within {timeout:.0f} s ({err}). Check that the robot is on and "
             "its brakes are open, that FCI is activated in Desk, that this computer's network cable is in the "
-            f"control box (not the arm base), and `ping {host}`. For the simulated rehearsal use host=franky-sim."
+            f"control box (not the arm base), and `ping {host}`. For the simulated rehearsal use `env=franka_sim` "
+            "(or `python scripts/real_arm.py check --host franky-sim`)."
         ) from err
+    with conn, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("", 0))  # where a robot streams its state while connected: closed with the probe
+        request = _CONNECT_REQUEST.pack(PROTOCOL_VERSION, udp.getsockname()[1])
+        try:
+            conn.sendall(_HEADER.pack(_CONNECT, 0, _HEADER.size + len(request)) + request)
+            command, command_id, size = _HEADER.unpack(_receive(conn, _HEADER.size, deadline))
+            if command != _CONNECT or command_id != 0 or not _HEADER.size + _CONNECT_ANSWER.size <= size <= 256:
+                raise ArmError(f"{host}:{port} answered, but not as a Franka does (header {command}, {command_id}, "
+                               f"{size}): is this the robot's FCI address? {_NOT_A_ROBOT}")
+            _receive(conn, size - _HEADER.size, deadline)  # the status and version: any answer is a robot's
+        except TimeoutError as err:
+            raise ArmError(f"{host}:{port} accepts connections but did not answer libfranka's handshake within "
+                           f"{timeout:.0f} s. {_NOT_A_ROBOT}") from err
+        except OSError as err:
+            raise ArmError(f"{host}:{port} accepted, then broke off libfranka's handshake ({err}). "
+                           f"{_NOT_A_ROBOT}") from err
+
+
+_NOT_A_ROBOT = ("Is it the robot's FCI address (the control box's, set in Desk), with FCI activated in Desk and no "
+                "other program connected to the robot? Another device at that address answers like this too.")
+
+
+def _receive(conn: socket.socket, n: int, deadline: float) -> bytes:
+    """Exactly ``n`` bytes from ``conn`` before ``deadline`` (time.monotonic); TimeoutError after it, OSError when
+    the peer closes first."""
+    data = b""
+    while len(data) < n:
+        conn.settimeout(max(deadline - time.monotonic(), 1e-3))
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the connection was closed")
+        data += chunk
+    return data
 
 
 def _franky():
@@ -71,7 +130,7 @@ class FrankyArm:
                 self.robot.set_collision_behavior(list(safety.torque_threshold), list(safety.force_threshold))
         except franky.Exception as err:
             raise ArmError(f"connected to {host} but franky could not start or configure a session: {err}. If the "
-                           f"robot is in a reflex: {RECOVER_HINT.format(host=host)}") from err
+                           f"robot is in a reflex: {recover_hint(host)}") from err
         self.planner_restarts = 0  # targets franky's planner refused mid-motion, sent again from rest
         self._gripper_closed: bool | None = None
         self._gripper_future = None
@@ -126,7 +185,7 @@ class FrankyArm:
                                    "stopped. Is something in the way, or the robot (or franky-sim) not running?")
         except (franky.Exception, RuntimeError) as err:
             self.stop()
-            raise ArmError(f"the arm at {self.host} stopped: {err}. {RECOVER_HINT.format(host=self.host)}") from err
+            raise ArmError(f"the arm at {self.host} stopped: {err}. {recover_hint(self.host)}") from err
 
     def _settled_at(self, goal: np.ndarray, tolerance: float = 0.01, still: float = 0.02) -> bool:
         """Whether the measured joints are within ``tolerance`` [rad] of ``goal`` (7,) and slower than ``still``
@@ -142,6 +201,7 @@ class FrankyArm:
         busy = self._gripper_future is not None and not self._gripper_future.wait(0.0)
         if busy or closed == self._gripper_closed:
             return
+        self.check_gripper()
         s = self.safety
         if closed:  # a grasp of any width: the force holds whatever is between the fingers
             self._gripper_future = self.gripper.grasp_async(0.0, s.gripper_speed, s.grasp_force,
@@ -150,13 +210,32 @@ class FrankyArm:
             self._gripper_future = self.gripper.move_async(FINGER_MAX_WIDTH, s.gripper_speed)
         self._gripper_closed = closed
 
+    def check_gripper(self) -> None:
+        """ArmError when the hand's last command has finished and failed (libfranka raised, or the hand reports it
+        did not get there); nothing while it runs or after it succeeded. Each result is reported once."""
+        future = self._gripper_future
+        if future is None or not future.wait(0.0):
+            return
+        self._gripper_future = None
+        what = "close (grasp)" if self._gripper_closed else "open"
+        try:
+            done = bool(future.get())
+        except Exception as err:  # franky's CommandException / NetworkException from the hand's server
+            raise ArmError(f"the hand at {self.host} failed to {what}: {err}. {hand_hint(self.host)}") from err
+        if not done:
+            raise ArmError(f"the hand at {self.host} did not {what}: it reports the command unsuccessful (blocked?). "
+                           f"{hand_hint(self.host)}")
+
     def open_gripper_blocking(self) -> None:
-        """Open the hand fully and wait (used at reset, never mid-episode)."""
+        """Open the hand fully and wait (used at reset, never mid-episode); ArmError if it cannot."""
         if self._gripper_future is not None:
             self._gripper_future.wait(5.0)
-        if not self.gripper.move_async(FINGER_MAX_WIDTH, self.safety.gripper_speed).wait(60.0):
-            raise ArmError(f"the hand at {self.host} did not open within 60 s: check it in Desk (homing may help)")
-        self._gripper_closed, self._gripper_future = False, None
+        self._gripper_future = None  # a failure of the last episode's command is moot once the hand opens
+        opening = self.gripper.move_async(FINGER_MAX_WIDTH, self.safety.gripper_speed)
+        if not opening.wait(60.0):
+            raise ArmError(f"the hand at {self.host} did not open within 60 s. {hand_hint(self.host)}")
+        self._gripper_future, self._gripper_closed = opening, False
+        self.check_gripper()
 
     def stop(self) -> None:
         """End every arm motion now (the hand keeps its state: a held cube stays held). Never raises."""
@@ -182,3 +261,7 @@ class FrankyArm:
     def recover(self) -> bool:
         """libfranka's automatic error recovery; whether it succeeded."""
         return bool(self.robot.recover_from_errors())
+
+    def home_gripper(self) -> bool:
+        """The hand's homing (it closes, then opens fully to measure its width); whether it succeeded."""
+        return bool(self.gripper.homing())

@@ -8,8 +8,10 @@ lifted (``real.judge``).
 
 Each step: check the action (NaN or a wrong shape stops the arm and raises), clip it to the action bounds, turn it
 into a joint target, pass the target through the ``SafetyFilter`` (counted), send it as an asynchronous franky
-``JointMotion``, switch the gripper if its command changed, then wait for the step's deadline on the robot's clock
-and observe. Any exception or Ctrl-C inside a step stops the arm first; the gripper keeps its state.
+``JointMotion``, switch the gripper if its command changed, then wait for the step's deadline on the robot's clock,
+check that the hand's last command did not fail, observe, and check that no joint is further than
+``safety.max_tracking_error`` from its target. Any exception or Ctrl-C inside a step stops the arm first; the gripper
+keeps its state. The reset move to the start pose passes ``SafetyFilter.check_move`` before it is sent.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from s2robot.real.arm import FINGER_MAX_WIDTH, ArmError, FrankyArm
 from s2robot.real.camera import Camera, open_camera
 from s2robot.real.judge import Judge, OperatorJudge, SceneJudge
 from s2robot.real.kinematics import fingertip_pose
-from s2robot.real.safety import SafetyConfig, SafetyFilter, box_violation, check_action
+from s2robot.real.options import ArmOptions
+from s2robot.real.safety import SafetyConfig, SafetyFilter, check_action, check_start, sample_start
 
 SIM_HOST = "franky-sim"  # = s2robot.sim.env.REHEARSAL_HOST (tested)
 HOME_Q = (0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4)  # the simulated env's home pose [rad]
@@ -48,6 +51,13 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
 
+    @staticmethod
+    def check_config(joint_noise: float, options: dict[str, Any]) -> None:
+        """What ``EnvConfig`` checks when it is built, before anything connects: ``options`` are ``ArmOptions``
+        (typed; a misspelt key names the valid ones), and the home pose and ``joint_noise`` pass ``check_start``."""
+        arm = ArmOptions.from_options(options)
+        check_start(np.asarray(arm.home_q if arm.home_q is not None else HOME_Q), joint_noise, arm.safety)
+
     def __init__(self, host: str = SIM_HOST, cameras: tuple[str, ...] | list[str] = ("front",), image_size: int = 224,
                  max_steps: int = 100, render_mode: str | None = None, terminate_on_success: bool = True,
                  joint_noise: float = 0.0, action_mode: str = "delta", camera_sources: dict[str, str] | None = None,
@@ -61,23 +71,16 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             cameras = (cameras,)
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
-        if max_steps < 1 or joint_noise < 0:
-            raise ValueError(f"need max_steps ≥ 1 and joint_noise ≥ 0, got {max_steps}, {joint_noise}")
-        self.safety_cfg = safety if isinstance(safety, SafetyConfig) else SafetyConfig(**(safety or {}))
+        if max_steps < 1:
+            raise ValueError(f"need max_steps ≥ 1, got {max_steps}")
+        self.safety_cfg = SafetyConfig.from_options(safety)
         self.cameras, self.image_size, self.max_steps = tuple(cameras), int(image_size), int(max_steps)
         self.render_mode, self.render_size = render_mode, (int(render_size[0]), int(render_size[1]))
         self.terminate_on_success, self.joint_noise, self.action_mode = terminate_on_success, joint_noise, action_mode
         self.home_qpos = np.asarray(home_q if home_q is not None else HOME_Q, dtype=np.float64)
+        check_start(self.home_qpos, joint_noise, self.safety_cfg)  # before connecting
         self.filter = SafetyFilter(self.safety_cfg)
         limits = self.filter.limits
-        q = self.home_qpos
-        if q.shape != (7,) or not np.all((limits[:, 0] <= q) & (q <= limits[:, 1])):
-            raise ValueError(f"home_q must be 7 joint positions inside the safety limits {limits.tolist()}, got "
-                             f"{self.home_qpos.tolist()}")
-        tip = fingertip_pose(q)[:3, 3]
-        if box_violation(tip, self.filter.box) > 0:  # the reset move goes there unfiltered: it must be a safe pose
-            raise ValueError(f"home_q puts the fingertip at {tip.round(3).tolist()} m, outside safety.workspace "
-                             f"{list(self.safety_cfg.workspace)}: move the box or the home pose")
         self.host, self.scene, self.arm, self._cameras, self._frames = host, None, None, {}, {}
         try:
             self._connect(host, camera_sources or {}, connect_timeout, stall_timeout_s)
@@ -99,7 +102,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             spaces[cam] = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
         self._arm_target = self.home_qpos.copy()
-        self._gripper_cmd, self._steps, self._clipped = 0.0, 0, 0
+        self._gripper_cmd, self._steps, self._clipped, self._succeeded = 0.0, 0, 0, False
         self.timer = LoopTimer(CONTROL_DT)
 
     # ------------------------------------------------------------------------------------------- setup
@@ -135,7 +138,8 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Open the hand, move to the home pose (+ ``joint_noise``) at ``safety.home_speed``, then place the cube:
+        """Open the hand, move to the home pose (+ ``joint_noise``, drawn by ``safety.sample_start``) at
+        ``safety.home_speed`` after ``SafetyFilter.check_move`` passed the move, then place the cube:
         ``options={"cube_xy": (x, y)}``, else the demo stream's cube of ``seed`` (as ``CubePickEnv``)."""
         from envs.positions import demo_cube_xy
 
@@ -148,17 +152,18 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             cube_xy = demo_cube_xy(seed if seed is not None else int(self.np_random.integers(2**63)))
         else:
             cube_xy = np.asarray(options["cube_xy"], dtype=np.float64)
-        noise = self.np_random.uniform(-self.joint_noise, self.joint_noise, size=7)
-        q0 = np.clip(self.home_qpos + noise, self.filter.limits[:, 0], self.filter.limits[:, 1])
         try:
+            q0 = sample_start(self.home_qpos, self.joint_noise, self.np_random, self.filter)
             self.arm.stop()
             self.arm.open_gripper_blocking()
+            self.filter.check_move(self.arm.joint_positions(), q0, "the reset move")
             self.arm.move_to(q0, asynchronous=False, speed=self.safety_cfg.home_speed)
             self.judge.place(cube_xy, options.get("label"))
         except BaseException:
             self.arm.stop()
             raise
         self._arm_target, self._gripper_cmd, self._steps, self._clipped = q0.copy(), 0.0, 0, 0
+        self._succeeded = False
         self.filter.reset_counts()
         self.arm.planner_restarts = 0
         self.timer = LoopTimer(CONTROL_DT)
@@ -175,11 +180,12 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self.arm.stop()
             raise
         success = bool(info["is_success"])
+        self._succeeded |= success  # as in simulation: lifted while grasped at any step of the episode
         terminated = self.terminate_on_success and success
         truncated = self._steps >= self.max_steps
         if terminated or truncated:
             self.arm.stop()
-            info["is_success"] = success = self.judge.final(success)
+            info["is_success"] = success = self.judge.final(self._succeeded)
             info["timing"] = self.timer.summary()
         return obs, float(success), terminated, truncated, info
 
@@ -187,7 +193,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         """End the episode before its last step (an operator pressed Enter): stop the arm (the hand stays as it
         is) and return the judge's verdict; ``timer`` keeps the episode's loop timing."""
         self.arm.stop()
-        return self.judge.final(bool(self._info(self._last_obs)["is_success"]))
+        return self.judge.final(self._succeeded)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
@@ -226,8 +232,21 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._arm_target, self._gripper_cmd = safe, float(clipped[7])
         self._steps += 1
         self._wait_until(self._deadline)
+        self.arm.check_gripper()
         obs = self._observation()
+        self._check_tracking(obs["proprio"][:7])
         return obs, self._info(obs)
+
+    def _check_tracking(self, measured: np.ndarray) -> None:
+        """ArmError (the step then stops the arm) when a measured joint (7,) [rad] is further than
+        ``safety.max_tracking_error`` from its commanded target: the arm is blocked, pushed, or not following."""
+        error = np.abs(np.asarray(measured, dtype=np.float64) - self._arm_target)
+        joint = int(error.argmax())
+        if error[joint] > self.safety_cfg.max_tracking_error:
+            raise ArmError(f"joint {joint + 1} of the arm at {self.arm.host} is {error[joint]:.3f} rad from its "
+                           f"commanded target (safety.max_tracking_error: {self.safety_cfg.max_tracking_error} rad): "
+                           "something blocks or pushes it, or it is not following; the arm is stopped. Clear its way "
+                           "and check it, then reset")
 
     def _wait_until(self, deadline: float) -> None:
         """Sleep until the robot clock reaches ``deadline`` [s]; ArmError (the step then stops the arm) if the clock

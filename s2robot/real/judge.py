@@ -1,8 +1,9 @@
 """Who places the cube and says whether it was picked: the rehearsal scene (privileged state) or an operator.
 
 ``SceneJudge`` reads franky-sim's cube and contacts, so placement and success are automatic. ``OperatorJudge`` asks a
-person at the cell: before an episode "place the cube at mark k (x, y)", after it "was the cube lifted? [y/n]"; in
-between nothing measures the cube, so its position is reported as where it was placed (resting) and its orientation
+person at the cell: before an episode "place the cube at mark k (x, y)", after it whether the cube was, at any moment,
+lifted ≥ 5 cm while held in the closed hand (the simulated env's success, ``envs.cube_pick``); in between nothing
+measures the cube, so its position is reported as where it was placed (resting) and its orientation
 as unknown (NaN). Its prompts take an ``ask`` function so tests script the answers.
 """
 
@@ -13,9 +14,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from envs.cube_pick import CUBE_REST_Z
+from envs.cube_pick import CUBE_REST_Z, LIFT_SUCCESS_HEIGHT
 
 _UNKNOWN4 = np.full(4, np.nan)
+# The simulated env's success (envs.cube_pick): at any step, the cube's centre ≥ LIFT_SUCCESS_HEIGHT above its rest
+# while both fingers hold it and the hand is commanded closed. A cube dropped afterwards still counts.
+SUCCESS_QUESTION = (f"at any moment of the episode, was the cube lifted ≥ {100 * LIFT_SUCCESS_HEIGHT:.0f} cm off the "
+                    "table while held between the closed fingers (a later drop still counts)? [y/n] ")
 
 
 class Judge(Protocol):
@@ -26,7 +31,7 @@ class Judge(Protocol):
         ...
 
     def final(self, success: bool) -> bool:
-        """The episode's outcome, given what the per-step check saw."""
+        """The episode's outcome, given whether the per-step check saw a success at any step."""
         ...
 
 
@@ -65,6 +70,6 @@ class OperatorJudge:
 
     def final(self, success: bool) -> bool:
         while True:
-            answer = self.ask("was the cube lifted ≥ 5 cm and held at the end? [y/n] ").strip().lower()
+            answer = self.ask(SUCCESS_QUESTION).strip().lower()
             if answer in ("y", "yes", "n", "no"):
                 return answer.startswith("y")

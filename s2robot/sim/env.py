@@ -11,7 +11,7 @@ import gymnasium as gym
 from s2robot.common.checks import check_image_side
 
 CUBE_PICK_ENV_ID = "s2robot/CubePick-v0"  # the simulated cube-pick scene (envs.cube_pick; registered by envs)
-ARM_ENV_ID = "s2robot/FrankaReal-v0"  # the Franka arm through franky (s2robot.real; registered by envs)
+ARM_ENV_ID = "s2robot/FrankaReal-v0"  # the Franka arm through franky (registered by s2robot.real, its own layer)
 # The only ids an EnvConfig may name. gymnasium.make reads "module:id" as "import module, then make id", so an id that
 # comes from a file (a checkpoint's env.json) must not be passed on unless it is one of these.
 ENV_IDS = (CUBE_PICK_ENV_ID, ARM_ENV_ID)
@@ -27,11 +27,12 @@ class EnvConfig:
     image_size: side of the square camera images [px]
     max_steps: episode length limit [control steps] (10 Hz: 100 = 10 s)
     terminate_on_success: end an episode at its first success step
-    joint_noise: half-width of the uniform noise on the home joint positions at reset [rad]
+    joint_noise: half-width of the uniform noise on the home joint positions at reset [rad] (on the arm, a draw that
+        puts the hand outside its workspace is drawn again, and a noise whose draws mostly do is refused here)
     action_mode: ``delta`` (joint-position deltas) or ``absolute`` (joint-position targets); demos record both,
         and evaluation sets the one its policy was trained on
     options: further keyword arguments of that env's constructor (``s2robot/FrankaReal-v0``: host, camera_sources,
-        safety, home_q; see ``s2robot.real.env.FrankaEnv``); empty for the simulated env
+        safety, home_q, ...; see ``s2robot.real.options.ArmOptions``, checked here); empty for the simulated env
     """
 
     id: str = CUBE_PICK_ENV_ID
@@ -55,6 +56,20 @@ class EnvConfig:
             raise ValueError(f"max_steps must be ≥ 1 [control steps], got {self.max_steps}")
         if not (self.joint_noise >= 0 and math.isfinite(self.joint_noise)):
             raise ValueError(f"joint_noise must be a finite value ≥ 0 [rad], got {self.joint_noise}")
+        check_env_options(self)
+
+
+def check_env_options(cfg: EnvConfig) -> None:
+    """Let the env of ``cfg.id`` check ``cfg.options`` and ``cfg.joint_noise`` as the config is built, when its class
+    has a ``check_config(joint_noise, options)`` (the arm's: typed options, a bounded start noise). The class is found
+    through gymnasium's registry, as ``make_env`` makes it; an id not registered yet (the simulated scene, registered
+    by ``envs`` when first made) takes no options to check."""
+    spec = gym.registry.get(cfg.id)
+    if spec is None or not isinstance(spec.entry_point, str):
+        return
+    check = getattr(gym.envs.registration.load_env_creator(spec.entry_point), "check_config", None)
+    if check is not None:
+        check(cfg.joint_noise, dict(cfg.options))
 
 
 def check_env_id(env_id: str) -> str:
@@ -83,10 +98,10 @@ def check_variation(spec: str, env_id: str = CUBE_PICK_ENV_ID, visual: bool = Fa
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
-    """Build the environment of ``cfg`` (registering s2robot's own environments first); only an id of ``ENV_IDS``
-    is made, even when ``cfg.id`` was changed after construction."""
+    """Build the environment of ``cfg`` (registering the simulated scene first; the arm's id is registered whenever
+    s2robot is imported); only an id of ``ENV_IDS`` is made, even when ``cfg.id`` was changed after construction."""
     check_env_id(cfg.id)
-    import envs  # noqa: F401  (registers s2robot/CubePick-v0 and s2robot/FrankaReal-v0)
+    import envs  # noqa: F401  (registers s2robot/CubePick-v0)
 
     return gym.make(
         cfg.id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ pytest.importorskip("franky")
 pytest.importorskip("franky_sim")
 
 import envs
+from s2robot.real.arm import ArmError
 from s2robot.real.camera import CameraError
 from s2robot.real.env import HOME_Q, FrankaEnv
+from s2robot.real.safety import SafetyConfig, SafetyError, SafetyFilter
 
 CUBE_XY = (0.5, 0.1)
 MAX_STEPS = 8
@@ -31,13 +34,18 @@ def wait_robot(env: FrankaEnv, seconds: float) -> None:
         time.sleep(0.005)
 
 
-def assert_stopped(env: FrankaEnv, target: np.ndarray) -> None:
-    """No motion runs, the joints stand still after 0.5 s (robot clock), short of the target the step was heading to."""
+def assert_stopped(env: FrankaEnv, stops: list[float]) -> None:
+    """The failing step stopped the arm (``FrankyArm.stop`` ran), and 0.5 s later on the robot's clock no motion runs
+    and the joints stand still. What was commanded is checked, not how far the arm got before the stop: that depends
+    on how fast this machine runs the client against the simulated robot."""
+    assert stops, "the arm was not stopped"
     wait_robot(env, 0.5)
     robot = env.arm.robot
     assert not robot.is_in_control
+    before = env.arm.joint_positions()
+    wait_robot(env, 0.2)
+    np.testing.assert_allclose(env.arm.joint_positions(), before, atol=1e-3)
     assert np.abs(np.asarray(robot.state.dq)).max() < 1e-2
-    assert np.abs(env.arm.joint_positions() - target).max() > 0.03  # a running motion would have got there
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +53,32 @@ def env() -> Iterator[FrankaEnv]:
     e = FrankaEnv(host="franky-sim", cameras=["front"], image_size=32, max_steps=MAX_STEPS)
     yield e
     e.close()
+
+
+@pytest.fixture
+def stops(env: FrankaEnv, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The robot-clock times of this test's ``FrankyArm.stop`` calls (each still stops the arm)."""
+    times, real_stop = [], env.arm.stop
+
+    def stop() -> None:
+        times.append(env.arm.time())
+        real_stop()
+
+    monkeypatch.setattr(env.arm, "stop", stop)
+    return times
+
+
+@pytest.fixture
+def sends(env: FrankaEnv, monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """The joint targets this test sends (``FrankyArm.move_to``; each is still sent)."""
+    targets, real_move_to = [], env.arm.move_to
+
+    def move_to(q: np.ndarray, *args: Any, **kwargs: Any) -> None:
+        targets.append(np.array(q))
+        real_move_to(q, *args, **kwargs)
+
+    monkeypatch.setattr(env.arm, "move_to", move_to)
+    return targets
 
 
 def test_spaces_match_simulated_env(env: FrankaEnv) -> None:
@@ -124,15 +158,19 @@ def envs_fk(q: np.ndarray) -> np.ndarray:
     return fingertip_pose(np.asarray(q, dtype=np.float64))[:3, 3]
 
 
-def test_nan_action_stops_arm(env: FrankaEnv) -> None:
-    """A NaN action mid-motion is a ValueError, the running motion is stopped, the target kept; reset works after."""
+def test_nan_action_stops_arm(env: FrankaEnv, stops: list[float], sends: list[np.ndarray]) -> None:
+    """A NaN action mid-motion is a ValueError that sends nothing and stops the arm, the target kept; reset works
+    after."""
     env.reset(options={"cube_xy": CUBE_XY})
     target = np.asarray(HOME_Q) + DELTA
     env.step(action(DELTA))  # the arm is now on its way (one step behind)
+    sends.clear()
+    stops.clear()
     with pytest.raises(ValueError, match="finite"):
         env.step(np.full(8, np.nan, dtype=np.float32))
+    assert sends == []
     np.testing.assert_allclose(env.arm_target, target, atol=1e-6)
-    assert_stopped(env, target)
+    assert_stopped(env, stops)
     obs, _ = env.reset(options={"cube_xy": CUBE_XY})
     np.testing.assert_allclose(obs["proprio"][:7], HOME_Q, atol=0.02)
 
@@ -146,10 +184,11 @@ def test_wrong_shape_refused(env: FrankaEnv) -> None:
 
 
 @pytest.mark.parametrize("error", [CameraError("camera 'front' stalled"), KeyboardInterrupt()])
-def test_error_inside_step_stops_arm(env: FrankaEnv, monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+def test_error_inside_step_stops_arm(env: FrankaEnv, monkeypatch: pytest.MonkeyPatch, stops: list[float],
+                                    error: BaseException) -> None:
     """A camera that stops delivering, or Ctrl-C, inside a step propagates and the arm is stopped."""
     env.reset(options={"cube_xy": CUBE_XY})
-    target = np.asarray(HOME_Q) + DELTA
+    stops.clear()
 
     def read() -> None:
         raise error
@@ -157,16 +196,124 @@ def test_error_inside_step_stops_arm(env: FrankaEnv, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(env._cameras["front"], "read", read)
     with pytest.raises(type(error)):
         env.step(action(DELTA))
-    assert_stopped(env, target)
+    assert_stopped(env, stops)
     monkeypatch.undo()
     env.reset(options={"cube_xy": CUBE_XY})
+
+
+def test_a_reset_move_whose_path_leaves_the_workspace_is_refused_before_moving(
+        env: FrankaEnv, monkeypatch: pytest.MonkeyPatch, sends: list[np.ndarray]) -> None:
+    """The reset move passes the safety filter: from where the arm is (read here as the base turned −1 rad) to a start
+    turned +1 rad, the straight joint path swings the hand through the front wall of a box (x ≤ 0.30 m) that holds
+    both ends. The reset refuses it with a SafetyError and sends nothing."""
+    env.reset(options={"cube_xy": CUBE_XY})
+    here, start = (np.asarray(HOME_Q) + np.r_[turn, np.zeros(6)] for turn in (-1.0, 1.0))
+    monkeypatch.setattr(env, "filter", SafetyFilter(SafetyConfig(workspace=[0.0, 0.30, -0.5, 0.5, 0.005, 0.70])))
+    monkeypatch.setattr(env, "home_qpos", start)
+    monkeypatch.setattr(env.arm, "joint_positions", lambda: here.copy())
+    sends.clear()
+    with pytest.raises(SafetyError, match=r"the reset move .* refused before moving: .* outside safety\.workspace"):
+        env.reset(options={"cube_xy": CUBE_XY})
+    assert sends == []
+    monkeypatch.undo()
+    env.reset(options={"cube_xy": CUBE_XY})
+
+
+def test_start_noise_that_leaves_the_workspace_is_refused_before_connecting() -> None:
+    """joint_noise 0.8 rad (most draws would put the hand outside the box) is refused before anything connects,
+    naming the largest noise that would pass."""
+    with pytest.raises(ValueError, match=r"joint_noise=0\.8 rad.*use joint_noise ≤"):
+        FrankaEnv(host="192.0.2.1", cameras=[], joint_noise=0.8)
+
+
+def test_a_joint_far_from_its_target_stops_the_arm_naming_it(env: FrankaEnv, monkeypatch: pytest.MonkeyPatch,
+                                                             stops: list[float]) -> None:
+    """A measured joint further than safety.max_tracking_error from its commanded target (joint 4 read 0.5 rad off,
+    as if held back) is an ArmError naming the joint and the bound; the arm is stopped."""
+    env.reset(options={"cube_xy": CUBE_XY})
+    stops.clear()
+    measured = env.arm.joint_positions
+    monkeypatch.setattr(env.arm, "joint_positions", lambda: measured() + np.r_[0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0])
+    with pytest.raises(ArmError, match=r"joint 4 of the arm .* is 0\.\d+ rad from its commanded target "
+                                       r"\(safety\.max_tracking_error: 0\.3 rad\)"):
+        env.step(action())
+    assert stops
+    monkeypatch.undo()
+    env.reset(options={"cube_xy": CUBE_XY})
+
+
+class _FailedCommand:
+    """A finished franky BoolFuture whose command libfranka reports failed."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    def get(self) -> bool:
+        raise RuntimeError("libfranka gripper: command failed")
+
+
+class _FailingHand:
+    """franky's Gripper whose grasps fail; everything else is the real hand's."""
+
+    def __init__(self, hand: Any) -> None:
+        self.hand = hand
+
+    def grasp_async(self, *args: float, **kwargs: float) -> _FailedCommand:
+        return _FailedCommand()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.hand, name)
+
+
+def test_a_failed_grasp_stops_the_episode(env: FrankaEnv, monkeypatch: pytest.MonkeyPatch,
+                                          stops: list[float]) -> None:
+    """A grasp the hand reports failed is an ArmError naming the hand and the homing command; the arm is stopped."""
+    env.reset(options={"cube_xy": CUBE_XY})
+    stops.clear()
+    monkeypatch.setattr(env.arm, "gripper", _FailingHand(env.arm.gripper))
+    with pytest.raises(ArmError, match=r"the hand at .* failed to close .*real_arm\.py homing --host"):
+        env.step(action(gripper=1.0))
+    assert stops
+    monkeypatch.undo()
+    env.reset(options={"cube_xy": CUBE_XY})
+
+
+class _LiftOnceJudge:
+    """Sees the cube lifted 6 cm between both fingers at the first step only (dropped after); records the verdicts
+    it is asked for."""
+
+    def __init__(self) -> None:
+        self.steps, self.asked = 0, []
+
+    def state(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        self.steps += 1
+        lifted = self.steps == 1
+        return np.array([*CUBE_XY, 0.02 + (0.06 if lifted else 0.0)]), np.array([1.0, 0, 0, 0]), lifted
+
+    def final(self, success: bool) -> bool:
+        self.asked.append(success)
+        return success
+
+
+def test_a_lift_at_any_step_is_the_episode_s_success(env: FrankaEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in simulation, lifted ≥ 5 cm while grasped at one step is a success though the cube drops after: the
+    judge's verdict is asked with it, and the last step reports it."""
+    env.reset(options={"cube_xy": CUBE_XY})
+    judge = _LiftOnceJudge()
+    for name, value in (("judge", judge), ("max_steps", 3), ("terminate_on_success", False)):
+        monkeypatch.setattr(env, name, value)
+    infos = [env.step(action(gripper=1.0))[4] for _ in range(3)]
+    assert [info["is_success"] for info in infos[:2]] == [True, False]
+    assert judge.asked == [True] and infos[-1]["is_success"]
 
 
 def test_absolute_mode_clips_past_joint_limit() -> None:
     """In absolute mode a target past a joint limit is clipped to the shrunk limit and counted; close twice is fine."""
     home = np.asarray(HOME_Q).copy()
     home[6] = 2.9  # joint 7 near its upper limit (FR3: 3.0159 − 0.05 margin); turning it keeps the fingertip
-    e = FrankaEnv(host="franky-sim", cameras=[], max_steps=3, action_mode="absolute", home_q=home.tolist())
+    box = [0.15, 0.80, -0.40, 0.40, 0.005, 0.70]  # the hand turned this far reaches back to x 0.20: room for a turn
+    e = FrankaEnv(host="franky-sim", cameras=[], max_steps=3, action_mode="absolute", home_q=home.tolist(),
+                  safety={"workspace": box})
     try:
         limit = e.filter.limits[6, 1]
         _, info = e.reset(options={"cube_xy": CUBE_XY})
@@ -187,7 +334,7 @@ def test_absolute_mode_clips_past_joint_limit() -> None:
 
 
 def test_a_home_pose_outside_the_workspace_is_refused_before_connecting() -> None:
-    """The reset move to home is not filtered, so a home whose fingertip leaves the box is refused up front."""
+    """A home whose hand leaves the box is refused up front, before anything connects."""
     box = [0.25, 0.80, -0.40, 0.40, 0.55, 0.65]  # the home fingertip sits ~0.49 m up: z_min above it
     with pytest.raises(ValueError, match=r"outside safety\.workspace"):
         FrankaEnv(host="192.0.2.1", cameras=[], safety={"workspace": box})
@@ -196,8 +343,9 @@ def test_a_home_pose_outside_the_workspace_is_refused_before_connecting() -> Non
 def test_names_and_home_pose_shared_with_the_simulated_side_agree() -> None:
     """The arm env's registered id, rehearsal host and home pose are the ones the sim side and the MJCF use."""
     import envs
+    from s2robot.real import FRANKA_REAL_ID
     from s2robot.real.env import SIM_HOST
     from s2robot.sim.env import ARM_ENV_ID, REHEARSAL_HOST
 
-    assert envs.FRANKA_REAL_ID == ARM_ENV_ID and SIM_HOST == REHEARSAL_HOST
+    assert FRANKA_REAL_ID == ARM_ENV_ID and SIM_HOST == REHEARSAL_HOST
     np.testing.assert_allclose(HOME_Q, envs.CubePickEnv(cameras=[]).home_qpos, atol=1e-12)

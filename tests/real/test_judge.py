@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from envs.cube_pick import LIFT_SUCCESS_HEIGHT
 from s2robot.real.judge import OperatorJudge
 
 
@@ -67,3 +68,14 @@ def test_state_is_the_placement() -> None:
     assert np.isnan(quat).all() and grasped is False
     pos[:] = 0.0
     np.testing.assert_allclose(judge.state()[0], [0.5, -0.1, 0.02])
+
+
+def test_final_asks_for_the_simulated_success() -> None:
+    """The question is the simulated env's success: lifted ≥ 5 cm while held in the closed hand at any moment (a cube
+    dropped afterwards still counts), never "held at the end"."""
+    ask, prompts = scripted(["y"])
+    OperatorJudge(ask).final(False)
+    question = prompts[0]
+    assert f"≥ {100 * LIFT_SUCCESS_HEIGHT:.0f} cm" in question
+    assert "at any moment" in question and "held" in question and "closed" in question
+    assert "at the end" not in question

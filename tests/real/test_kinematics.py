@@ -8,7 +8,7 @@ import pytest
 
 import envs
 from s2robot.real.env import HOME_Q
-from s2robot.real.kinematics import fingertip_jacobian, fingertip_pose, joint_frames
+from s2robot.real.kinematics import HAND_POINTS, fingertip_jacobian, fingertip_pose, hand_points, joint_frames
 from s2robot.real.safety import SafetyConfig
 
 
@@ -51,6 +51,20 @@ def test_jacobian_equals_mj_jac_site(sim_env: envs.CubePickEnv, i: int) -> None:
     mujoco.mj_jacSite(sim_env.model, sim_env.data, jacp, jacr, sim_env.fingertip_site)
     expected = np.vstack([jacp[:, sim_env.arm_dof_adr], jacr[:, sim_env.arm_dof_adr]])
     np.testing.assert_allclose(fingertip_jacobian(q), expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_hand_points_ride_on_the_mjcf_hand(sim_env: envs.CubePickEnv, i: int) -> None:
+    """Each hand point sits at its HAND_POINTS coordinates in the MJCF hand body's frame (origin at the flange site),
+    and an extra (tool) point is placed the same way."""
+    q = random_qs(3, seed=3)[i]
+    set_q(sim_env, q)
+    tool = np.array([[0.07, 0.0, 0.03]])
+    points = hand_points(fingertip_pose(q), tool)
+    hand = sim_env.data.body("hand")
+    local = (points - hand.xpos) @ hand.xmat.reshape(3, 3)  # into the hand body's frame
+    np.testing.assert_allclose(local, np.vstack([list(HAND_POINTS.values()), tool]), atol=1e-9)
+    np.testing.assert_allclose(points[0], sim_env.data.site("flange").xpos, atol=1e-9)
 
 
 def test_jacobian_is_derivative_of_position() -> None:

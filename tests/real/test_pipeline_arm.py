@@ -20,7 +20,7 @@ def test_arm_pipeline_in_franky_sim(tmp_path: Path) -> None:
     """The unchanged workflows run on s2robot/FrankaReal-v0 (the store's schema against the simulated env's:
     tests/workflows/test_record_real.py); results.json is complete, with the control loop's timing."""
     args = ["env@train.env=franka_sim", "encoder@train.encoder=micro_s2_random", "policy@train.policy=tiny",
-            "n_demos=2", "record_workers=1", f"train.demos={tmp_path / 'demos.zarr'}",
+            "record.n_episodes=2", "record.workers=1", f"train.demos={tmp_path / 'demos.zarr'}",
             f"train.runs_dir={tmp_path / 'runs'}", "train.name=arm", "train.env.image_size=32", "train.steps=6",
             "train.batch_size=16", "train.warmup_steps=2", "train.val_fraction=0", "train.wandb.mode=disabled",
             "train.encoder.dtype=float32", "eval.positions=[[0.5,0.0],[0.55,0.1]]", "eval.repeats=1",
