@@ -36,6 +36,9 @@ SIM_HOST = "franky-sim"  # = s2robot.sim.env.REHEARSAL_HOST (tested)
 HOME_Q = (0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4)  # the simulated env's home pose [rad]
 
 
+STALL = 0.005  # [rad per 0.1 s step]: a joint far from its target that closes less than this is not following
+
+
 class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     """Pick up a 4 cm cube with a Franka. Spaces and ``info`` keys as ``envs.CubePickEnv``:
 
@@ -169,6 +172,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.timer = LoopTimer(CONTROL_DT)
         self._deadline = self.arm.time()
         obs = self._observation()
+        self._measured = np.asarray(obs["proprio"][:7], dtype=np.float64)  # (7,) [rad], for the tracking check
         # the room is as it is: no scene variation is ever applied to the arm (sim.env.check_variation refuses one)
         return obs, {**self._info(obs), "variation": {}}
 
@@ -239,10 +243,16 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _check_tracking(self, measured: np.ndarray) -> None:
         """ArmError (the step then stops the arm) when a measured joint (7,) [rad] is further than
-        ``safety.max_tracking_error`` from its commanded target: the arm is blocked, pushed, or not following."""
-        error = np.abs(np.asarray(measured, dtype=np.float64) - self._arm_target)
-        joint = int(error.argmax())
-        if error[joint] > self.safety_cfg.max_tracking_error:
+        ``safety.max_tracking_error`` from its commanded target and did not get closer to it during the step (by
+        ``STALL`` at least): the arm is blocked, pushed, or not following. A joint still closing a gap is left to
+        follow: a policy may command targets faster than the arm's reduced dynamics move it."""
+        measured = np.asarray(measured, dtype=np.float64)
+        error = np.abs(measured - self._arm_target)
+        closed = np.abs(self._measured - self._arm_target) - error  # how much nearer each joint got this step [rad]
+        self._measured = measured
+        bad = np.where((error > self.safety_cfg.max_tracking_error) & (closed < STALL), error, 0.0)
+        joint = int(bad.argmax())
+        if bad[joint] > 0:
             raise ArmError(f"joint {joint + 1} of the arm at {self.arm.host} is {error[joint]:.3f} rad from its "
                            f"commanded target (safety.max_tracking_error: {self.safety_cfg.max_tracking_error} rad): "
                            "something blocks or pushes it, or it is not following; the arm is stopped. Clear its way "

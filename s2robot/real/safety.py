@@ -49,9 +49,9 @@ class SafetyConfig:
         towards the fingertips) [m], one (x, y, z) each: a wrist camera's mount, a tool
     table_z: height of the table top in the base frame [m]; the elbow and wrist joints stay ``LINK_RADIUS`` above
         it, and workspace z_min may not lie below it
-    max_tracking_error: largest distance of any measured joint from its commanded target [rad]; further (blocked,
-        pushed, or not following) stops the arm and names the joint. At factor 0.5 the arm follows about one
-        ``max_joint_step`` behind
+    max_tracking_error: largest distance of any measured joint from its commanded target [rad]; further while not
+        closing the gap (blocked, pushed, or not following) stops the arm and names the joint. At factor 0.5 the
+        arm follows about one ``max_joint_step`` behind
     relative_dynamics_factor: scales the arm's velocity, acceleration and jerk limits for every motion (0, 1]; at
         0.5 the arm follows 10 Hz targets about one step behind (0.25: two steps, and the scripted pick takes ~60
         steps instead of ~45; measured in franky-sim)
