@@ -257,15 +257,17 @@ def _existing(path: Path, source: EpisodeSource, key_map: KeyMap, size: int, act
 
 
 def _append(store: EpisodeStore, source: EpisodeSource, convert: Callable[[SourceEpisode, int], tuple[Any, Any]],
-            first: SourceEpisode | None, progress: bool) -> None:
-    """Convert and commit the source's episodes from ``store.n_episodes`` on, a batch per ``add_episodes``."""
+            first: SourceEpisode | None, progress: bool, keys: list[str]) -> None:
+    """Convert and commit the source's episodes (their ``keys`` columns) from ``store.n_episodes`` on, a batch per
+    ``add_episodes``."""
     start = store.n_episodes
     batch: list[tuple[dict[str, np.ndarray], dict[str, Any]]] = []
     n_bytes = 0
     with tqdm(total=len(source), initial=start, unit="ep", desc=f"importing {store.path.name}",
               disable=not progress) as bar:
         for i in range(start, len(source)):
-            data, info = convert(first if i == 0 and first is not None else source.episode(i), i)
+            episode = first if i == 0 and first is not None else source.episode(i, keys)
+            data, info = convert(episode, i)
             batch.append((data, info))
             n_bytes += sum(v.nbytes for v in data.values())
             if n_bytes >= _COMMIT_BYTES or len(batch) >= _COMMIT_EPISODES or i == len(source) - 1:
@@ -298,7 +300,7 @@ def import_source(source: EpisodeSource, out: str | Path, key_map: KeyMap | None
         store, first = _existing(path, source, key_map, image_size, action_space, overwrite), None
         created = store is None
         if store is None:
-            first = source.episode(0)
+            first = source.episode(0, key_map.source_keys())
             transforms = _transforms(source, key_map, image_size, first)
             path.parent.mkdir(parents=True, exist_ok=True)
             attrs = _store_attrs(source, key_map, image_size, action_space, transforms)
@@ -307,7 +309,7 @@ def import_source(source: EpisodeSource, out: str | Path, key_map: KeyMap | None
         where = f"{source.format} dataset {source.path}"
         try:
             _append(store, source, lambda ep, i: convert_episode(ep, i, key_map, transforms, where, action_space),
-                    first, progress)
+                    first, progress, key_map.source_keys())
         except (ValueError, FileNotFoundError) as e:
             if not created:  # the episodes committed before this run are kept: they matched the source
                 raise

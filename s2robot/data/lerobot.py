@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,12 +255,15 @@ class LeRobotSource:
                              f"{row['length']}: the dataset is damaged; download or copy it again")
         return rows, where
 
-    def episode(self, i: int) -> SourceEpisode:
-        """Episode ``i`` (in episode_index order): every ``keys()`` column, its task and LeRobot episode index."""
+    def episode(self, i: int, keys: Sequence[str] | None = None) -> SourceEpisode:
+        """Episode ``i`` (in episode_index order): its ``keys`` columns (default every ``keys()`` column), its task
+        and LeRobot episode index."""
         rows, where = self._rows(i)
         row = self._episodes[i]
         data = {}
         for k, (dtype, shape) in self.keys().items():
+            if keys is not None and k not in keys:
+                continue
             if self.features[k]["dtype"] == "video":
                 rel = self.info["video_path"].format(video_key=k, chunk_index=row[f"videos/{k}/chunk_index"],
                                                      file_index=row[f"videos/{k}/file_index"])

@@ -7,7 +7,7 @@ A reader opens its dataset lazily and hands out one episode at a time, with the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,7 +45,8 @@ class SourceEpisode:
 
 class EpisodeSource(Protocol):
     """A dataset of another project, opened for reading. ``keys`` lists every per-step column with its per-step
-    dtype and shape (frames: ``(H, W, 3)`` uint8); ``default_map`` is the format's usual key map; ``describe`` is
+    dtype and shape (frames: ``(H, W, 3)`` uint8); ``episode(i, keys)`` reads only ``keys`` (default all), so an
+    import decodes no video it does not map; ``default_map`` is the format's usual key map; ``describe`` is
     JSON-able provenance (format, path, version, fps, ...) recorded in the imported store's attrs."""
 
     format: str
@@ -55,7 +56,7 @@ class EpisodeSource(Protocol):
 
     def keys(self) -> Mapping[str, tuple[np.dtype, tuple[int, ...]]]: ...
 
-    def episode(self, i: int) -> SourceEpisode: ...
+    def episode(self, i: int, keys: Sequence[str] | None = None) -> SourceEpisode: ...
 
     def default_map(self) -> KeyMap: ...
 

@@ -3,6 +3,7 @@ refusals, resume, and the ``store import`` command."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,10 @@ class ListSource:
     def keys(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         return {k: (v.dtype, v.shape[1:]) for k, v in self.episodes[0].items()}
 
-    def episode(self, i: int) -> SourceEpisode:
+    def episode(self, i: int, keys: Sequence[str] | None = None) -> SourceEpisode:
         self.reads.append(i)
-        return SourceEpisode(dict(self.episodes[i]), task=f"stack {i % 2}", info={"demo": f"demo_{i}"})
+        data = {k: v for k, v in self.episodes[i].items() if keys is None or k in keys}
+        return SourceEpisode(data, task=f"stack {i % 2}", info={"demo": f"demo_{i}"})
 
     def default_map(self) -> KeyMap:
         return KeyMap(proprio=["joints", "gripper"], action="act", cameras={"front": "cam"})
@@ -144,10 +146,10 @@ def test_an_interrupted_import_resumes_with_only_the_missing_episodes(tmp_path: 
     source = make_source(tmp_path / "src")
     real = source.episode
 
-    def killed_at_2(i: int) -> SourceEpisode:
+    def killed_at_2(i: int, keys: Sequence[str] | None = None) -> SourceEpisode:
         if i == 2:
             raise KeyboardInterrupt("simulated kill")
-        return real(i)
+        return real(i, keys)
 
     monkeypatch.setattr(source, "episode", killed_at_2)
     with pytest.raises(KeyboardInterrupt):
