@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,31 @@ def make_demos(path: Path, lengths: tuple[int, ...] = (5, 7, 4), seed: int = 0, 
             info={"seed": i, "success": True, **({"cube_xy": [0.45 + 0.01 * i, 0.0]} if cubes else {})},
         )
     return path
+
+
+def tiny_checkpoint(folder: Path, max_steps: int = 5, steps: int = 2, arm: bool = False) -> Path:
+    """A tiny policy on a random micro encoder (``steps`` training steps on 32-px synthetic demos, episodes of
+    ``max_steps`` when evaluated); with ``arm``, a copy that says it was trained on the arm in franky-sim
+    (``env=franka_sim``), so evaluating it drives franky-sim."""
+    from s2robot.common.runlog import WandbConfig
+    from s2robot.policy.configuration import PolicyConfig
+    from s2robot.sim.env import EnvConfig
+    from s2robot.workflows.train import TrainConfig, train
+
+    make_demos(folder / "d.zarr", (12, 9, 14, 10), cubes=True)
+    cfg = TrainConfig(name="t", runs_dir=str(folder / "runs"), encoder=micro_encoder_config(),
+                      demos=str(folder / "d.zarr"), policy=PolicyConfig(d_model=32, n_layers=1, n_heads=2, ff_mult=2),
+                      env=EnvConfig(image_size=32, max_steps=max_steps), steps=steps, batch_size=8, progress=False,
+                      wandb=WandbConfig(mode="disabled"))
+    checkpoint = Path(train(cfg))
+    if not arm:
+        return checkpoint
+    copy = folder / "arm" / "checkpoints" / "last"
+    shutil.copytree(checkpoint, copy)
+    env = json.loads((copy / "env.json").read_text())
+    env.update(id="s2robot/FrankaReal-v0", options={"host": "franky-sim"})
+    (copy / "env.json").write_text(json.dumps(env))
+    return copy
 
 
 def import_probe(folder: Path, name: str = "s2robot_import_probe") -> Path:

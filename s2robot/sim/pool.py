@@ -7,16 +7,14 @@ lock-step instead (``sim.rollout``: a vector env, so the encoder runs once per s
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
 import os
 import queue
-import signal
-import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
+from s2robot.common.stop import StopRequested, end_processes, interruptible, stop_requests, worker_signals
+
 POLL_S = 1.0  # how often the parent checks that its workers are alive while it waits for a result
 
 
@@ -33,41 +31,20 @@ class EpisodeJob(Protocol):
         """Release the state (e.g. close the env)."""
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere a no-op), so a recorder
-    killed with SIGKILL leaves no workers blocked forever; exit at once if the parent is already gone. A no-op
-    when called in the parent itself (gymnasium builds one env there to read its spaces)."""
-    if os.getpid() == parent_pid:
-        return
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
 def _worker(job: EpisodeJob, tasks: mp.Queue, results: mp.Queue, parent_pid: int) -> None:
-    die_with_parent(parent_pid)
+    worker_signals(parent_pid)  # dies with the parent; SIGTERM (the parent stopping the pool) raises StopRequested
     state = None
     try:
         state = job.setup()
         while (seed := tasks.get()) is not None:
             results.put((seed, job.run(state, seed)))
+    except StopRequested:
+        results.cancel_join_thread()  # nobody reads on: exit without flushing results into the pipe
     except BaseException as e:  # report, then die: the parent raises it
         results.put(e)
     finally:
         if state is not None:
-            job.close(state)
-
-
-def _in_process(job: EpisodeJob, first_seed: int) -> Iterator[tuple[int, Any]]:
-    state = job.setup()
-    try:
-        seed = first_seed
-        while True:
-            yield seed, job.run(state, seed)
-            seed += 1
-    finally:
-        job.close(state)
+            job.close(state)  # closes the env: an arm env stops its arm
 
 
 def _next_result(results: mp.Queue, procs: list, in_flight: range) -> Any:
@@ -99,24 +76,58 @@ def seed_ordered(job: EpisodeJob, first_seed: int, workers: int) -> Iterator[tup
     """(seed, result) for seeds first_seed, first_seed + 1, ... in order, without end: the caller stops.
 
     workers ≤ 1 runs in this process; otherwise ``workers`` spawned processes (fresh interpreters: no inherited
-    GL or thread state) keep 2 episodes each in flight. Closing the generator stops the workers.
+    GL or thread state) keep 2 episodes each in flight. Closing the generator stops the workers. SIGTERM or Ctrl-C
+    meanwhile (``common.stop``) raises ``StopRequested`` here once the caller's handling of the last result is done:
+    the episodes in flight end unkept, the workers close their envs (an arm stops) and exit, every result already
+    handed out stays with the caller.
     """
-    if workers <= 1:
-        yield from _in_process(job, first_seed)
-        return
+    with stop_requests():
+        if workers <= 1:
+            yield from _in_process(job, first_seed)
+        else:
+            yield from _in_workers(job, first_seed, workers)
+
+
+def _stopped(stop: StopRequested, in_flight: range) -> StopRequested:
+    return StopRequested(stop.signum, f"{stop}: the episodes of seeds {in_flight.start}–{in_flight.stop - 1} were in "
+                                      "flight and are not kept; everything already stored is kept: run again with "
+                                      "resume=true to go on")
+
+
+def _in_process(job: EpisodeJob, first_seed: int) -> Iterator[tuple[int, Any]]:
+    state = job.setup()
+    try:
+        seed = first_seed
+        while True:
+            try:
+                with interruptible():  # a stop ends the episode (an arm env stops its arm), never the caller's write
+                    result = job.run(state, seed)
+            except StopRequested as stop:
+                raise _stopped(stop, range(seed, seed + 1)) from None
+            yield seed, result
+            seed += 1
+    finally:
+        job.close(state)
+
+
+def _in_workers(job: EpisodeJob, first_seed: int, workers: int) -> Iterator[tuple[int, Any]]:
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(job, tasks, results, os.getpid()), daemon=True)
-             for _ in range(workers)]
-    for p in procs:
-        p.start()
+    procs: list = []
     next_seed, want, done = first_seed, first_seed, {}
-    for _ in range(2 * workers):
-        tasks.put(next_seed)
-        next_seed += 1
     try:
+        for _ in range(workers):
+            procs.append(ctx.Process(target=_worker, args=(job, tasks, results, os.getpid()), daemon=True))
+            procs[-1].start()
+        for _ in range(2 * workers):
+            tasks.put(next_seed)
+            next_seed += 1
         while True:
-            item = _next_result(results, procs, range(want, next_seed))
+            try:
+                with interruptible():
+                    item = _next_result(results, procs, range(want, next_seed))
+            except StopRequested as stop:
+                raise _stopped(stop, range(want, next_seed)) from None
             if isinstance(item, BaseException):
                 raise RuntimeError(f"a worker failed: {item!r}") from item
             done[item[0]] = item[1]
@@ -126,7 +137,4 @@ def seed_ordered(job: EpisodeJob, first_seed: int, workers: int) -> Iterator[tup
                 yield want, done.pop(want)
                 want += 1
     finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.join(timeout=5)
+        end_processes(procs)  # SIGTERM: each worker closes its env; SIGKILL after a grace
