@@ -6,7 +6,9 @@ square and resized to the policy's image size S, so the env can put it straight 
 
 Timestamps are host ``time.monotonic()`` seconds taken when the frame arrived from the driver (it lags the
 exposure by the camera's latency, a few tens of ms); a RealSense also keeps its hardware timestamp in
-``Frame.device_timestamp``. OpenCV and pyrealsense2 are optional and imported only by the classes that use them.
+``Frame.device_timestamp``. A rehearsal's scene camera keeps its capture time on the simulated clock there, and the
+frame's age at the read in ``Frame.age`` (``real.camera_timing``: the delays of a RealSense, simulated). OpenCV and
+pyrealsense2 are optional and imported only by the classes that use them.
 """
 
 from __future__ import annotations
@@ -16,13 +18,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self
 
 import numpy as np
 
 INSTALL_HINT = "pip install -e '.[real]'"
 SOURCE_FORMS = "'opencv:<index or path>', 'realsense', 'realsense:<serial>', 'mujoco:<camera name>'"
-Render = Callable[[str, int, int], np.ndarray]  # (camera, height, width) -> (H, W, 3) uint8 RGB
+MUJOCO_POLL_S = 0.002  # wall-clock pause between asks for a scene camera's next frame [s]
+
+
+@dataclass(frozen=True)
+class SceneShot:
+    """A scene camera's frame as the camera delivers it: rgb (H, W, 3) uint8, its capture time and the time of the
+    read [s] on the scene's clock, and its frame number (a read that gets the number of the last one got no new frame).
+    """
+
+    rgb: np.ndarray
+    captured: float
+    now: float
+    index: int
+
+
+# (camera, height, width) -> (H, W, 3) uint8 RGB of the scene now, or the SceneShot its camera delivers now (None
+# before its first frame has arrived)
+Render = Callable[[str, int, int], np.ndarray | SceneShot | None]
 
 
 class CameraError(RuntimeError):
@@ -36,13 +55,16 @@ class Frame:
     rgb: (S, S, 3) uint8 RGB, centre-cropped and resized to the camera's size
     timestamp: host ``time.monotonic()`` time at which the frame arrived [s]
     index: frame counter of this camera, 0 for its first frame
-    device_timestamp: the camera's own hardware timestamp [s] on its clock, when it has one
+    device_timestamp: the camera's own hardware timestamp [s] on its clock, when it has one (a rehearsal's scene
+        camera: the capture time on the simulated clock)
+    age: how long before the read the frame was captured [s], when the source knows it (a rehearsal's scene camera)
     """
 
     rgb: np.ndarray
     timestamp: float
     index: int
     device_timestamp: float | None = None
+    age: float | None = None
 
     def __post_init__(self) -> None:
         s = self.rgb.shape
@@ -112,6 +134,14 @@ def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
+class Raw(NamedTuple):
+    """What a driver gave: (H, W, 3) uint8 RGB, its device timestamp [s] and its age at the read [s], when known."""
+
+    rgb: np.ndarray
+    device_timestamp: float | None = None
+    age: float | None = None
+
+
 def _require(module: str, what: str, camera: str) -> ModuleType:
     """Import an optional vendor module, or say which extra installs it."""
     try:
@@ -135,8 +165,8 @@ class _PolledCamera:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.source!r}, size={self.size})"
 
-    def _poll(self, timeout_s: float) -> tuple[np.ndarray, float | None] | None:
-        """One attempt of at most ``timeout_s`` [s]: ((H, W, 3) uint8 RGB, device timestamp [s] or None), or None."""
+    def _poll(self, timeout_s: float) -> Raw | None:
+        """One attempt of at most ``timeout_s`` [s]: the new frame, or None."""
         raise NotImplementedError
 
     def read(self) -> Frame:
@@ -146,7 +176,7 @@ class _PolledCamera:
             got = self._poll(max(remaining, 1e-3))
             now = time.monotonic()
             if got is not None:
-                frame = Frame(center_crop_resize(got[0], self.size), now, self._index, got[1])
+                frame = Frame(center_crop_resize(got.rgb, self.size), now, self._index, got.device_timestamp, got.age)
                 self._index += 1
                 return frame
             if now - start >= self.stall_timeout_s:
@@ -185,12 +215,12 @@ class OpenCVCamera(_PolledCamera):
         if hasattr(self._cv2, "CAP_PROP_BUFFERSIZE"):  # the newest frame, not one queued ~4 frames (130 ms) ago
             self._cap.set(self._cv2.CAP_PROP_BUFFERSIZE, 1)
 
-    def _poll(self, timeout_s: float) -> tuple[np.ndarray, float | None] | None:
+    def _poll(self, timeout_s: float) -> Raw | None:
         ok, bgr = self._cap.read()  # blocks for the next frame; fails at once when the device is gone
         if not ok or bgr is None:
             time.sleep(min(0.01, timeout_s))  # don't spin on a dead device
             return None
-        return np.ascontiguousarray(bgr[..., ::-1]), None  # BGR → RGB
+        return Raw(np.ascontiguousarray(bgr[..., ::-1]))  # BGR → RGB
 
     def close(self) -> None:
         self._cap.release()
@@ -232,7 +262,7 @@ class RealSenseCamera(_PolledCamera):
                               f"{fps} Hz ({e}): pick a mode listed by `rs-enumerate-devices`") from e
         self._last_number: int | None = None
 
-    def _poll(self, timeout_s: float) -> tuple[np.ndarray, float | None] | None:
+    def _poll(self, timeout_s: float) -> Raw | None:
         try:
             frames = self._pipe.wait_for_frames(max(1, int(timeout_s * 1000)))
         except RuntimeError:  # "Frame didn't arrive within ..."
@@ -241,7 +271,7 @@ class RealSenseCamera(_PolledCamera):
         if not color or color.get_frame_number() == self._last_number:  # a repeat is not a new frame
             return None
         self._last_number = color.get_frame_number()
-        return np.asanyarray(color.get_data()), color.get_timestamp() / 1000.0  # [ms] → [s]
+        return Raw(np.asanyarray(color.get_data()), color.get_timestamp() / 1000.0)  # [ms] → [s]
 
     def close(self) -> None:
         if self._pipe is not None:
@@ -252,16 +282,26 @@ class RealSenseCamera(_PolledCamera):
 class MujocoCamera(_PolledCamera):
     """A named camera of a MuJoCo scene that something else steps; ``render`` takes the scene's own lock.
 
-    render: ``render(camera, height, width)`` → (H, W, 3) uint8 RGB of the scene as it is now.
-    Rendering is synchronous, so ``read`` never stalls; a scene that stops stepping is the env's to detect.
+    render: ``render(camera, height, width)`` → (H, W, 3) uint8 RGB of the scene as it is now (rendering is
+    synchronous, so ``read`` never stalls), or the ``SceneShot`` the scene's camera delivers now (the rehearsal's,
+    with a real camera's frame rate and latency: ``read`` then waits for a frame it has not returned yet, and the frame
+    keeps its capture time and age on the scene's clock). A scene that stops stepping is the env's to detect.
     """
 
     def __init__(self, name: str, render: Render, camera: str, size: int, stall_timeout_s: float = 1.0) -> None:
         super().__init__(name, f"mujoco:{camera}", size, stall_timeout_s)
         self._render, self.camera = render, camera
+        self._last: int | None = None  # the number of the last SceneShot returned
 
-    def _poll(self, timeout_s: float) -> tuple[np.ndarray, float | None] | None:
-        return self._render(self.camera, self.size, self.size), None
+    def _poll(self, timeout_s: float) -> Raw | None:
+        got = self._render(self.camera, self.size, self.size)
+        if isinstance(got, np.ndarray):
+            return Raw(got)
+        if got is None or got.index == self._last:  # nothing new has arrived yet: the scene's clock must move on
+            time.sleep(min(MUJOCO_POLL_S, timeout_s))
+            return None
+        self._last = got.index
+        return Raw(got.rgb, got.captured, got.now - got.captured)
 
 
 def open_camera(name: str, source: str, size: int, *, stall_timeout_s: float = 1.0,

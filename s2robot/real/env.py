@@ -27,6 +27,7 @@ from envs.cube_pick import ACTION_MODES, CONTROL_DT, CUBE_REST_Z, LIFT_SUCCESS_H
 from s2robot.common.timing import LoopTimer
 from s2robot.real.arm import FINGER_MAX_WIDTH, ArmError, FrankyArm
 from s2robot.real.camera import Camera, open_camera
+from s2robot.real.camera_timing import REALSENSE_FPS, REALSENSE_JITTER_MS, REALSENSE_LATENCY_MS, CameraTiming
 from s2robot.real.judge import Judge, OperatorJudge, SceneJudge
 from s2robot.real.kinematics import fingertip_pose
 from s2robot.real.options import ArmOptions
@@ -66,10 +67,15 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                  joint_noise: float = 0.0, action_mode: str = "delta", camera_sources: dict[str, str] | None = None,
                  safety: dict[str, Any] | SafetyConfig | None = None, home_q: list[float] | None = None,
                  render_size: tuple[int, int] = (480, 640), connect_timeout: float = 3.0,
-                 stall_timeout_s: float = 1.0) -> None:
+                 stall_timeout_s: float = 1.0, camera_fps: float = REALSENSE_FPS,
+                 camera_latency_ms: float = REALSENSE_LATENCY_MS,
+                 camera_jitter_ms: float = REALSENSE_JITTER_MS) -> None:
         """host: the robot's address, or "franky-sim" for the in-process rehearsal. camera_sources: camera name →
         source (``opencv:0``, ``realsense:<serial>``, ``mujoco:<camera>``; the rehearsal defaults to its own scene
-        cameras). safety: ``SafetyConfig`` fields. home_q: start pose (7,) [rad] (the simulated env's by default)."""
+        cameras). safety: ``SafetyConfig`` fields. home_q: start pose (7,) [rad] (the simulated env's by default).
+        camera_fps, camera_latency_ms, camera_jitter_ms: the rehearsal's cameras' frame timing (``CameraTiming``: a
+        RealSense's by default; latency and jitter 0: frames of the scene as it is at the read); a real arm's cameras
+        have their own."""
         if isinstance(cameras, str):
             cameras = (cameras,)
         if action_mode not in ACTION_MODES:
@@ -83,6 +89,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.home_qpos = np.asarray(home_q if home_q is not None else HOME_Q, dtype=np.float64)
         check_start(self.home_qpos, joint_noise, self.safety_cfg)  # before connecting
         self.filter = SafetyFilter(self.safety_cfg)
+        self.camera_timing = CameraTiming(camera_fps, camera_latency_ms, camera_jitter_ms)
         limits = self.filter.limits
         self.host, self.scene, self.arm, self._cameras, self._frames = host, None, None, {}, {}
         try:
@@ -114,8 +121,8 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if host == SIM_HOST:
             from s2robot.real.rehearsal import SimulatedFranka
 
-            self.scene = SimulatedFranka(self.cameras, initial_q=self.home_qpos).start()
-            render, host = self.scene.render, self.scene.host
+            self.scene = SimulatedFranka(self.cameras, self.home_qpos, self.camera_timing).start()
+            render, host = self.scene.frame, self.scene.host  # frames as a real camera delivers them
             sources = {cam: sources.get(cam, f"mujoco:{cam}") for cam in self.cameras}
             self.judge: Judge = SceneJudge(self.scene)
         else:
@@ -128,6 +135,10 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self._cameras[cam] = open_camera(cam, sources[cam], self.image_size, stall_timeout_s=stall_timeout_s,
                                              render=render)
         self.arm = FrankyArm(host, self.safety_cfg, connect_timeout)
+        if self.scene is not None:
+            from s2robot.real.rehearsal import normal_priority
+
+            normal_priority()  # franky made this thread real-time; in a rehearsal it would starve the simulated robot
 
     # ------------------------------------------------------------------------------------------- API
     @property
@@ -167,6 +178,8 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise
         self._arm_target, self._gripper_cmd, self._steps, self._clipped = q0.copy(), 0.0, 0, 0
         self._succeeded = False
+        if self.scene is not None and seed is not None:
+            self.scene.reseed_camera(seed)  # the camera's delays of this episode come from its seed
         self.filter.reset_counts()
         self.arm.planner_restarts = 0
         self.timer = LoopTimer(CONTROL_DT)
@@ -232,7 +245,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if robot_now > self._deadline:  # late: wait for the next tick of the 10 Hz grid instead of rushing
             skipped = int((robot_now - self._deadline) // CONTROL_DT) + 1
             self._deadline += skipped * CONTROL_DT
-        self.timer.add(self._observed, acted, sent, robot_now, skipped)
+        self.timer.add(self._observed, acted, sent, robot_now, skipped, self._frame_age)
         self._arm_target, self._gripper_cmd = safe, float(clipped[7])
         self._steps += 1
         self._wait_until(self._deadline)
@@ -274,8 +287,13 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         proprio[:7] = self.arm.joint_positions()
         proprio[7] = self.arm.gripper_width()
         obs = {"proprio": proprio}
+        ages = []
         for cam, camera in self._cameras.items():
-            obs[cam] = camera.read().rgb
+            frame = camera.read()
+            obs[cam] = frame.rgb
+            ages.append(frame.age)
+        known = [a for a in ages if a is not None]  # the rehearsal's cameras know how old their frames are
+        self._frame_age = max(known) if known else None
         self._frames = {cam: obs[cam] for cam in self._cameras}  # for videos: the frames the policy saw
         self._last_obs = obs
         self._observed = time.perf_counter()

@@ -10,6 +10,7 @@ from typing import Any
 
 from s2robot.common.checks import check_keys
 from s2robot.real.camera import SOURCE_FORMS
+from s2robot.real.camera_timing import REALSENSE_FPS, REALSENSE_JITTER_MS, REALSENSE_LATENCY_MS, CameraTiming
 from s2robot.real.safety import SafetyConfig
 
 
@@ -25,6 +26,10 @@ class ArmOptions:
     render_size: (height, width) of rendered video frames [px]
     connect_timeout: longest wait for the robot's connect handshake [s]
     stall_timeout_s: a camera without a new frame for this long stops the episode [s]
+    camera_fps, camera_latency_ms, camera_jitter_ms: the franky-sim rehearsal's camera timing (``real.camera_timing``):
+        frames every 1/fps s of simulated time, each reaching the policy latency ± jitter (uniform, seeded) after its
+        capture [Hz, ms, ms]; by default a RealSense D435 at 30 fps (50 ± 15 ms); latency and jitter 0: frames of
+        the scene at the moment of the read. A real arm's cameras have their own (these are not used there)
     """
 
     host: str = "franky-sim"
@@ -34,6 +39,9 @@ class ArmOptions:
     render_size: tuple[int, int] = (480, 640)
     connect_timeout: float = 3.0
     stall_timeout_s: float = 1.0
+    camera_fps: float = REALSENSE_FPS
+    camera_latency_ms: float = REALSENSE_LATENCY_MS
+    camera_jitter_ms: float = REALSENSE_JITTER_MS
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -50,6 +58,10 @@ class ArmOptions:
         for name in ("connect_timeout", "stall_timeout_s"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"env.options.{name} must be > 0 [s], got {getattr(self, name)}")
+        try:
+            CameraTiming(self.camera_fps, self.camera_latency_ms, self.camera_jitter_ms)
+        except ValueError as err:
+            raise ValueError(f"env.options.camera_fps/camera_latency_ms/camera_jitter_ms: {err}") from None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> ArmOptions:

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from envs.cube_pick import CUBE_HALF_SIZE  # also picks MuJoCo's headless GL backend (envs/cube_pick.py)
+from s2robot.real.camera import SceneShot
+from s2robot.real.camera_timing import CameraTiming, FrameQueue
 
 # Cameras of the rehearsal scene: the policy camera placed as in envs/assets/cube_pick_scene.xml, and a video view.
 SCENE_CAMERAS = {
@@ -42,19 +44,43 @@ def _loopback_candidates() -> Iterator[str]:
         yield f"127.0.{n // 256}.{n % 256}"
 
 
+def normal_priority() -> None:
+    """Put every thread of this process that runs at a real-time priority back on the normal scheduler (Linux).
+
+    Connecting a ``franky.Robot`` raises the calling thread to SCHED_FIFO 99 whenever the process may (as root), even
+    with ``RealtimeConfig.Ignore``, and every thread started from it later (renderers, motions) inherits that. A real
+    arm's 1 kHz loop wants it; a rehearsal does not: its robot is the physics thread, at normal priority on the same
+    cores, which a real-time client starves, and so is every other process. On 2 cores, franky-sim evaluation workers
+    left their SIGTERMed (even SIGKILLed) parent unscheduled for over a minute, and so running on.
+    """
+    if not hasattr(os, "sched_setscheduler"):
+        return
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            if os.sched_getscheduler(int(tid)) in (os.SCHED_FIFO, os.SCHED_RR):
+                os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+        except OSError:  # a thread that ended meanwhile
+            pass
+
+
 class SimulatedFranka:
     """franky-sim's FR3 with a cube and cameras, served on loopback. Use as a context manager or start()/close().
 
     After ``start()``: ``host`` is the address to give ``franky.Robot``/``franky.Gripper``; ``place_cube``,
-    ``cube_pose``, ``fingers_touch_cube`` and ``render`` read or set the scene under the physics lock.
+    ``cube_pose``, ``fingers_touch_cube`` and ``render`` read or set the scene under the physics lock; ``frame`` is a
+    camera's frame as a real camera would deliver it (``camera_timing``: its rate and latency; None: the scene now).
     """
 
-    def __init__(self, cameras: Sequence[str] = ("front",), initial_q: Sequence[float] | None = None) -> None:
+    def __init__(self, cameras: Sequence[str] = ("front",), initial_q: Sequence[float] | None = None,
+                 camera_timing: CameraTiming | None = None, camera_seed: int = 0) -> None:
         unknown = [c for c in cameras if c not in SCENE_CAMERAS]
         if unknown:
             raise ValueError(f"unknown rehearsal camera(s) {unknown}; the scene has {list(SCENE_CAMERAS)}")
         self.cameras = tuple(cameras)
         self.initial_q = tuple(initial_q) if initial_q is not None else None
+        on = camera_timing is not None and camera_timing.on
+        self.frames = FrameQueue(camera_timing, camera_seed) if on else None  # captured by the physics thread
+        self._shots = 0  # frames handed out by an instantaneous camera (timing off)
         self.host = ""
         self._lock = threading.Lock()
         self._running = False
@@ -66,6 +92,8 @@ class SimulatedFranka:
     # ------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> SimulatedFranka:
         """Build the scene, bind the robot and gripper servers and start the physics thread."""
+        import mujoco
+
         try:
             import franky_sim
             from franky_sim.mujoco_simulator import MujocoSimulator
@@ -86,6 +114,7 @@ class SimulatedFranka:
         self._cube_dof = int(model.jnt_dofadr[model.joint("cube_joint").id])
         self._cube_body = model.body("cube").id
         self._finger_bodies = (model.body("robot0_left_finger").id, model.body("robot0_right_finger").id)
+        self._captured_data = mujoco.MjData(model)  # a captured frame's state, to render it from
         self._running = True
         self._thread = threading.Thread(target=self._physics, name="franky-sim physics", daemon=True)
         self._thread.start()
@@ -119,6 +148,12 @@ class SimulatedFranka:
         """Simulated time since start [s]."""
         return self.ticks * 1e-3
 
+    def reseed_camera(self, seed: int) -> None:
+        """Draw the camera delays of the frames to come from ``seed`` (an episode's); no-op without camera timing."""
+        if self.frames is not None:
+            with self._lock:
+                self.frames.reseed(seed)
+
     def place_cube(self, xy: Sequence[float], yaw: float = 0.0) -> None:
         """Put the cube at rest on the table with its centre at (x, y) [m] and the given yaw [rad]."""
         import mujoco
@@ -149,17 +184,53 @@ class SimulatedFranka:
         return all(np.isin(b, touching) for b in self._finger_bodies)
 
     def render(self, camera: str, height: int, width: int) -> np.ndarray:
-        """Frame (height, width, 3) uint8 of a scene camera, rendered from a consistent physics state."""
+        """Frame (height, width, 3) uint8 of a scene camera, rendered from a consistent physics state. The simulated
+        clock stands still while it renders (tens of ms on a CPU): a real camera costs the arm no time, and its delays
+        are what ``camera_timing`` models."""
+        renderer = self._renderer(height, width)
+        with self._lock:
+            renderer.update_scene(self._sim.data, camera=camera)
+            return renderer.render()
+
+    def frame(self, camera: str, height: int, width: int) -> SceneShot | None:
+        """The frame (height, width, 3) uint8 a real camera would deliver now: with camera timing, the newest frame
+        that has reached the host by now, rendered from the state at its capture (None before the first has); without,
+        the scene as it is now. Capture and read times are simulated time [s]."""
+        import mujoco
+
+        if self.frames is None:
+            with self._lock:
+                now = self.sim_time
+            self._shots += 1
+            return SceneShot(self.render(camera, height, width), now, now, self._shots)
+        with self._lock:
+            now = self.sim_time
+            shot = self.frames.newest(now)
+        if shot is None:
+            return None
+        data, model = self._captured_data, self._sim.model
+        data.qpos[:], data.mocap_pos[:], data.mocap_quat[:] = shot.state
+        mujoco.mj_kinematics(model, data)
+        mujoco.mj_camlight(model, data)
+        renderer = self._renderer(height, width)
+        with self._lock:  # the clock stands still while it renders, as in render()
+            renderer.update_scene(data, camera=camera)
+            return SceneShot(renderer.render(), shot.captured, now, shot.index)
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _renderer(self, height: int, width: int) -> object:
         import mujoco
 
         renderer = self._renderers.get((height, width))
         if renderer is None:
             renderer = self._renderers[(height, width)] = mujoco.Renderer(self._sim.model, height, width)
-        with self._lock:
-            renderer.update_scene(self._sim.data, camera=camera)
-        return renderer.render()
+        return renderer
 
-    # ------------------------------------------------------------------------------------------- helpers
+    def _capture(self) -> None:
+        """At a camera frame tick (under the physics lock): keep the state a frame renders from."""
+        d = self._sim.data
+        self.frames.capture(self.sim_time, (d.qpos.copy(), d.mocap_pos.copy(), d.mocap_quat.copy()))
+
     def _build_scene(self, sim: object) -> None:
         scene, world = sim.scene, sim.worldbody
         for quality in scene.iter("quality"):
@@ -200,6 +271,8 @@ class SimulatedFranka:
                     sim.step()
                     robot.send_state()
                     self.ticks += 1
+                    if self.frames is not None and self.frames.due(self.sim_time):
+                        self._capture()
             if late:
                 waiting_since = waiting_since or now
                 time.sleep(0)  # let franky's thread answer

@@ -16,6 +16,7 @@ from s2robot.real.camera import (
     MujocoCamera,
     OpenCVCamera,
     RealSenseCamera,
+    SceneShot,
     center_crop_resize,
     open_camera,
 )
@@ -283,3 +284,28 @@ def test_mujoco_camera_renders_at_size_and_passes_the_camera_name() -> None:
     assert calls == [("front_cam", 6, 6)] * 2
     np.testing.assert_array_equal(a.rgb, random_image(6, 6, seed=1))
     assert before <= a.timestamp < b.timestamp and (a.index, b.index) == (0, 1) and a.device_timestamp is None
+
+
+def test_mujoco_camera_with_a_timed_scene_waits_for_a_new_frame_and_keeps_its_capture_time() -> None:
+    """A scene delivering frames as a real camera does (``SceneShot``): before the first arrives, and while the newest
+    is one already returned, read() asks again; a frame keeps its capture time (scene clock) and its age at the read."""
+    shots = iter([None, SceneShot(random_image(6, 6, 1), 0.40, 0.46, 7),
+                  SceneShot(random_image(6, 6, 1), 0.40, 0.47, 7), SceneShot(random_image(6, 6, 2), 0.433, 0.50, 8)])
+
+    def render(camera: str, height: int, width: int) -> SceneShot | None:
+        return next(shots)
+
+    with MujocoCamera("front", render, "front", 6) as cam:
+        a, b = cam.read(), cam.read()
+    np.testing.assert_array_equal(a.rgb, random_image(6, 6, 1))
+    np.testing.assert_array_equal(b.rgb, random_image(6, 6, 2))
+    assert (a.device_timestamp, b.device_timestamp, a.index, b.index) == (0.40, 0.433, 0, 1)
+    assert a.age == pytest.approx(0.06) and b.age == pytest.approx(0.067)
+
+
+def test_mujoco_camera_whose_timed_scene_stops_delivering_reports_a_stall() -> None:
+    shot = SceneShot(random_image(6, 6), 0.1, 0.2, 1)
+    with MujocoCamera("front", lambda *_: shot, "front", 6, stall_timeout_s=0.2) as cam:
+        cam.read()
+        with pytest.raises(CameraError, match=r"camera 'front' \(mujoco:front\) delivered no new frame for 0.2 s"):
+            cam.read()

@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_misspelt_option_is_refused_when_the_env_config_is_built() -> None:
     """``env.options.hots`` fails as the config is built, naming the likely key and every valid one."""
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['hots'\] \(did you mean 'host'.*Valid keys: \["
-                                         r"'camera_sources', 'connect_timeout', 'home_q', 'host', 'render_size', "
-                                         r"'safety', 'stall_timeout_s'\]"):
+                                         r"'camera_fps', 'camera_jitter_ms', 'camera_latency_ms', 'camera_sources', "
+                                         r"'connect_timeout', 'home_q', 'host', 'render_size', 'safety', "
+                                         r"'stall_timeout_s'\]"):
         EnvConfig(id=ARM_ENV_ID, options={"hots": "172.16.0.2"})
 
 

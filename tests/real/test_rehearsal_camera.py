@@ -1,0 +1,100 @@
+"""The rehearsal's camera timing in franky-sim: a frame shows the scene as it was one camera latency ago (on the
+simulated clock), the arm env's timing records the frames' ages, and latency 0 is the instantaneous camera."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from s2robot.real.camera_timing import CameraTiming
+
+pytest.importorskip("franky")
+pytest.importorskip("franky_sim")
+
+from s2robot.real.env import FrankaEnv
+from s2robot.real.rehearsal import SimulatedFranka
+
+OLD_XY, NEW_XY = (0.5, 0.0), (0.6, 0.15)
+
+
+def wait_sim(scene: SimulatedFranka, t: float) -> None:
+    """Wait until the scene's clock reaches ``t`` [s] (a wall-clock limit only turns a stopped scene into a failure)."""
+    give_up = time.monotonic() + 120
+    while scene.sim_time < t:
+        assert time.monotonic() < give_up, "the rehearsal's physics stopped"
+        time.sleep(0.001)
+
+
+def cube_centre(rgb: np.ndarray) -> np.ndarray:
+    """(col, row) [px] of the red cube in a frame."""
+    rows, cols = np.nonzero((rgb[..., 0] > 120) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80))
+    assert len(rows), "no cube in the frame"
+    return np.array([cols.mean(), rows.mean()])
+
+
+@pytest.fixture
+def scene(request: pytest.FixtureRequest) -> Iterator[SimulatedFranka]:
+    s = SimulatedFranka(("front",), camera_timing=request.param).start()
+    try:
+        s.place_cube(OLD_XY)
+        wait_sim(s, s.sim_time + 0.5)  # frames of the cube at rest have arrived
+        yield s
+    finally:
+        s.close()
+
+
+LATENCY = 0.3  # [s]: long, so that a loaded machine cannot delay the first read past it
+
+
+@pytest.mark.parametrize("scene", [CameraTiming(fps=30, latency_ms=1e3 * LATENCY, jitter_ms=0)], indirect=True)
+def test_a_frame_shows_the_scene_one_latency_ago(scene: SimulatedFranka) -> None:
+    """Right after the cube moves, the camera still delivers the cube where it was (a frame captured one latency of
+    simulated time earlier); once the frames captured after the move have arrived, it shows the cube moved."""
+    old = cube_centre(scene.render("front", 64, 64))
+    scene.place_cube(NEW_XY)
+    moved = scene.sim_time
+    shot = scene.frame("front", 64, 64)
+    new = cube_centre(scene.render("front", 64, 64))
+    assert np.linalg.norm(new - old) > 5  # [px]: the move is visible
+
+    assert shot.captured <= shot.now - LATENCY and shot.captured < moved
+    np.testing.assert_allclose(cube_centre(shot.rgb), old, atol=0.5)  # the earlier state's frame
+
+    wait_sim(scene, moved + LATENCY + 1 / 30 + 0.002)  # a frame captured after the move has arrived
+    later = scene.frame("front", 64, 64)
+    assert later.captured >= moved and LATENCY <= later.now - later.captured <= LATENCY + 1 / 30 + 0.002
+    np.testing.assert_allclose(cube_centre(later.rgb), new, atol=0.5)
+
+
+@pytest.mark.parametrize("scene", [CameraTiming(latency_ms=0, jitter_ms=0)], indirect=True)
+def test_latency_zero_shows_the_scene_at_the_read(scene: SimulatedFranka) -> None:
+    scene.place_cube(NEW_XY)
+    shot, now = scene.frame("front", 64, 64), scene.render("front", 64, 64)
+    assert shot.captured == shot.now and scene.frames is None
+    np.testing.assert_allclose(cube_centre(shot.rgb), cube_centre(now), atol=0.5)
+    assert scene.frame("front", 64, 64).index != shot.index  # every read is a new frame, as before
+
+
+def episode_frame_ages(**camera: float) -> dict:
+    """The timing summary of a 10-step episode of the arm env in franky-sim (zero actions)."""
+    env = FrankaEnv(host="franky-sim", cameras=["front"], image_size=32, max_steps=10, **camera)
+    try:
+        env.reset(seed=3, options={"cube_xy": OLD_XY})
+        for _ in range(10):
+            *_, info = env.step(np.zeros(8, np.float32))
+        return info["timing"]
+    finally:
+        env.close()
+
+
+def test_the_arm_env_records_its_frames_ages_within_the_camera_timing() -> None:
+    """By default a RealSense's timing (30 fps, 50 ± 15 ms): every observation's frame is at least 35 ms and at most
+    50 + 15 + 33.3 ms old on the simulated clock; off, every frame is of the moment of the read."""
+    timing = episode_frame_ages()
+    assert timing["steps"] == 10
+    assert 35 <= timing["frame_age_p50_ms"] <= timing["frame_age_p99_ms"] <= 50 + 15 + 1e3 / 30 + 1
+    off = episode_frame_ages(camera_latency_ms=0, camera_jitter_ms=0)
+    assert off["frame_age_p50_ms"] == off["frame_age_p99_ms"] == 0
