@@ -1,10 +1,11 @@
 """Cartesian teleoperation for recording demos on a real arm, where no scripted expert exists.
 
 ``CartesianTeleop`` holds a fingertip target (position [m] and yaw [rad], hand pointing down as
-``envs.expert.hand_rotation``), moves it by the operator's commands each control step, clamps it into the workspace
-box, and returns the env's action (8,): the joint deltas of the scripted expert's IK step (``envs.expert.ik_delta``
-with ``real.kinematics``) towards the target, and the gripper command. Commands come from a ``KeySource``:
-``ScriptedKeys`` (tests), ``TerminalKeys`` (keyboard, ``KEYMAP``) or ``SpaceMouseSource`` (``pyspacemouse``).
+``envs.expert.hand_rotation``), moves it by the operator's commands each control step, keeps it within ``lead`` of
+the hand and inside the workspace box, and returns the env's action (8,): the joint deltas of the scripted expert's
+IK step (``envs.expert.ik_delta`` with ``real.kinematics``) towards the target, and the gripper command. Commands
+come from a ``KeySource``: ``ScriptedKeys`` (tests), ``TerminalKeys`` (keyboard, ``KEYMAP``), ``SpaceMouseSource``
+(``pyspacemouse``) or, in the rehearsal, ``real.operator.ScriptedOperator``.
 
 Ending an episode: the recorder (``sim.episode.run_episode``) ends an episode only when the env terminates or
 truncates, or when the policy reports ``done``. The operator presses Enter when the task is done: the teleop sets
@@ -26,7 +27,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from envs.expert import ExpertConfig, hand_rotation, ik_delta
+from envs.expert import ExpertConfig, hand_rotation, ik_delta, limit_norm
 from s2robot.real.kinematics import fingertip_jacobian, fingertip_pose
 
 # key -> (command, what it does). Motion commands move the target by one ``step`` [m] or ``yaw_step`` [rad].
@@ -40,7 +41,7 @@ KEYMAP: dict[str, tuple[str, str]] = {
     "q": ("+yaw", "turn the hand counter-clockwise (+yaw)"),
     "e": ("-yaw", "turn the hand clockwise (-yaw)"),
     " ": ("gripper", "toggle the gripper (close / open)"),
-    "\n": ("done", "end the episode (the arm holds until the episode's max_steps)"),
+    "\n": ("done", "end the episode (the arm stops; on a real arm you are then asked whether it lifted)"),
     "\r": ("done", "end the episode"),
     "\x1b": ("abort", "abort recording"),
     "x": ("abort", "abort recording"),
@@ -52,6 +53,8 @@ _MOTION: dict[str, tuple[float, float, float, float]] = {
 }
 GRIPPER_KEY, DONE_KEY = " ", "\n"
 YAW_LIMIT = np.pi / 2  # the two-finger hand is symmetric under a half turn: ±90° reaches every grasp [rad]
+LEAD = 0.04  # farthest the target runs ahead of the fingertip [m]: one IK step (CartesianTeleop's speed)
+YAW_LEAD = 0.3  # farthest the target yaw runs ahead of the hand's [rad]: two IK rotation steps (0.15 rad each)
 
 
 class TeleopAbort(RuntimeError):
@@ -68,7 +71,12 @@ def keymap_help() -> str:
 # ------------------------------------------------------------------------------------------- input sources
 class KeySource:
     """Operator input. ``poll()`` returns the keys pressed since the last poll; ``axes()`` (4,) continuous motion
-    (x, y, z, yaw) in units of the teleop's ``step``/``yaw_step`` this control step (zero for keyboards)."""
+    (x, y, z, yaw) in units of the teleop's ``step``/``yaw_step`` this control step (zero for keyboards).
+    ``observe(obs, info)`` comes first each control step with what the arm shows (a person sees it; a scripted
+    operator, ``real.operator``, reads it)."""
+
+    def observe(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        pass
 
     def poll(self) -> list[str]:
         raise NotImplementedError
@@ -201,12 +209,16 @@ class CartesianTeleop:
     source: the operator's input (polled once per control step); env: a ``FrankaEnv`` (or its wrapper) that gives
     the workspace box, the per-step joint bound and the home posture; otherwise pass workspace
     (x_min, x_max, y_min, y_max, z_min, z_max) [m] and max_delta [rad]. step: target travel per key press [m];
-    yaw_step: hand turn per key press [rad]; speed: max fingertip travel per control step [m].
+    yaw_step: hand turn per key press [rad]; speed: max fingertip travel per control step [m]. lead, yaw_lead: how
+    far the target may run ahead of the fingertip [m] and of the hand's yaw [rad]. The arm follows at ~1.5 cm a step
+    while a held key (auto-repeat ~30 presses/s) moves the target 3 cm a step; without the bound, a key held for 1 s
+    left the target 20 cm ahead and the hand moved on for 2 s after its release (measured in franky-sim). With it the
+    hand stops within about ``lead`` of where it was when the key was released.
     """
 
     def __init__(self, source: KeySource, env: Any | None = None, *, workspace: Sequence[float] | None = None,
                  max_delta: float | None = None, step: float = 0.01, yaw_step: float = 0.1, speed: float = 0.04,
-                 config: ExpertConfig | None = None) -> None:
+                 lead: float = LEAD, yaw_lead: float = YAW_LEAD, config: ExpertConfig | None = None) -> None:
         unwrapped = getattr(env, "unwrapped", env)
         if workspace is None and unwrapped is None:
             raise ValueError("CartesianTeleop needs the env (for its safety.workspace) or a workspace box")
@@ -215,11 +227,12 @@ class CartesianTeleop:
             raise ValueError(f"workspace must be (x_min, x_max, y_min, y_max, z_min, z_max) [m], got {box.tolist()}")
         if max_delta is None:
             max_delta = unwrapped.safety_cfg.max_joint_step if unwrapped is not None else 0.1
-        if not (step > 0 and yaw_step > 0 and speed > 0 and max_delta > 0):
-            raise ValueError(f"step, yaw_step, speed and max_delta must be > 0, got {step}, {yaw_step}, {speed}, "
-                             f"{max_delta}")
+        if not (step > 0 and yaw_step > 0 and speed > 0 and max_delta > 0 and lead > 0 and yaw_lead > 0):
+            raise ValueError(f"step, yaw_step, speed, max_delta, lead and yaw_lead must be > 0, got {step}, "
+                             f"{yaw_step}, {speed}, {max_delta}, {lead}, {yaw_lead}")
         self.source, self.low, self.high = source, box[0::2], box[1::2]  # (3,), (3,)
         self.max_delta, self.step, self.yaw_step, self.speed = float(max_delta), step, yaw_step, speed
+        self.lead, self.yaw_lead = lead, yaw_lead
         self.home_q = None if unwrapped is None else np.asarray(unwrapped.home_qpos, dtype=np.float64)
         self.config = config or ExpertConfig()
         self.target: np.ndarray | None = None  # (3,) fingertip goal [m]; set from the fingertip at the first call
@@ -239,14 +252,16 @@ class CartesianTeleop:
         q = np.asarray(obs["proprio"][:7], dtype=np.float64)
         pose = fingertip_pose(q)
         tip, rot_now = pose[:3, 3], pose[:3, :3]
+        tip_yaw = float(np.arctan2(rot_now[1, 0], rot_now[0, 0]))
         if self.target is None:
             self.target = np.clip(tip, self.low, self.high)
-            self.yaw = float(np.clip(np.arctan2(rot_now[1, 0], rot_now[0, 0]), -YAW_LIMIT, YAW_LIMIT))
+            self.yaw = float(np.clip(tip_yaw, -YAW_LIMIT, YAW_LIMIT))
             if self.home_q is None:
                 self.home_q = q.copy()  # no env: the null space holds the posture the episode started in
         action = np.zeros(8, dtype=np.float32)
         if not self.done:
-            self._apply(self.source.poll(), self.source.axes())
+            self.source.observe(obs, info)
+            self._apply(self.source.poll(), self.source.axes(), tip, tip_yaw)
         if self.done:  # the hold action: stay at the commanded target, gripper as it is
             action[7] = self.gripper
             return action
@@ -255,8 +270,9 @@ class CartesianTeleop:
         action[7] = self.gripper
         return action
 
-    def _apply(self, keys: list[str], axes: np.ndarray) -> None:
-        """Move the target by the keys (unknown ones ignored) and the continuous axes (4,), then clamp it."""
+    def _apply(self, keys: list[str], axes: np.ndarray, tip: np.ndarray, tip_yaw: float) -> None:
+        """Move the target by the keys (unknown ones ignored) and the continuous axes (4,), then clamp it: to within
+        ``lead`` of the fingertip ``tip`` (3,) [m] and ``yaw_lead`` of its yaw [rad], and into the workspace box."""
         move = np.asarray(axes, dtype=np.float64).copy()  # (x, y, z, yaw) in steps
         for key in keys:
             command = KEYMAP.get(key.lower() if len(key) == 1 else key, (None,))[0]
@@ -270,8 +286,11 @@ class CartesianTeleop:
                 return
             elif command == "abort":
                 raise TeleopAbort("the operator aborted teleoperation (Esc / x)")
-        self.target = np.clip(self.target + self.step * move[:3], self.low, self.high)
-        self.yaw = float(np.clip(self.yaw + self.yaw_step * move[3], -YAW_LIMIT, YAW_LIMIT))
+        ahead = limit_norm(self.target + self.step * move[:3] - tip, self.lead)
+        self.target = np.clip(tip + ahead, self.low, self.high)
+        turn = (self.yaw + self.yaw_step * move[3] - tip_yaw + np.pi) % (2 * np.pi) - np.pi  # in [-π, π)
+        turn = np.clip(turn, -self.yaw_lead, self.yaw_lead)
+        self.yaw = float(np.clip(tip_yaw + turn, -YAW_LIMIT, YAW_LIMIT))
 
 
 # ------------------------------------------------------------------------------------------- recording
@@ -293,7 +312,7 @@ class _TeleopFactory:
             self._live.pop().close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"source_factory": self.source_factory, "options": self.options, "_live": []}
+        return {"source_factory": self.source_factory, "options": self.options, "name": self.name, "_live": []}
 
 
 class _LazySource(KeySource):
@@ -303,12 +322,17 @@ class _LazySource(KeySource):
     def __init__(self, factory: Callable[[], KeySource]) -> None:
         self.factory, self.source, self.closed = factory, None, False
 
+    def observe(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        if not self.closed:
+            self._open().observe(obs, info)
+
     def poll(self) -> list[str]:
-        if self.closed:
-            return []
+        return [] if self.closed else self._open().poll()
+
+    def _open(self) -> KeySource:
         if self.source is None:
             self.source = self.factory()
-        return self.source.poll()
+        return self.source
 
     def axes(self) -> np.ndarray:
         return self.source.axes() if self.source is not None and not self.closed else np.zeros(4)
@@ -319,8 +343,10 @@ class _LazySource(KeySource):
             self.source.close()
 
 
-def teleop_policy(source_factory: Callable[[], KeySource] = TerminalKeys, **options: Any) -> _TeleopFactory:
+def teleop_policy(source_factory: Callable[[], KeySource] = TerminalKeys, *, name: str = "cartesian teleop",
+                  **options: Any) -> _TeleopFactory:
     """A ``PolicyFactory`` for ``record_demos(cfg, factory=teleop_policy(...))`` (``cfg.workers=1``: the operator's
     input lives in the recording process). source_factory: builds one ``KeySource`` per episode (a picklable
-    callable: a class or a module-level function); options: ``CartesianTeleop`` keyword arguments."""
-    return _TeleopFactory(source_factory, dict(options))
+    callable: a class, a module-level function or a ``functools.partial`` of one); name: what the demo store's attrs
+    say recorded it; options: ``CartesianTeleop`` keyword arguments."""
+    return _TeleopFactory(source_factory, dict(options), name)

@@ -28,13 +28,17 @@ from s2robot.sim.env import ARM_ENV_ID, EnvConfig, check_variation
 from s2robot.sim.episode import PolicyFactory, RecordJob, expert_policy
 from s2robot.sim.pool import seed_ordered
 
-CONTROLLERS = ("expert", "keyboard", "spacemouse")
+CONTROLLERS = ("expert", "keyboard", "spacemouse", "scripted_operator")
 
 
 def controller_factory(name: str, noise_std: float) -> PolicyFactory:
     """The ``PolicyFactory`` of a ``RecordConfig.controller``."""
     if name == "expert":
         return expert_policy(noise_std)
+    if name == "scripted_operator":
+        from s2robot.real.operator import scripted_operator_policy
+
+        return scripted_operator_policy()
     from s2robot.real.teleop import SpaceMouseSource, TerminalKeys, teleop_policy
 
     return teleop_policy(TerminalKeys if name == "keyboard" else SpaceMouseSource)
@@ -57,7 +61,9 @@ class RecordConfig:
         the paper's demos did; the tail is what trains the chunk a policy executes past that step: README, "The recipe")
     max_attempts: give up after this many episodes without reaching n_episodes (None: 3 × n_episodes + 10)
     controller: who acts: ``expert`` (the scripted expert: the simulated env, or the arm in franky-sim), ``keyboard``
-        or ``spacemouse`` (Cartesian teleoperation of the arm, ``s2robot.real.teleop``: one process, an operator)
+        or ``spacemouse`` (Cartesian teleoperation of the arm, ``s2robot.real.teleop``: one process, an operator),
+        or ``scripted_operator`` (rehearsal only: a script presses the keyboard's keys through the same teleop,
+        ``s2robot.real.operator``)
     variation: scene variation drawn per episode (``envs.variation``): ``none`` (the scene as built, the paper's),
         ``standard`` (the randomisation preset for robust policies), or factors at levels such as
         ``light_intensity:high``; each episode's drawn parameters go in its info
@@ -84,6 +90,10 @@ class RecordConfig:
         if self.controller != "expert" and self.env.id != ARM_ENV_ID:
             raise ValueError(f"controller={self.controller} teleoperates the Franka arm: use env=franka (or "
                              f"env=franka_sim to rehearse), not {self.env.id}")
+        if self.controller == "scripted_operator" and self.env.one_robot:
+            raise ValueError(f"controller=scripted_operator reads the cube's true pose, which only the franky-sim "
+                             f"rehearsal has (env=franka_sim), not the robot at {self.env.options.get('host')}: on a "
+                             "real arm a person teleoperates, controller=keyboard or controller=spacemouse")
         if self.n_episodes < 1:
             raise ValueError(f"n_episodes must be ≥ 1 (episodes to keep), got {self.n_episodes}")
         if self.workers < 1:

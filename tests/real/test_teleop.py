@@ -1,4 +1,5 @@
-"""Cartesian teleop on the pure kinematics: keys move the target, IK tracks it, clamping, gripper, yaw, sources."""
+"""Cartesian teleop on the pure kinematics: keys move the target, IK tracks it, clamping, lead, gripper, yaw,
+sources."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import pytest
 from s2robot.real.kinematics import fingertip_pose
 from s2robot.real.teleop import (
     KEYMAP,
+    LEAD,
+    YAW_LEAD,
     CartesianTeleop,
     KeySource,
     ScriptedKeys,
@@ -84,6 +87,18 @@ def test_the_target_is_clamped_to_the_workspace_box() -> None:
     q, _ = _run(teleop, 30)
     assert teleop.target[0] == pytest.approx(0.28) and teleop.target[2] == pytest.approx(0.45)
     assert np.linalg.norm(_tip(q) - teleop.target) < 0.002
+
+
+def test_a_held_key_leads_the_fingertip_by_at_most_lead() -> None:
+    """A key held while the arm stands still (3 presses a step, a terminal's auto-repeat) leaves the target at most
+    ``LEAD`` ahead of the fingertip and the yaw at most ``YAW_LEAD`` ahead: released, the hand stops near there."""
+    teleop = CartesianTeleop(ScriptedKeys([["w", "w", "w", "q", "q", "q"]] * 10), FakeEnv(), step=STEP)
+    obs = {"proprio": np.r_[HOME_Q, 0.08].astype(np.float32)}
+    for _ in range(10):
+        teleop(obs, {"arm_target": HOME_Q.copy()})
+    np.testing.assert_allclose(teleop.target, _tip(HOME_Q) + np.array([LEAD, 0, 0]), atol=1e-9)
+    rot = fingertip_pose(HOME_Q)[:3, :3]
+    assert teleop.yaw == pytest.approx(np.arctan2(rot[1, 0], rot[0, 0]) + YAW_LEAD)
 
 
 def test_space_toggles_the_gripper() -> None:
