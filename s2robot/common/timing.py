@@ -3,11 +3,13 @@ observation was taken, when its action came back and was sent, and which steps m
 
 The loop is paced by the robot's own clock (``RobotState.time``): on a real arm that is real time, in franky-sim it
 is simulated time, so control is right at any simulation speed and the wall-clock ratio is reported, not hidden.
+With a remote policy server, each step's round trip to the server is summarized too (``round_trip_summary``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +23,7 @@ class StepTimes:
     sent: float  # the safe joint target went out to the arm
     robot: float  # the robot clock when the target was sent
     skipped: int = 0  # control periods this step overran (0: sent before its deadline)
+    frame_age: float | None = None  # age of the oldest camera frame in the observation [s], when the cameras know it
 
 
 @dataclass
@@ -30,14 +33,16 @@ class LoopTimer:
     period: float = 0.1
     steps: list[StepTimes] = field(default_factory=list)
 
-    def add(self, observed: float, acted: float, sent: float, robot: float, skipped: int = 0) -> None:
-        self.steps.append(StepTimes(observed, acted, sent, robot, skipped))
+    def add(self, observed: float, acted: float, sent: float, robot: float, skipped: int = 0,
+            frame_age: float | None = None) -> None:
+        self.steps.append(StepTimes(observed, acted, sent, robot, skipped, frame_age))
 
     def summary(self) -> dict[str, float | int]:
         """p50/p99 of the wall and robot-clock periods between sends [ms], the observation-to-send latency [ms],
         missed deadlines (steps whose target went out after their deadline on the robot's clock; the loop then waits
         for the next tick of its 10 Hz grid, ``skipped_periods`` in all) and the wall-over-robot time ratio (1 in
-        real time; >1 when a simulation runs slower). With ~100 steps an episode, p99 is close to the maximum."""
+        real time; >1 when a simulation runs slower). With ~100 steps an episode, p99 is close to the maximum. When the
+        cameras know their frames' ages (the rehearsal's), p50/p99 of the observations' frame age [ms] too."""
         if len(self.steps) < 2:
             return {"steps": len(self.steps)}
         sent = np.array([s.sent for s in self.steps])
@@ -46,6 +51,9 @@ class LoopTimer:
         wall_period, robot_period = np.diff(sent), np.diff(robot)
         skipped = np.array([s.skipped for s in self.steps])
         robot_span = robot[-1] - robot[0]
+        ages = np.array([s.frame_age for s in self.steps if s.frame_age is not None])
+        frames = {"frame_age_p50_ms": 1e3 * float(np.median(ages)),
+                  "frame_age_p99_ms": 1e3 * float(np.quantile(ages, 0.99))} if len(ages) else {}
         return {
             "steps": len(self.steps),
             "period_p50_ms": 1e3 * float(np.median(wall_period)),
@@ -57,6 +65,7 @@ class LoopTimer:
             "missed_deadlines": int((skipped > 0).sum()),
             "skipped_periods": int(skipped.sum()),
             "wall_per_robot_s": float((sent[-1] - sent[0]) / robot_span) if robot_span > 0 else float("nan"),
+            **frames,
         }
 
 
@@ -67,7 +76,8 @@ def format_timing(summary: dict[str, float | int]) -> str:
     return (f"loop period p50 {summary['period_p50_ms']:.0f} ms / p99 {summary['period_p99_ms']:.0f} ms wall "
             f"(robot clock p50 {summary['robot_period_p50_ms']:.0f} ms), obs→send p50 "
             f"{summary['latency_p50_ms']:.0f} ms, {summary['missed_deadlines']} missed deadlines, "
-            f"{summary['wall_per_robot_s']:.2f} s wall per robot s")
+            f"{summary['wall_per_robot_s']:.2f} s wall per robot s"
+            + (f", frames p50 {summary['frame_age_p50_ms']:.0f} ms old" if "frame_age_p50_ms" in summary else ""))
 
 
 def combine_timing(summaries: list[dict[str, float | int]]) -> dict[str, float | int]:
@@ -90,4 +100,27 @@ def combine_timing(summaries: list[dict[str, float | int]]) -> dict[str, float |
         out[key] = max(float(s[key]) for s in timed)
     out["missed_deadlines"] = sum(int(s["missed_deadlines"]) for s in timed)
     out["skipped_periods"] = sum(int(s.get("skipped_periods", 0)) for s in timed)
+    if all("frame_age_p50_ms" in s for s in timed):  # cameras that know their frames' ages (the rehearsal's)
+        out["frame_age_p50_ms"] = weighted_median("frame_age_p50_ms")
+        out["frame_age_p99_ms"] = max(float(s["frame_age_p99_ms"]) for s in timed)
     return out
+
+
+def round_trip_summary(seconds: list[float]) -> dict[str, Any]:
+    """One episode's round trips to a remote policy server (``policy.remote``), one per control step [s]: every
+    step's [ms] (``ms``, rounded to µs) and their p50/p99/max [ms]."""
+    ms = [round(1e3 * s, 3) for s in seconds]
+    if not ms:
+        return {"steps": 0, "ms": []}
+    return {"steps": len(ms), **_percentiles(ms), "ms": ms}
+
+
+def combine_round_trips(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Episodes' ``round_trip_summary`` as one over all their steps: p50/p99/max [ms] (without the per-step list)."""
+    ms = [v for s in summaries for v in s["ms"]]
+    return {"episodes": len(summaries), "steps": len(ms), **(_percentiles(ms) if ms else {})}
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50_ms": float(np.median(a)), "p99_ms": float(np.quantile(a, 0.99)), "max_ms": float(a.max())}

@@ -17,6 +17,7 @@ from s2robot.workflows.pretrain import PretrainConfig
 from s2robot.workflows.probe import ProbeConfig
 from s2robot.workflows.record import RecordConfig
 from s2robot.workflows.robustness import RobustnessConfig
+from s2robot.workflows.serve import ServeConfig
 from s2robot.workflows.train import TrainConfig
 
 # config name (configs/<name>.yaml, scripts use "<name>_schema") -> the dataclass that holds its defaults
@@ -33,6 +34,7 @@ ENTRY_POINTS: dict[str, type] = {
     "probe_features": ProbeConfig,
     "robustness": RobustnessConfig,
     "distill_invariance": DistillConfig,
+    "serve": ServeConfig,
 }
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "cube_pick": {},  # EnvConfig's defaults: the simulated cube-pick task

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from s2robot.common.timing import combine_round_trips
 from s2robot.sim.rollout import FAILURE_MODES, EpisodeResult
 
 # How each failure mode is drawn on the success map: (marker, colour).
@@ -42,7 +43,8 @@ def failure_counts(results: Sequence[EpisodeResult]) -> dict[str, int]:
 
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
     """Overall success with its Wilson 95% interval, failure-mode counts, and per position: success, failure modes
-    and the distance to the nearest training cube [m] (None when unknown)."""
+    and the distance to the nearest training cube [m] (None when unknown); with a remote policy server, the round
+    trip's p50/p99/max over every step (``round_trip``)."""
     n, k = len(results), sum(r.success for r in results)
     lo, hi = wilson_interval(k, n)
     by_pos: dict[int, list[EpisodeResult]] = {}
@@ -54,9 +56,11 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
                      "failure_modes": {m: c for m, c in failure_counts(rs).items() if c},
                      "nearest_demo": rs[0].nearest_demo} for p, rs in sorted(by_pos.items())]
     steps = [r.steps_to_success for r in results if r.success]
+    remote = [r.round_trip for r in results if r.round_trip is not None]
     return {"success_rate": k / n if n else 0.0, "successes": k, "episodes": n, "ci95": [lo, hi],
             "median_steps_to_success": float(np.median(steps)) if steps else None,
-            "failure_modes": failure_counts(results), "per_position": per_position}
+            "failure_modes": failure_counts(results), "per_position": per_position,
+            **({"round_trip": combine_round_trips(remote)} if remote else {})}
 
 
 def set_summaries(results: Sequence[EpisodeResult], positions: dict[str, Any]) -> list[dict[str, Any]]:
@@ -150,9 +154,11 @@ def plot_success_map(results: Sequence[EpisodeResult], path: Path, title: str = 
     return path
 
 
-def write_episode_videos(frames: dict[int, list[np.ndarray]], results: Sequence[EpisodeResult], out: Path,
-                 fps: int = 10) -> list[Path]:
-    """mp4 per filmed episode, named by position, repeat and outcome; none (with a warning) without ffmpeg."""
+def write_episode_videos(frames: dict[int, list[np.ndarray]],
+                         results: Sequence[EpisodeResult] | Mapping[int, EpisodeResult], out: Path, fps: int = 10
+                         ) -> list[Path]:
+    """mp4 per filmed episode (``frames``' keys index ``results``), named by position, repeat and outcome; none (with a
+    warning) without ffmpeg."""
     import importlib.util
 
     import imageio.v3 as iio
