@@ -4,14 +4,20 @@
     python scripts/eval.py checkpoint=... positions=none n_random_positions=32 position_seed=1 repeats=1
     python scripts/eval.py checkpoint=... positions=my_positions.csv videos=-1
 
-Writes <run>/eval/{results.json, table.md, success_map.png, videos/*.mp4} and prints the table.
+    torchrun --standalone --nproc_per_node=4 scripts/eval.py checkpoint=... n_envs=8   # 4 ranks share the waves
+
+Writes <run>/eval/{results.json, table.md, success_map.png, videos/*.mp4} and prints the table. A run that stopped
+resumes with the same command (finished waves of episodes are kept in <out>/.parts until results.json is written).
 """
 
 from __future__ import annotations
 
+import os
+
 import hydra
 from omegaconf import OmegaConf
 
+from s2robot.common.stop import exit_on_stop
 from s2robot.workflows.configs import register_configs
 from s2robot.workflows.evaluate import EvalConfig, evaluate
 
@@ -22,6 +28,8 @@ register_configs()
 def main(raw: EvalConfig) -> None:
     cfg: EvalConfig = OmegaConf.to_object(raw)
     report = evaluate(cfg)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every rank returns the results; rank 0 shows them
+        return
     print(report["outputs"]["dir"] + "/table.md")
     print(open(report["outputs"]["dir"] + "/table.md").read())
     print(f"results: {report['outputs']['dir']}/results.json · success map: {report['outputs']['dir']}"
@@ -29,4 +37,4 @@ def main(raw: EvalConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_stop(main)  # SIGTERM / Ctrl-C: a clean stop, its message, the signal's exit status

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,9 +23,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from s2robot.common.stop import StopRequested, end_processes, interruptible, stop_requests, worker_signals
+from s2robot.common.timing import round_trip_summary
 from s2robot.data.keys import feat_cameras, feat_key
 from s2robot.sim.env import EnvConfig, make_eval_env
-from s2robot.sim.pool import die_with_parent
 from s2robot.vision.oracle import ORACLE
 
 VIDEO_SIZE = (240, 320)  # (H, W) of evaluation videos [px]
@@ -61,6 +63,7 @@ class EpisodeResult:
     nearest_demo: float | None = None  # distance to the nearest training-demo cube [m]; None when not known
     clipped_steps: int = 0  # steps whose action the env clipped to its bounds (a policy pushing past them)
     timing: dict | None = None  # a real arm's control-loop deadlines (s2robot.common.timing.LoopTimer.summary)
+    round_trip: dict | None = None  # a remote policy server's round trip per step (common.timing.round_trip_summary)
 
 
 def classify_failure(lift: Sequence[float], grasped: Sequence[bool], success: bool, success_height: float
@@ -142,9 +145,36 @@ def _stack(dicts: Sequence[dict]) -> dict:
 
 
 def _worker_env(env_cfg: EnvConfig, index: int, video_size: tuple[int, int] | None, parent_pid: int) -> gym.Env:
-    """``make_eval_env`` in a vector-env worker, which dies with the evaluating process (no orphans)."""
-    die_with_parent(parent_pid)
-    return make_eval_env(env_cfg, index, video_size)
+    """``make_eval_env`` in a vector-env worker, which dies with the evaluating process (no orphans) and closes its
+    env when the evaluation stops it (``common.stop.worker_signals``; gymnasium's worker closes the env on the
+    ``StopRequested`` that SIGTERM raises)."""
+    worker_signals(parent_pid)
+    try:
+        return make_eval_env(env_cfg, index, video_size)
+    except StopRequested:  # stopped while starting (the half-built env closed itself): leave without a traceback
+        sys.exit(0)
+
+
+def _close_envs(envs: Any, vectorized: bool) -> None:
+    """Close the envs, never waiting on a stuck worker: every worker closes its env on SIGTERM (an arm env stops its
+    arm) and is killed if it has not exited after a grace (``common.stop.end_processes``)."""
+    if not vectorized:
+        envs.close()
+        return
+    if envs.closed:
+        return
+    end_processes(envs.processes)
+    envs.closed = True  # the workers are gone: gymnasium's close would wait on their answers
+    for pipe in envs.parent_pipes:
+        if pipe is not None:
+            pipe.close()
+
+
+def _stopped(stop: StopRequested, finished: int, total: int, recorded: bool) -> StopRequested:
+    kept = ("their waves are recorded: the same command goes on from them" if recorded
+            else "no results are written")
+    return StopRequested(stop.signum, f"{stop}: {finished} of {total} episodes had finished ({kept}); the episodes in "
+                                      "flight were ended and are not counted")
 
 
 def _make_envs(env_cfg: EnvConfig, n: int, video_slots: int, vectorized: bool) -> Any:
@@ -170,8 +200,8 @@ def _dead_worker(envs: Any, wave: list[Episode], error: BaseException) -> Runtim
         p.join(timeout=10)  # returns as soon as it is reaped; a loaded machine can take seconds
     envs.closed = True  # so close() does not wait for the step the dead worker never answers
     eps = ", ".join(f"position {e.position} repeat {e.repeat}" for e in wave)
-    return RuntimeError(f"{who} died while running {eps} ({type(error).__name__}); this evaluation wrote nothing: "
-                        "run it again")
+    return RuntimeError(f"{who} died while running {eps} ({type(error).__name__}); the waves that finished before it "
+                        "are kept where the evaluation records them (scripts/eval.py: run the same command to go on)")
 
 
 class _Wave:
@@ -192,6 +222,7 @@ class _Wave:
         self.tip = np.zeros((width, 3))
         self.clipped = np.zeros(width, int)
         self.timing: dict[int, dict] = {}
+        self.round_trips: list[float] | None = None  # a remote policy's round trip of each step [s] (policy.remote)
 
     def update(self, t: int, term: np.ndarray, trunc: np.ndarray, info: dict) -> list[int]:
         """Record step t's outcome; returns the slots (of real episodes) that ended at this step."""
@@ -220,11 +251,12 @@ class _Wave:
         return EpisodeResult(e.position, e.cube_xy, e.repeat, e.seed, ok, int(self.success_step[i]) if ok else None,
                              t, float(lift.max()), [float(v) for v in self.tip[i]],
                              classify_failure(lift, grasped, ok, self.success_height), float(lift[-1]),
-                             clipped_steps=int(self.clipped[i]), timing=self.timing.get(i))
+                             clipped_steps=int(self.clipped[i]), timing=self.timing.get(i),
+                             round_trip=None if self.round_trips is None else round_trip_summary(self.round_trips[:t]))
 
 
-def _features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: list[Episode],
-              device: torch.device, running: np.ndarray) -> dict[str, torch.Tensor]:
+def step_features(encoder: Any, cameras: list[str], obs: dict, info: dict, slots: list[Episode],
+                  device: torch.device, running: np.ndarray) -> dict[str, torch.Tensor]:
     """This step's features {feat_<camera>: (N, F)}: frames through the encoder, or the oracle's privileged state.
 
     Only the ``running`` slots' frames are encoded; slots whose episode has ended (or that pad the last wave) get
@@ -262,8 +294,9 @@ def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], wid
         raise _dead_worker(envs, wave, e) from e
     policy.reset(batch_size=width)
     state, results = _Wave(wave, width, start, videos, info, success_height), []
+    state.round_trips = getattr(policy, "round_trips", None)  # a remote policy's, filled as it acts
     for t in range(max_steps):
-        feats = _features(encoder, cameras, obs, info, slots, device, ~state.done)
+        feats = step_features(encoder, cameras, obs, info, slots, device, ~state.done)
         action = policy.act({**feats, "proprio": obs["proprio"]}).float().cpu().numpy()  # (N, A)
         try:
             obs, _, term, trunc, info = envs.step(action.astype(np.float32))
@@ -281,15 +314,29 @@ def _run_wave(policy: Any, encoder: Encoder, envs: Any, wave: list[Episode], wid
     return results, state.frames
 
 
+WaveDone = Callable[[int, list["EpisodeResult"], dict[int, list[np.ndarray]]], None]  # (wave, results, frames)
+
+
+def wave_width(n_episodes: int, n_envs: int) -> int:
+    """Episodes per wave of ``run_episodes``: wave k runs episodes [k·width, (k + 1)·width) side by side."""
+    return min(n_envs, n_episodes) if n_envs > 0 else 1
+
+
 @torch.no_grad()
 def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Sequence[Episode], n_envs: int = 16,
-                 videos: int = 0, progress: bool = True, variation: str = "none"
-                 ) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
+                 videos: int = 0, progress: bool = True, variation: str = "none", waves: Sequence[int] | None = None,
+                 on_wave: WaveDone | None = None) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
     """Roll ``policy`` (``reset``/``act``) out on ``episodes`` in waves of ``n_envs`` parallel envs (0: one at
     a time here), every episode's scene varied by ``variation`` (``envs.variation``, drawn from its seed).
 
+    waves: run only these waves (``wave_width``) of ``episodes``, each exactly as a run of all of them runs it (the
+        same slots, batch and videos), so a share of the waves gives the results a whole run gives for them
+        (``workflows.eval_shards``); None: all. on_wave: called with (wave, its results, its video frames) as each
+        wave ends.
     Returns the results (in ``episodes`` order, each with its failure mode) and the video frames of the first
-    ``videos`` episodes ({episode index: [(H, W, 3) uint8 frames]}).
+    ``videos`` episodes ({episode index: [(H, W, 3) uint8 frames]}). SIGTERM or Ctrl-C meanwhile (``common.stop``)
+    ends the episodes in flight, closes the envs (an arm env stops its arm) and raises ``StopRequested`` saying how
+    many had finished; an ``on_wave`` call that runs is waited for.
     """
     from envs import LIFT_SUCCESS_HEIGHT  # the task's success lift, for classify_failure (envs is torch-free)
 
@@ -301,21 +348,35 @@ def run_episodes(policy: Any, encoder: Encoder, env_cfg: EnvConfig, episodes: Se
     env_cfg = EnvConfig(**{**asdict(env_cfg), "cameras": rendered, "terminate_on_success": True,
                            "action_mode": getattr(policy, "action_space", env_cfg.action_mode)})
     videos = len(episodes) if videos < 0 else min(videos, len(episodes))
-    width = min(n_envs, len(episodes)) if n_envs > 0 else 1
+    width = wave_width(len(episodes), n_envs)
+    waves = range(-(-len(episodes) // width)) if waves is None else waves
     results: list[EpisodeResult] = []
     frames: dict[int, list[np.ndarray]] = {}
-    bar = tqdm(total=len(episodes), unit="episode", desc="evaluating", disable=not progress)
-    envs = _make_envs(env_cfg, width, min(videos, width), n_envs > 0)
-    try:
-        for start in range(0, len(episodes), width):
-            wave = list(episodes[start : start + width])
-            res, clips = _run_wave(policy, encoder, envs, wave, width, start, env_cfg.max_steps, videos, bar,
-                                   LIFT_SUCCESS_HEIGHT, variation)
-            results += res
-            frames |= clips
-    finally:
-        envs.close(**({"terminate": True} if n_envs > 0 else {}))  # never wait on a dead or stuck worker
+    total = sum(len(episodes[k * width : (k + 1) * width]) for k in waves)
+    bar = tqdm(total=total, unit="episode", desc="evaluating", disable=not progress)
+    if not total:
         bar.close()
+        return results, frames
+    envs = None
+    with stop_requests():  # SIGTERM / Ctrl-C: end the episodes, close the envs (stopping arms), raise StopRequested
+        try:
+            with interruptible():
+                envs = _make_envs(env_cfg, width, min(videos, width), n_envs > 0)
+            for k in waves:
+                wave = list(episodes[k * width : (k + 1) * width])
+                with interruptible():
+                    res, clips = _run_wave(policy, encoder, envs, wave, width, k * width, env_cfg.max_steps, videos,
+                                           bar, LIFT_SUCCESS_HEIGHT, variation)
+                if on_wave is not None:
+                    on_wave(k, res, clips)  # not interruptible: a stop meanwhile waits for it
+                results += res
+                frames |= clips
+        except StopRequested as stop:
+            raise _stopped(stop, len(results), total, on_wave is not None) from None
+        finally:
+            if envs is not None:
+                _close_envs(envs, n_envs > 0)
+            bar.close()
     order = {(e.position, e.repeat): k for k, e in enumerate(episodes)}
     results.sort(key=lambda r: order[(r.position, r.repeat)])
     return results, frames

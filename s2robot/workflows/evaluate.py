@@ -23,7 +23,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from s2robot.common.checks import check_seed
-from s2robot.common.device import resolve_device
+from s2robot.common.distributed import distributed, on_main
 from s2robot.common.runlog import WandbConfig, wandb_run
 from s2robot.common.timing import combine_timing, format_timing
 from s2robot.data.store import EpisodeStore
@@ -31,8 +31,9 @@ from s2robot.policy.checkpoint import from_pretrained
 from s2robot.policy.configuration import EXECUTION_FIELDS, PolicyExecution
 from s2robot.policy.modeling import ChunkTransformerPolicy
 from s2robot.policy.prefetch import PrefetchingPolicy
+from s2robot.policy.remote import RemotePolicy
 from s2robot.sim.env import EnvConfig, check_variation
-from s2robot.sim.rollout import eval_episodes, run_episodes
+from s2robot.sim.rollout import Episode, EpisodeResult, WaveDone, eval_episodes, run_episodes
 from s2robot.vision.encoder import (
     EncoderConfig,
     EncoderPlacement,
@@ -43,6 +44,7 @@ from s2robot.vision.encoder import (
 )
 from s2robot.vision.oracle import OracleEncoder
 from s2robot.workflows.checkpoint import command_line, record_on_card
+from s2robot.workflows.eval_shards import eval_key, remove_parts, run_shared
 from s2robot.workflows.positions import position_set
 from s2robot.workflows.report import (
     format_table,
@@ -79,6 +81,11 @@ class EvalConfig:
     prefetch: background inference (``policy.prefetch``): predict the next chunk in a thread once this many queued
         actions are left, dropping the ones that went stale meanwhile (0: off, predict when the queue runs out; for a
         real arm whose 10 Hz deadline the prediction would miss)
+    server: run the encoder and policy on a policy server (``scripts/serve_policy.py`` on a GPU machine, serving the
+        same checkpoint) at this address, ``tcp://<host>:<port>``; this process runs the envs and sends each step's
+        frames and proprio (``policy.remote``); the same actions as in process. None: in this process
+    server_timeout: the longest wait for the server's reply to the connection check or to any step [s]; past it the
+        evaluation stops (a running episode's envs close, which stops an arm; finished episodes are kept)
     executing: run the checkpoint's chunks another way than it was trained with (``PolicyExecution``:
         ``executing.execution``, ``executing.execute_steps``; None fields keep the checkpoint's): compares execution
         on the same weights
@@ -103,6 +110,8 @@ class EvalConfig:
     n_envs: int = 16
     videos: int = 4
     prefetch: int = 0
+    server: str | None = None
+    server_timeout: float = 5.0
     executing: PolicyExecution = field(default_factory=PolicyExecution)
     placement: EncoderPlacement = field(default_factory=EncoderPlacement)
     variation: str = "none"
@@ -125,6 +134,11 @@ class EvalConfig:
                              f"{self.joint_noise}")
         if self.prefetch < 0:
             raise ValueError(f"prefetch must be ≥ 0 (0: off), got {self.prefetch}")
+        if self.server is not None and not (self.server.startswith(("tcp://", "ipc://")) and "*" not in self.server):
+            raise ValueError(f"server must be the policy server's address, tcp://<host>:<port> (the machine it runs "
+                             f"on, not *), or null (in process), got {self.server!r}")
+        if not (math.isfinite(self.server_timeout) and self.server_timeout > 0):
+            raise ValueError(f"server_timeout must be a finite time > 0 [s], got {self.server_timeout}")
         check_variation(self.variation)
         if self.videos < -1:
             raise ValueError(f"videos must be ≥ -1 (-1 all, 0 none, else how many), got {self.videos}")
@@ -201,11 +215,14 @@ def _eval_env(cfg: EvalConfig, env_part: Mapping[str, Any], policy: ChunkTransfo
     return env_cfg
 
 
-def _runner(policy: ChunkTransformerPolicy, prefetch: int) -> ChunkTransformerPolicy | PrefetchingPolicy:
-    """The policy, predicting in the background when ``prefetch`` > 0; a chunk too short to prefetch under the
-    executed steps is refused with the ``execute_steps`` that would fit."""
+def _runner(policy: ChunkTransformerPolicy, encoder: Any, cfg: EvalConfig) -> tuple[Any, Any]:
+    """The policy and the encoder the rollout runs: ``policy``, predicting in the background when ``cfg.prefetch`` > 0,
+    and ``encoder``; with ``cfg.server``, a client of that policy server (which then runs both, the same way) and the
+    stand-in encoder that passes the frames on (``policy.remote``). A chunk too short to prefetch under the executed
+    steps is refused with the ``execute_steps`` that would fit."""
+    prefetch = cfg.prefetch
     try:
-        return PrefetchingPolicy(policy, prefetch) if prefetch else policy
+        local = PrefetchingPolicy(policy, prefetch) if prefetch else policy  # refuses what the server would refuse
     except ValueError as err:
         fits = policy.cfg.t_act - prefetch - 1  # the most actions per chunk that leave room to prefetch
         if policy.cfg.execution != "receding" or policy.cfg.execute_steps <= fits or prefetch >= fits:
@@ -213,30 +230,71 @@ def _runner(policy: ChunkTransformerPolicy, prefetch: int) -> ChunkTransformerPo
         raise ValueError(f"{err}: this evaluation runs {policy.cfg.execute_steps} of each {policy.cfg.t_act}-step "
                          f"chunk; for background inference pass executing.execute_steps ≤ {fits} (eval.executing."
                          "execute_steps in make run; the same weights), or prefetch=0") from None
+    if cfg.server is None:
+        return local, encoder
+    remote = RemotePolicy(cfg.server, policy, encoder.fingerprint, prefetch, cfg.server_timeout)
+    print(f"policy server at {cfg.server}: {remote.served['checkpoint']} (step {remote.served['step']})")
+    return remote, remote.relay
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """Load, roll out, write ``results.json``, table, success map and videos; returns the results dict."""
-    policy, parts = from_pretrained(cfg.checkpoint, resolve_device(cfg.device), use_ema=cfg.use_ema)
-    if problem := parts["config"].get("sim_env_problem"):
-        raise ValueError(f"{cfg.checkpoint} cannot be evaluated in simulation: {problem}")
-    execution = _execute(policy, cfg.executing)
-    encoder = encoder_for_checkpoint(parts["encoder"], cfg.placement)
-    env_cfg = _eval_env(cfg, parts["env"], policy)
-    positions, positions_desc = cfg.position_set()
+    """Load, roll out, write ``results.json``, table, success map and videos; returns the results dict.
+
+    Under torchrun every rank loads the checkpoint and runs a share of the episodes' waves (``eval_shards``), rank 0
+    merges them and writes the outputs, and every rank returns the results dict. A run that stopped is resumed by
+    the same command: only the waves that no process finished are run.
+    """
+    with distributed(cfg.device) as (dist, device):
+        policy, parts = from_pretrained(cfg.checkpoint, device, use_ema=cfg.use_ema)
+        if problem := parts["config"].get("sim_env_problem"):
+            raise ValueError(f"{cfg.checkpoint} cannot be evaluated in simulation: {problem}")
+        execution = _execute(policy, cfg.executing)
+        encoder = encoder_for_checkpoint(parts["encoder"], cfg.placement)
+        env_cfg = _eval_env(cfg, parts["env"], policy)
+        positions, positions_desc = cfg.position_set()
+        episodes = eval_episodes(positions, cfg.repeat_counts(positions_desc), cfg.seed)
+        out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).resolve().parent.parent / eval_dir_name(cfg.variation)
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        n_envs = 0 if env_cfg.one_robot else cfg.n_envs
+        if env_cfg.one_robot and dist.world > 1:
+            raise ValueError(f"the robot at {env_cfg.options['host']} runs one episode at a time: evaluate it in one "
+                             f"process (python scripts/eval.py ...), not under torchrun ({dist.world} processes)")
+        if n_envs != cfg.n_envs:
+            print(f"evaluating on the robot at {env_cfg.options['host']}: one episode at a time, in this process")
+        runner, encoder = _runner(policy, encoder, cfg)
+        if cfg.variation != "none" and dist.is_main:
+            print(f"scene variation: {cfg.variation} (drawn per episode from its seed)")
+
+        def run_waves(waves: list[int], on_wave: WaveDone) -> None:
+            run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress and dist.is_main,
+                         cfg.variation, waves=waves, on_wave=on_wave)
+
+        key = eval_key(cfg.checkpoint, _result_settings(cfg))
+        merged = run_shared(out, key, dist, episodes, n_envs, run_waves,
+                            lambda frames, results: write_episode_videos(frames, results, out / "videos"))
+
+        def report() -> dict[str, Any]:
+            results, videos, ran = merged
+            return _write_outputs(cfg, parts, encoder, runner, env_cfg, positions_desc, episodes, execution, out,
+                                  results, videos, {"time_s": time.perf_counter() - t0, "episodes_run": ran})
+
+        return on_main(dist, report)
+
+
+def _result_settings(cfg: EvalConfig) -> dict[str, Any]:
+    """The evaluation's settings that its results depend on (``eval_shards.eval_key``): all but where the outputs
+    go, how many episodes are filmed, the progress bar, logging and where the policy runs (a policy server gives the
+    in-process actions, so a run stopped by a server resumes through another one, or in process)."""
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in ("out", "videos", "progress", "wandb", "server", "server_timeout")}
+
+
+def _write_outputs(cfg: EvalConfig, parts: Mapping[str, Any], encoder: Any, runner: Any, env_cfg: EnvConfig,
+                   positions_desc: dict[str, Any], episodes: list[Episode], execution: dict[str, Any], out: Path,
+                   results: list[EpisodeResult], videos: list[Path], run: dict[str, Any]) -> dict[str, Any]:
+    """results.json (then the parts go), table.md, the success map and the model card's line; returns the report."""
     demo_cubes, demo_desc = training_cubes(parts)
-    episodes = eval_episodes(positions, cfg.repeat_counts(positions_desc), cfg.seed)
-    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).resolve().parent.parent / eval_dir_name(cfg.variation)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    n_envs = 0 if env_cfg.one_robot else cfg.n_envs
-    if n_envs != cfg.n_envs:
-        print(f"evaluating on the robot at {env_cfg.options['host']}: one episode at a time, in this process")
-    runner = _runner(policy, cfg.prefetch)
-    if cfg.variation != "none":
-        print(f"scene variation: {cfg.variation} (drawn per episode from its seed)")
-    results, frames = run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress,
-                                   cfg.variation)
     if demo_cubes is not None:
         for r, d in zip(results, nearest_distances([r.cube_xy for r in results], demo_cubes), strict=True):
             r.nearest_demo = d
@@ -245,8 +303,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     report = {**summary, "label": _label(desc), "checkpoint": str(Path(cfg.checkpoint).resolve()),
               "checkpoint_step": step, "encoder": desc, "weights_random": desc["weights_random"],
               "env": asdict(env_cfg), "eval": asdict(cfg), "variation": cfg.variation, "positions": positions_desc,
-              "demo_cubes": demo_desc,
-              "execution": execution, "seeds": [e.seed for e in episodes], "time_s": time.perf_counter() - t0,
+              "demo_cubes": demo_desc, "execution": execution, "seeds": [e.seed for e in episodes], **run,
               "episodes_detail": [asdict(r) for r in results]}
     if cfg.prefetch:
         report["prefetch"] = dict(runner.stats)
@@ -255,10 +312,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         report["timing"] = combine_timing([r.timing for r in results if r.timing])
         print(f"control loop over {len(results)} episodes: {format_timing(report['timing'])}")
     (out / "results.json").write_text(json.dumps(report, indent=2))
+    remove_parts(out)
     (out / "table.md").write_text(format_table(results, summary, report["label"]) + "\n")
     name = parts["config"].get("run", {}).get("name", Path(cfg.checkpoint).resolve().parent.parent.name)
     plot_success_map(results, out / "success_map.png", f"{name} @ step {step}\n{report['label']}")
-    videos = write_episode_videos(frames, results, out / "videos")
     report["outputs"] = {"dir": str(out), "videos": [str(v) for v in videos]}
     print(record_on_card(cfg.checkpoint, parts, report, command_line("scripts/eval.py", cfg)))
     _log_wandb(cfg, name, report, out, videos)

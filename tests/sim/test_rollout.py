@@ -120,10 +120,10 @@ def test_running_slots_keep_their_own_features() -> None:
         return torch.as_tensor(np.asarray(x), dtype=torch.float32).reshape(len(x), -1)[:, :2]  # (n, 2): [i, i]
 
     running = np.array([False, True, False, True, True])
-    feats = R._features(encoder, ["front"], {"front": frames}, {}, [], torch.device("cpu"), running)["feat_front"]
+    feats = R.step_features(encoder, ["front"], {"front": frames}, {}, [], torch.device("cpu"), running)["feat_front"]
     assert calls == [3] and feats[:, 0].tolist() == [0.0, 1.0, 0.0, 3.0, 4.0]
     encoder.cfg = types.SimpleNamespace(compile="default")  # type: ignore[attr-defined]
-    R._features(encoder, ["front"], {"front": frames}, {}, [], torch.device("cpu"), running)
+    R.step_features(encoder, ["front"], {"front": frames}, {}, [], torch.device("cpu"), running)
     assert calls == [3, 5]
 
 

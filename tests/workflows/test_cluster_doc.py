@@ -12,8 +12,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
 COMMANDS = [c for c in readme_commands(DOC) if entry_point(c) is not None]
 
 
-def test_the_cluster_doc_runs_cache_and_train_under_torchrun() -> None:
-    for script in ("scripts/cache_features.py", "scripts/train_bc.py"):
+def test_the_cluster_doc_runs_cache_train_and_eval_under_torchrun() -> None:
+    for script in ("scripts/cache_features.py", "scripts/train_bc.py", "scripts/eval.py"):
         assert any(c.startswith("torchrun --standalone") and script in c for c in COMMANDS), script
         assert any(c.startswith("torchrun --nnodes=2") and script in c for c in COMMANDS), script
 
