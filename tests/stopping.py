@@ -90,7 +90,7 @@ class Child:
     """A Python child process whose stdout lines are read as they come; stderr is kept for failure messages."""
 
     def __init__(self, code: str, *args: str, cwd: Path = ROOT) -> None:
-        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # envs picks the headless GL backend itself
         self.proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -143,9 +143,9 @@ class Child:
 
 
 class ClosingJob:
-    """A pool job (``sim.pool.EpisodeJob``) whose workers print their pid once set up, run episodes of ``seconds``,
-    and, when their env is closed (the path an arm env's stop takes), write ``closing-<pid>`` into ``folder``, take
-    ``close_seconds`` and write ``closed-<pid>``."""
+    """A pool job (``sim.pool.EpisodeJob``) whose workers print their pid once set up and as each episode starts, run
+    episodes of ``seconds``, and, when their env is closed (the path an arm env's stop takes), write
+    ``closing-<pid>`` into ``folder``, take ``close_seconds`` and write ``closed-<pid>``."""
 
     def __init__(self, folder: str, seconds: float = 60.0, close_seconds: float = 0.0) -> None:
         self.folder, self.seconds, self.close_seconds = folder, seconds, close_seconds
@@ -155,6 +155,7 @@ class ClosingJob:
         return "env"
 
     def run(self, state: str, seed: int) -> int:
+        print(f"running {os.getpid()}", flush=True)  # set up: a stop from now on closes this worker's env
         time.sleep(self.seconds)
         return seed
 

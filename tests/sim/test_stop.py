@@ -119,7 +119,7 @@ def test_a_stopped_recording_closes_every_worker_env_and_exits_by_the_signal(tmp
     arm there) and exits, and the recorder exits by the signal within seconds, naming what was kept."""
     child = Child(POOL, str(TESTS), str(tmp_path), "0")
     try:
-        workers = [int(child.wait_for("worker ").split()[1]) for _ in range(2)]
+        workers = [int(child.wait_for("running ").split()[1]) for _ in range(2)]
         below = descendants(child.proc.pid)
         rc, took = child.stop(sig)
         assert rc == -sig, f"exit code {rc} after {took:.0f} s:\n{child.stderr()}"
@@ -136,7 +136,7 @@ def test_a_second_ctrl_c_while_stopping_lets_the_workers_close_and_leaves_none(t
     exits by SIGINT, no worker is left."""
     child = Child(POOL, str(TESTS), str(tmp_path), "1")
     try:
-        workers = [int(child.wait_for("worker ").split()[1]) for _ in range(2)]
+        workers = [int(child.wait_for("running ").split()[1]) for _ in range(2)]
         below = descendants(child.proc.pid)
         child.proc.send_signal(signal.SIGINT)
         give_up = time.monotonic() + STOP_BOUND_S
