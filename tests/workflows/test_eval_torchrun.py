@@ -20,8 +20,8 @@ from s2robot.sim.rollout import EpisodeResult, WaveDone, eval_episodes
 from s2robot.workflows.eval_shards import finished_waves, merge_waves, part_path, parts_dir, plan_waves, run_shared
 
 ROOT = Path(__file__).resolve().parents[2]
-# 16 paper positions × 1 in waves of 4: rank 0 runs waves 0–1 (episodes 0–7), rank 1 waves 2–3 (episodes 8–15)
-EVAL = ["repeats=1", "n_envs=4", "videos=0", "max_steps=3", "device=cpu", "progress=false", "wandb.mode=disabled"]
+# 16 paper positions × 1 in waves of 2: rank 0 runs waves 0–3 (episodes 0–7), rank 1 waves 4–7 (episodes 8–15)
+EVAL = ["repeats=1", "n_envs=2", "videos=0", "max_steps=3", "device=cpu", "progress=false", "wandb.mode=disabled"]
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +55,12 @@ def test_torchrun_reports_a_failed_share_then_resumes_to_the_single_process_epis
     assert "episodes 8–15: IsADirectoryError" in failed.stderr and "finished waves are kept" in failed.stderr
     assert not (out / "results.json").exists()
     kept = [json.loads(line) for line in part_path(out, 0, 2).read_text().splitlines()]
-    assert [w["wave"] for w in kept[1:]] == [0, 1] and kept[0]["waves"] == [0, 2]
+    assert [w["wave"] for w in kept[1:]] == [0, 1, 2, 3] and kept[0]["waves"] == [0, 4]
 
     shutil.rmtree(part_path(out, 1, 2))
     run = eval_script(checkpoint, out, 2)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "8 episodes of 2 finished waves kept" in run.stdout
+    assert "8 episodes of 4 finished waves kept" in run.stdout
     assert json.loads((out / "results.json").read_text())["episodes_run"] == 8
     assert not parts_dir(out).exists()
     assert episodes(out) == episodes(tmp_path / "single")
