@@ -24,6 +24,7 @@ class StepTimes:
     robot: float  # the robot clock when the target was sent
     skipped: int = 0  # control periods this step overran (0: sent before its deadline)
     frame_age: float | None = None  # age of the oldest camera frame in the observation [s], when the cameras know it
+    observed_robot: float | None = None  # the robot clock when the observation was complete [s]
 
 
 @dataclass
@@ -34,15 +35,17 @@ class LoopTimer:
     steps: list[StepTimes] = field(default_factory=list)
 
     def add(self, observed: float, acted: float, sent: float, robot: float, skipped: int = 0,
-            frame_age: float | None = None) -> None:
-        self.steps.append(StepTimes(observed, acted, sent, robot, skipped, frame_age))
+            frame_age: float | None = None, observed_robot: float | None = None) -> None:
+        self.steps.append(StepTimes(observed, acted, sent, robot, skipped, frame_age, observed_robot))
 
     def summary(self) -> dict[str, float | int]:
         """p50/p99 of the wall and robot-clock periods between sends [ms], the observation-to-send latency [ms],
         missed deadlines (steps whose target went out after their deadline on the robot's clock; the loop then waits
         for the next tick of its 10 Hz grid, ``skipped_periods`` in all) and the wall-over-robot time ratio (1 in
         real time; >1 when a simulation runs slower). With ~100 steps an episode, p99 is close to the maximum. When the
-        cameras know their frames' ages (the rehearsal's), p50/p99 of the observations' frame age [ms] too."""
+        cameras know their frames' ages (the rehearsal's), p50/p99 of the observations' frame age [ms] too; when the
+        steps know the robot clock at their observation, p50/p99 of observation-to-send on the robot's clock [ms]
+        (what the deadline sees; in franky-sim the clock stands still while a frame renders, the wall clock not)."""
         if len(self.steps) < 2:
             return {"steps": len(self.steps)}
         sent = np.array([s.sent for s in self.steps])
@@ -54,6 +57,10 @@ class LoopTimer:
         ages = np.array([s.frame_age for s in self.steps if s.frame_age is not None])
         frames = {"frame_age_p50_ms": 1e3 * float(np.median(ages)),
                   "frame_age_p99_ms": 1e3 * float(np.quantile(ages, 0.99))} if len(ages) else {}
+        if all(s.observed_robot is not None for s in self.steps):
+            on_robot = robot - np.array([s.observed_robot for s in self.steps])  # (T,) [s]
+            frames |= {"robot_latency_p50_ms": 1e3 * float(np.median(on_robot)),
+                       "robot_latency_p99_ms": 1e3 * float(np.quantile(on_robot, 0.99))}
         return {
             "steps": len(self.steps),
             "period_p50_ms": 1e3 * float(np.median(wall_period)),
@@ -75,13 +82,16 @@ def format_timing(summary: dict[str, float | int]) -> str:
         return f"{summary.get('steps', 0)} steps (too few to time)"
     return (f"loop period p50 {summary['period_p50_ms']:.0f} ms / p99 {summary['period_p99_ms']:.0f} ms wall "
             f"(robot clock p50 {summary['robot_period_p50_ms']:.0f} ms), obs→send p50 "
-            f"{summary['latency_p50_ms']:.0f} ms, {summary['missed_deadlines']} missed deadlines, "
+            f"{summary['latency_p50_ms']:.0f} ms"
+            + (f" (robot clock {summary['robot_latency_p50_ms']:.0f} ms)" if "robot_latency_p50_ms" in summary else "")
+            + f", {summary['missed_deadlines']} missed deadlines, "
             f"{summary['wall_per_robot_s']:.2f} s wall per robot s"
             + (f", frames p50 {summary['frame_age_p50_ms']:.0f} ms old" if "frame_age_p50_ms" in summary else ""))
 
 
 def combine_timing(summaries: list[dict[str, float | int]]) -> dict[str, float | int]:
-    """Episodes' summaries as one: step-weighted median of the p50s, the worst p99s, missed deadlines summed."""
+    """Episodes' summaries as one: step-weighted median of the p50s, the worst p99s, missed deadlines summed, and the
+    wall/robot time ratio's median and its slowest episode's."""
     timed = [s for s in summaries if "period_p50_ms" in s]
     if not timed:
         return {"steps": sum(int(s.get("steps", 0)) for s in summaries)}
@@ -98,12 +108,34 @@ def combine_timing(summaries: list[dict[str, float | int]]) -> dict[str, float |
         out[key] = weighted_median(key)
     for key in ("period_p99_ms", "robot_period_p99_ms", "latency_p99_ms"):
         out[key] = max(float(s[key]) for s in timed)
+    out["wall_per_robot_s_max"] = max(float(s["wall_per_robot_s"]) for s in timed)  # the slowest episode
     out["missed_deadlines"] = sum(int(s["missed_deadlines"]) for s in timed)
     out["skipped_periods"] = sum(int(s.get("skipped_periods", 0)) for s in timed)
-    if all("frame_age_p50_ms" in s for s in timed):  # cameras that know their frames' ages (the rehearsal's)
-        out["frame_age_p50_ms"] = weighted_median("frame_age_p50_ms")
-        out["frame_age_p99_ms"] = max(float(s["frame_age_p99_ms"]) for s in timed)
+    for key in ("frame_age", "robot_latency"):  # when every episode knows them (the rehearsal's frame ages)
+        if all(f"{key}_p50_ms" in s for s in timed):
+            out[f"{key}_p50_ms"] = weighted_median(f"{key}_p50_ms")
+            out[f"{key}_p99_ms"] = max(float(s[f"{key}_p99_ms"]) for s in timed)
     return out
+
+
+def format_timing_table(summary: dict[str, float | int]) -> str:
+    """A markdown table of ``combine_timing``'s summary: robot-clock and wall periods, observation→send latency and
+    frame age (p50, p99 [ms]), then the late steps and the wall time per robot second (median, slowest episode)."""
+    if "period_p50_ms" not in summary:
+        return f"control loop: {summary.get('steps', 0)} steps (too few to time)"
+    rows = ["| control loop | p50 [ms] | p99 [ms] |", "|---|---|---|"]
+    names = [("robot_period", "period, robot clock"), ("period", "period, wall clock"),
+             ("robot_latency", "obs→send, robot clock"), ("latency", "obs→send, wall clock"),
+             ("frame_age", "frame age, robot clock")]
+    rows += [f"| {name} | {summary[f'{key}_p50_ms']:.0f} | {summary[f'{key}_p99_ms']:.0f} |" for key, name in names
+             if f"{key}_p50_ms" in summary]
+    steps, late = int(summary["steps"]), int(summary["missed_deadlines"])
+    slowest = f", slowest episode {summary['wall_per_robot_s_max']:.2f}" if "wall_per_robot_s_max" in summary else ""
+    rows.append(f"\nlate steps (sent after their deadline): {late} of {steps} ({100 * late / max(steps, 1):.1f}%), "
+                f"{summary.get('skipped_periods', 0)} periods skipped; wall time per robot second: median "
+                f"{summary['wall_per_robot_s']:.2f}{slowest}"
+                + (f" ({summary['episodes']} episodes)" if "episodes" in summary else ""))
+    return "\n".join(rows)
 
 
 def round_trip_summary(seconds: list[float]) -> dict[str, Any]:

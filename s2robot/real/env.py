@@ -245,7 +245,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if robot_now > self._deadline:  # late: wait for the next tick of the 10 Hz grid instead of rushing
             skipped = int((robot_now - self._deadline) // CONTROL_DT) + 1
             self._deadline += skipped * CONTROL_DT
-        self.timer.add(self._observed, acted, sent, robot_now, skipped, self._frame_age)
+        self.timer.add(self._observed, acted, sent, robot_now, skipped, self._frame_age, self._observed_robot)
         self._arm_target, self._gripper_cmd = safe, float(clipped[7])
         self._steps += 1
         self._wait_until(self._deadline)
@@ -296,7 +296,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._frame_age = max(known) if known else None
         self._frames = {cam: obs[cam] for cam in self._cameras}  # for videos: the frames the policy saw
         self._last_obs = obs
-        self._observed = time.perf_counter()
+        self._observed, self._observed_robot = time.perf_counter(), self.arm.time()
         return obs
 
     def _info(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -49,6 +49,15 @@ class EnvConfig:
         """Whether this env drives one physical robot, so episodes must run one at a time in one process."""
         return self.id == ARM_ENV_ID and self.options.get("host", REHEARSAL_HOST) != REHEARSAL_HOST
 
+    @property
+    def robot_side(self) -> str | None:
+        """What of the robot's side runs on this machine's cores beside the policy, needing a core of its own
+        (``common.threads``): the rehearsal's franky-sim physics thread, a real arm's franky control loop, or None
+        (the simulated env steps only between the policy's steps)."""
+        if self.id != ARM_ENV_ID:
+            return None
+        return "franky's 1 kHz control loop" if self.one_robot else "franky-sim's physics"
+
     def __post_init__(self) -> None:
         check_env_id(self.id)
         check_image_side(self.image_size)

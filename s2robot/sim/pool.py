@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from s2robot.common.stop import StopRequested, end_processes, interruptible, stop_requests, worker_signals
+from s2robot.common.threads import worker_threads
 
 POLL_S = 1.0  # how often the parent checks that its workers are alive while it waits for a result
 
@@ -76,7 +77,8 @@ def seed_ordered(job: EpisodeJob, first_seed: int, workers: int) -> Iterator[tup
     """(seed, result) for seeds first_seed, first_seed + 1, ... in order, without end: the caller stops.
 
     workers ≤ 1 runs in this process; otherwise ``workers`` spawned processes (fresh interpreters: no inherited
-    GL or thread state) keep 2 episodes each in flight. Closing the generator stops the workers. SIGTERM or Ctrl-C
+    GL or thread state; 1 torch/OpenMP thread each, ``common.threads.worker_threads``) keep 2 episodes each in
+    flight. Closing the generator stops the workers. SIGTERM or Ctrl-C
     meanwhile (``common.stop``) raises ``StopRequested`` here once the caller's handling of the last result is done:
     the episodes in flight end unkept, the workers close their envs (an arm stops) and exit, every result already
     handed out stays with the caller.
@@ -116,9 +118,10 @@ def _in_workers(job: EpisodeJob, first_seed: int, workers: int) -> Iterator[tupl
     procs: list = []
     next_seed, want, done = first_seed, first_seed, {}
     try:
-        for _ in range(workers):
-            procs.append(ctx.Process(target=_worker, args=(job, tasks, results, os.getpid()), daemon=True))
-            procs[-1].start()
+        with worker_threads():  # the workers share the cores: 1 torch/OpenMP thread each
+            for _ in range(workers):
+                procs.append(ctx.Process(target=_worker, args=(job, tasks, results, os.getpid()), daemon=True))
+                procs[-1].start()
         for _ in range(2 * workers):
             tasks.put(next_seed)
             next_seed += 1

@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 from s2robot.common.checks import check_seed
 from s2robot.common.distributed import distributed, on_main
 from s2robot.common.runlog import WandbConfig, wandb_run
-from s2robot.common.timing import combine_timing, format_timing
+from s2robot.common.threads import AUTO, check_threads, set_threads, worker_threads
+from s2robot.common.timing import combine_timing, format_timing, format_timing_table
 from s2robot.data.store import EpisodeStore
 from s2robot.policy.checkpoint import from_pretrained
 from s2robot.policy.configuration import EXECUTION_FIELDS, PolicyExecution
@@ -78,9 +79,12 @@ class EvalConfig:
     max_steps: episode limit [steps]; None keeps the training env's value
     n_envs: parallel env worker processes (0 = sequential, in this process)
     videos: how many episodes to film (-1 all, 0 none), in episode order
-    prefetch: background inference (``policy.prefetch``): predict the next chunk in a thread once this many queued
-        actions are left, dropping the ones that went stale meanwhile (0: off, predict when the queue runs out; for a
-        real arm whose 10 Hz deadline the prediction would miss)
+    prefetch: background inference (``policy.prefetch``): encode each step's frames and predict the next chunk in a
+        thread once this many queued actions are left, dropping the ones that went stale meanwhile (0: off, encode
+        every step and predict when the queue runs out; for a real arm whose 10 Hz deadline that would miss)
+    threads: torch's CPU threads in this process (``common.threads``): ``auto`` = torch's own (a thread per core, or
+        ``OMP_NUM_THREADS``), leaving a core to the robot's side when the env is the arm (franky-sim's physics thread,
+        or franky's control loop); or a number. Env worker processes run 1 each
     server: run the encoder and policy on a policy server (``scripts/serve_policy.py`` on a GPU machine, serving the
         same checkpoint) at this address, ``tcp://<host>:<port>``; this process runs the envs and sends each step's
         frames and proprio (``policy.remote``); the same actions as in process. None: in this process
@@ -110,6 +114,7 @@ class EvalConfig:
     n_envs: int = 16
     videos: int = 4
     prefetch: int = 0
+    threads: str = AUTO
     server: str | None = None
     server_timeout: float = 5.0
     executing: PolicyExecution = field(default_factory=PolicyExecution)
@@ -134,6 +139,7 @@ class EvalConfig:
                              f"{self.joint_noise}")
         if self.prefetch < 0:
             raise ValueError(f"prefetch must be ≥ 0 (0: off), got {self.prefetch}")
+        self.threads = check_threads(self.threads)
         if self.server is not None and not (self.server.startswith(("tcp://", "ipc://")) and "*" not in self.server):
             raise ValueError(f"server must be the policy server's address, tcp://<host>:<port> (the machine it runs "
                              f"on, not *), or null (in process), got {self.server!r}")
@@ -216,13 +222,15 @@ def _eval_env(cfg: EvalConfig, env_part: Mapping[str, Any], policy: ChunkTransfo
 
 
 def _runner(policy: ChunkTransformerPolicy, encoder: Any, cfg: EvalConfig) -> tuple[Any, Any]:
-    """The policy and the encoder the rollout runs: ``policy``, predicting in the background when ``cfg.prefetch`` > 0,
-    and ``encoder``; with ``cfg.server``, a client of that policy server (which then runs both, the same way) and the
-    stand-in encoder that passes the frames on (``policy.remote``). A chunk too short to prefetch under the executed
-    steps is refused with the ``execute_steps`` that would fit."""
+    """The policy and the encoder the rollout runs: ``policy`` and ``encoder``; when ``cfg.prefetch`` > 0, both in the
+    background (``policy.prefetch``: the rollout's encoder passes the frames on; the oracle's privileged state is not
+    a frame and is read in the loop); with ``cfg.server``, a client of that policy server (which then runs both, the
+    same way) and the stand-in encoder that passes the frames on (``policy.remote``). A chunk too short to prefetch
+    under the executed steps is refused with the ``execute_steps`` that would fit."""
     prefetch = cfg.prefetch
-    try:
-        local = PrefetchingPolicy(policy, prefetch) if prefetch else policy  # refuses what the server would refuse
+    background = encoder if cfg.server is None and not isinstance(encoder, OracleEncoder) else None
+    try:  # refuses what the server would refuse
+        local = PrefetchingPolicy(policy, prefetch, encoder=background) if prefetch else policy
     except ValueError as err:
         fits = policy.cfg.t_act - prefetch - 1  # the most actions per chunk that leave room to prefetch
         if policy.cfg.execution != "receding" or policy.cfg.execute_steps <= fits or prefetch >= fits:
@@ -231,7 +239,7 @@ def _runner(policy: ChunkTransformerPolicy, encoder: Any, cfg: EvalConfig) -> tu
                          f"chunk; for background inference pass executing.execute_steps ≤ {fits} (eval.executing."
                          "execute_steps in make run; the same weights), or prefetch=0") from None
     if cfg.server is None:
-        return local, encoder
+        return local, local.relay if prefetch and background is not None else encoder
     remote = RemotePolicy(cfg.server, policy, encoder.fingerprint, prefetch, cfg.server_timeout)
     print(f"policy server at {cfg.server}: {remote.served['checkpoint']} (step {remote.served['step']})")
     return remote, remote.relay
@@ -251,6 +259,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         execution = _execute(policy, cfg.executing)
         encoder = encoder_for_checkpoint(parts["encoder"], cfg.placement)
         env_cfg = _eval_env(cfg, parts["env"], policy)
+        set_threads(cfg.threads, env_cfg.robot_side)
         positions, positions_desc = cfg.position_set()
         episodes = eval_episodes(positions, cfg.repeat_counts(positions_desc), cfg.seed)
         out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).resolve().parent.parent / eval_dir_name(cfg.variation)
@@ -267,8 +276,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             print(f"scene variation: {cfg.variation} (drawn per episode from its seed)")
 
         def run_waves(waves: list[int], on_wave: WaveDone) -> None:
-            run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress and dist.is_main,
-                         cfg.variation, waves=waves, on_wave=on_wave)
+            with worker_threads():  # env workers share the cores with this process: 1 thread each
+                run_episodes(runner, encoder, env_cfg, episodes, n_envs, cfg.videos, cfg.progress and dist.is_main,
+                             cfg.variation, waves=waves, on_wave=on_wave)
 
         key = eval_key(cfg.checkpoint, _result_settings(cfg))
         merged = run_shared(out, key, dist, episodes, n_envs, run_waves,
@@ -284,10 +294,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
 def _result_settings(cfg: EvalConfig) -> dict[str, Any]:
     """The evaluation's settings that its results depend on (``eval_shards.eval_key``): all but where the outputs
-    go, how many episodes are filmed, the progress bar, logging and where the policy runs (a policy server gives the
-    in-process actions, so a run stopped by a server resumes through another one, or in process)."""
+    go, how many episodes are filmed, the progress bar, logging, torch's threads and where the policy runs (a policy
+    server gives the in-process actions, so a run stopped by a server resumes through another one, or in process)."""
     return {k: v for k, v in asdict(cfg).items()
-            if k not in ("out", "videos", "progress", "wandb", "server", "server_timeout")}
+            if k not in ("out", "videos", "progress", "wandb", "server", "server_timeout", "threads")}
 
 
 def _write_outputs(cfg: EvalConfig, parts: Mapping[str, Any], encoder: Any, runner: Any, env_cfg: EnvConfig,
@@ -313,7 +323,8 @@ def _write_outputs(cfg: EvalConfig, parts: Mapping[str, Any], encoder: Any, runn
         print(f"control loop over {len(results)} episodes: {format_timing(report['timing'])}")
     (out / "results.json").write_text(json.dumps(report, indent=2))
     remove_parts(out)
-    (out / "table.md").write_text(format_table(results, summary, report["label"]) + "\n")
+    timing = f"\n\n{format_timing_table(report['timing'])}" if "timing" in report else ""
+    (out / "table.md").write_text(format_table(results, summary, report["label"]) + timing + "\n")
     name = parts["config"].get("run", {}).get("name", Path(cfg.checkpoint).resolve().parent.parent.name)
     plot_success_map(results, out / "success_map.png", f"{name} @ step {step}\n{report['label']}")
     report["outputs"] = {"dir": str(out), "videos": [str(v) for v in videos]}

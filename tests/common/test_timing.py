@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s2robot.common.timing import LoopTimer, format_timing
+from s2robot.common.timing import LoopTimer, combine_timing, format_timing, format_timing_table
 
 
 def schedule(robot: list[float], wall_per_robot: float = 1.0, latency: float = 0.02) -> LoopTimer:
@@ -78,3 +78,28 @@ def test_too_few_steps(n: int) -> None:
     s = schedule([0.1 * k for k in range(n)]).summary()
     assert s == {"steps": n}
     assert format_timing(s) == f"{n} steps (too few to time)"
+
+
+def test_timing_table_gives_late_steps_and_the_slowest_episodes_wall_per_robot() -> None:
+    """Episodes combined: the table gives robot and wall periods, obs→send, the late steps' share, and the
+    wall/robot ratio's median and its slowest episode's (a simulation that cannot keep real time shows)."""
+    slow = schedule([0.1 * k for k in range(5)], wall_per_robot=2.5)
+    slow.steps[2].skipped = 1
+    combined = combine_timing([schedule([0.1 * k for k in range(10)]).summary(), slow.summary()])
+    table = format_timing_table(combined)
+    assert combined["wall_per_robot_s_max"] == pytest.approx(2.5)
+    assert "| period, robot clock | 100 | 100 |" in table and "| obs→send, wall clock | 20 | 20 |" in table
+    assert "late steps (sent after their deadline): 1 of 15 (6.7%)" in table
+    assert "median 1.00, slowest episode 2.50 (2 episodes)" in table
+
+
+def test_latency_on_the_robot_clock_leaves_out_what_the_clock_stood_still_for() -> None:
+    """A 60 ms render with the robot clock standing still: 80 ms obs→send on the wall clock, 20 ms on the robot's."""
+    timer = LoopTimer(period=0.1)
+    for k in range(5):
+        robot = 0.1 * k
+        timer.add(observed=10.0 + 0.2 * k, acted=10.0 + 0.2 * k + 0.07, sent=10.0 + 0.2 * k + 0.08, robot=robot,
+                  observed_robot=robot - 0.02)
+    s = timer.summary()
+    assert s["latency_p50_ms"] == pytest.approx(80.0) and s["robot_latency_p50_ms"] == pytest.approx(20.0)
+    assert "| obs→send, robot clock | 20 | 20 |" in format_timing_table(combine_timing([s]))

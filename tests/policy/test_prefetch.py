@@ -90,3 +90,120 @@ def test_refuses_ensembling_and_a_prefetch_that_leaves_no_chunk() -> None:
         PrefetchingPolicy(make_policy(tiny(execution="ensemble"), data), prefetch=1)
     with pytest.raises(ValueError, match="prefetch must be"):
         PrefetchingPolicy(make_policy(tiny(t_act=8, execute_steps=4), data), prefetch=4)
+
+
+# --- the encoder in the background too: act gets the relay's frame rows, the worker encodes them ---------------------
+ONE_CAMERA = {"feat_front": 12}
+
+
+class Manual:
+    """An executor that runs nothing until ``run_all``: what the worker thread would do, in lockstep with the test."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Future, Callable[..., object], tuple]] = []
+
+    def submit(self, fn: Callable[..., object], *args: object) -> Future:
+        future: Future = Future()
+        self.jobs.append((future, fn, args))
+        return future
+
+    def run_all(self) -> None:
+        while self.jobs:
+            future, fn, args = self.jobs.pop(0)
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except Exception as err:  # as a thread pool does: the future holds the error
+                    future.set_exception(err)
+
+
+class PixelEncoder:
+    """frames (n, S, S, 3) uint8 → (n, 12) float: the first 12 pixel values; counts its calls."""
+
+    calls = 0
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        self.calls += 1
+        return torch.from_numpy(np.asarray(frames).reshape(len(frames), -1)[:, :12].astype(np.float32))
+
+    def describe(self) -> dict[str, str]:
+        return {"fingerprint": "pixels"}
+
+
+def one_camera_policy(**cfg: object) -> ChunkTransformerPolicy:
+    from s2robot.data.normalize import Normalizer
+
+    rng = np.random.default_rng(0)
+    data = {"feat_front": rng.normal(size=(20, 12)).astype(np.float32), "proprio": rng.normal(size=(20, 8)),
+            "action": rng.normal(0.0, 0.05, size=(20, 8))}
+    norm = Normalizer.fit({k: np.asarray(v, np.float32) for k, v in data.items()})
+    return ChunkTransformerPolicy(tiny(t_act=8, execute_steps=4, **cfg), ONE_CAMERA, normalizer=norm).eval()
+
+
+def frame_at(t: int, batch: int = 1) -> np.ndarray:
+    return np.full((batch, 4, 4, 3), t % 256, np.uint8)  # (B, S, S, 3)
+
+
+def test_background_encoder_gives_the_actions_of_encoding_in_the_loop() -> None:
+    """Encoding in the worker (frames relayed) acts exactly as encoding in the loop and prefetching the policy only:
+    the same history, so the same actions, each planned for its step."""
+    encoder = PixelEncoder()
+    loop = PrefetchingPolicy(one_camera_policy(), prefetch=1, executor=Immediate())
+    background = PrefetchingPolicy(one_camera_policy(), prefetch=1, executor=Immediate(), encoder=encoder)
+    background.policy.load_state_dict(loop.policy.state_dict())
+    for wrapper in (loop, background):
+        wrapper.reset(batch_size=2)
+    for t in range(15):
+        proprio = np.full((2, 8), 0.01 * t, np.float32)
+        a = loop.act({"feat_front": encoder(frame_at(t, 2)), "proprio": proprio})
+        b = background.act({"feat_front": background.relay(frame_at(t, 2)), "proprio": proprio})
+        torch.testing.assert_close(a, b)
+    assert background.stats == loop.stats and background.stats["dropped"] == 2 * (background.stats["chunks"] - 1)
+    for key, value in loop.policy._history.items():
+        torch.testing.assert_close(background.policy._history[key], value)
+
+
+def test_the_step_sends_before_its_frame_is_encoded_and_plans_stay_on_their_steps() -> None:
+    """Lockstep with the worker held: after the first step, act hands out its action without encoding (the frame
+    waits for the worker), the worker then encodes every step in order; an executed action is always the one its
+    chunk planned for that step (prefetch + 1 stale actions dropped)."""
+    encoder, manual = PixelEncoder(), Manual()
+    policy = step_coded(one_camera_policy())
+    wrapper = PrefetchingPolicy(policy, prefetch=2, executor=manual, encoder=encoder)
+    wrapper.reset(batch_size=1)
+    wrapper.act({"feat_front": wrapper.relay(frame_at(0)), "proprio": np.zeros((1, 8), np.float32)})
+    assert encoder.calls == 1 and policy._t == 1  # the first step encodes and plans before it acts
+    actions = [0.0]
+    for t in range(1, 14):
+        obs = {"feat_front": wrapper.relay(frame_at(t)), "proprio": np.full((1, 8), t, np.float32)}
+        if len(wrapper._queue) == 0:
+            manual.run_all()  # the plan is due: the worker has caught up by now
+        before = encoder.calls
+        actions.append(float(wrapper.act(obs)[0, 0]))
+        assert encoder.calls == before  # this step's frame is not encoded before its action is handed out
+        assert policy._t <= t  # ... nor pushed into the history
+    manual.run_all()
+    assert encoder.calls == 14 and policy._t == 14  # every frame encoded once, in step order
+    for t, a in enumerate(actions):
+        start, index = divmod(round(a), 100)
+        assert start + index == t, (t, a)
+    assert wrapper.stats["dropped"] == 3 * (wrapper.stats["chunks"] - 1)
+
+
+def test_an_encoder_error_in_the_background_surfaces_at_the_next_step() -> None:
+    class Broken(PixelEncoder):
+        def __call__(self, frames: np.ndarray) -> torch.Tensor:
+            self.calls += 1
+            if self.calls > 1:
+                raise ValueError("camera frame has the wrong size")
+            return super().__call__(frames)
+
+    manual = Manual()
+    wrapper = PrefetchingPolicy(one_camera_policy(), prefetch=1, executor=manual, encoder=Broken())
+    wrapper.reset(batch_size=1)
+    obs = {"feat_front": wrapper.relay(frame_at(0)), "proprio": np.zeros((1, 8), np.float32)}
+    wrapper.act(obs)
+    wrapper.act(obs)
+    manual.run_all()  # the second step's encoding fails in the worker
+    with pytest.raises(ValueError, match="wrong size"):
+        wrapper.act(obs)
