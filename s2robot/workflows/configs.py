@@ -28,6 +28,7 @@ ENTRY_POINTS: dict[str, type] = {
     "eval": EvalConfig,
     "pipeline": PipelineConfig,
     "paper": PipelineConfig,  # the paper's protocol, scripts/run_pipeline.py --config-name paper
+    "rehearse": PipelineConfig,  # make run on the arm in franky-sim: scripts/run_pipeline.py --config-name rehearse
     "compare_encoders": CompareConfig,
     "compare_in_domain": CompareConfig,  # the in-domain MAE encoders' Table 6, --config-name compare_in_domain
     "pretrain_mae": PretrainConfig,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_arm_pipeline_in_franky_sim(tmp_path: Path) -> None:
     """The unchanged workflows run on s2robot/FrankaReal-v0 (the store's schema against the simulated env's:
-    tests/workflows/test_record_real.py); results.json is complete, with the control loop's timing."""
+    tests/workflows/test_record_real.py); results.json is complete, with the control loop's timing; the encoder and
+    the policy run in the background, on the threads left beside franky-sim's physics."""
     args = ["env@train.env=franka_sim", "encoder@train.encoder=micro_s2_random", "policy@train.policy=tiny",
             "record.n_episodes=2", "record.workers=1", f"train.demos={tmp_path / 'demos.zarr'}",
             f"train.runs_dir={tmp_path / 'runs'}", "train.name=arm", "train.env.image_size=32", "train.steps=6",
             "train.batch_size=16", "train.warmup_steps=2", "train.val_fraction=0", "train.wandb.mode=disabled",
             "train.encoder.dtype=float32", "eval.positions=[[0.5,0.0],[0.55,0.1]]", "eval.repeats=1",
-            "eval.n_random_positions=0", "eval.max_steps=6", "eval.videos=1", "eval.n_envs=0",
+            "eval.n_random_positions=0", "eval.max_steps=6", "eval.videos=1", "eval.n_envs=0", "eval.prefetch=1",
+            "eval.executing.execute_steps=4",
             "eval.wandb.mode=disabled", "train.progress=false"]
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_pipeline.py"), *args], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
@@ -44,4 +47,6 @@ def test_arm_pipeline_in_franky_sim(tmp_path: Path) -> None:
     assert results["timing"]["steps"] == 12 and "missed_deadlines" in results["timing"]
     assert all(e["timing"]["steps"] == 6 for e in results["episodes_detail"])
     assert "control loop over 2 episodes" in run.stdout
+    assert results["prefetch"]["chunks"] >= 2 and "| obs→send, robot clock |" in run.stdout  # the timing table
+    assert re.search(r"torch threads \d+ of \d+ cores(: \S+ \S+ for franky-sim's physics)?\n", run.stdout)
     assert list((tmp_path / "runs" / "arm" / "eval" / "videos").glob("*.mp4"))

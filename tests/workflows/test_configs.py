@@ -196,3 +196,20 @@ def test_paper_setting_stays_the_papers() -> None:
     assert (cfg.record.n_episodes, cfg.record.noise_std, cfg.record.tail_steps, t.env.joint_noise) == (120, 0.0, 0, 0.0)
     assert (p.t_obs, p.t_act, p.execute_steps, p.action_space, p.prev_action_tokens) == (16, 16, 8, "delta", True)
     assert (t.encoder.variant, t.encoder.img_sizes, t.encoder.readout) == ("vitb-mae-egosoup", [224, 448], "cls")
+
+
+def test_rehearsal_is_make_runs_pipeline_on_the_arm_with_held_out_positions() -> None:
+    """`make rehearse` runs `--config-name rehearse`: demos recorded through franky in franky-sim, the paper's 16
+    positions × 3 plus ≥ 32 held-out ones, inference in the background."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("rehearse"))
+    env, e = cfg.train.env, cfg.eval
+    assert env.id == "s2robot/FrankaReal-v0" and env.options["host"] == "franky-sim"
+    assert cfg.train.demos != PipelineConfig().train.demos  # its own demos: never mixed with make run's
+    positions = e.position_set()[1]
+    assert (e.positions, positions["fixed"], e.repeats) == ("paper", 16, 3)
+    assert positions["n_random"] >= 32 and e.prefetch >= 1 and e.threads == "auto"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "rehearse: setup\n\t$(PY) scripts/run_pipeline.py --config-name rehearse $(ARGS)" in makefile
