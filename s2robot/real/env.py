@@ -17,6 +17,7 @@ keeps its state. The reset move to the start pose passes ``SafetyFilter.check_mo
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -173,6 +174,8 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self.filter.check_move(self.arm.joint_positions(), q0, "the reset move")
             self.arm.move_to(q0, asynchronous=False, speed=self.safety_cfg.home_speed)
             self.judge.place(cube_xy, options.get("label"))
+            if self.scene is not None:  # the rehearsal's camera delivers frames late: the first must show the cube
+                self._wait_until(self.scene.placed_cube_in_view_at(), clock=lambda: self.scene.sim_time)
         except BaseException:
             self.arm.stop()
             raise
@@ -271,12 +274,13 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                            "something blocks or pushes it, or it is not following; the arm is stopped. Clear its way "
                            "and check it, then reset")
 
-    def _wait_until(self, deadline: float) -> None:
-        """Sleep until the robot clock reaches ``deadline`` [s]; ArmError (the step then stops the arm) if the clock
-        stops (a dead connection, or a rehearsal whose physics stopped)."""
+    def _wait_until(self, deadline: float, clock: Callable[[], float] | None = None) -> None:
+        """Sleep until the robot clock (or ``clock``, the rehearsal's scene time) reaches ``deadline`` [s]; ArmError
+        (the step then stops the arm) if the clock stops (a dead connection, or a rehearsal whose physics stopped)."""
+        clock = clock or self.arm.time
         patience = 10 * CONTROL_DT + 5.0  # [s] of wall time
         give_up = time.perf_counter() + patience
-        while (left := deadline - self.arm.time()) > 0:
+        while (left := deadline - clock()) > 0:
             if time.perf_counter() > give_up:
                 raise ArmError(f"the robot clock at {self.arm.host} stopped advancing ({patience:.0f} s of wall time "
                                "without reaching the step's deadline): is the connection, or franky-sim, alive?")

@@ -81,6 +81,7 @@ class SimulatedFranka:
         on = camera_timing is not None and camera_timing.on
         self.frames = FrameQueue(camera_timing, camera_seed) if on else None  # captured by the physics thread
         self._shots = 0  # frames handed out by an instantaneous camera (timing off)
+        self._placed_at = 0.0  # scene time of the last cube placement [s]
         self.host = ""
         self._lock = threading.Lock()
         self._running = False
@@ -165,6 +166,16 @@ class SimulatedFranka:
             d.qpos[a + 3:a + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
             d.qvel[self._cube_dof:self._cube_dof + 6] = 0.0
             mujoco.mj_forward(self._sim.model, d)
+            self._placed_at = self.sim_time
+
+    def placed_cube_in_view_at(self) -> float:
+        """The scene time [s] from which a camera read shows the cube where it was last placed: with camera timing,
+        when a frame captured after the placement has surely arrived (the next frame tick, plus the longest delay);
+        without, the placement itself."""
+        if self.frames is None:
+            return self._placed_at
+        t = self.frames.timing
+        return self._placed_at + t.period + (t.latency_ms + t.jitter_ms) * 1e-3
 
     def cube_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """The cube centre (3,) [m] and orientation (4,) (w, x, y, z), in the robot base frame (= world)."""

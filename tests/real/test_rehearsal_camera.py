@@ -98,3 +98,19 @@ def test_the_arm_env_records_its_frames_ages_within_the_camera_timing() -> None:
     assert 35 <= timing["frame_age_p50_ms"] <= timing["frame_age_p99_ms"] <= 50 + 15 + 1e3 / 30 + 1
     off = episode_frame_ages(camera_latency_ms=0, camera_jitter_ms=0)
     assert off["frame_age_p50_ms"] == off["frame_age_p99_ms"] == 0
+
+
+def test_the_first_frame_of_an_episode_shows_the_cube_where_it_was_placed() -> None:
+    """With a RealSense's delays, reset waits for a frame captured after it placed the cube: the first observation of
+    the next episode shows the new cube, not the one of the episode before (demos and evaluations would otherwise
+    start from a frame of the wrong cube)."""
+    env = FrankaEnv(host="franky-sim", cameras=["front"], image_size=64, max_steps=10)
+    try:
+        env.reset(seed=3, options={"cube_xy": OLD_XY})
+        before = cube_centre(env.scene.render("front", 64, 64))
+        obs, _ = env.reset(seed=4, options={"cube_xy": NEW_XY})
+        placed = cube_centre(env.scene.render("front", 64, 64))
+        assert np.linalg.norm(placed - before) > 5  # [px]: the move is visible
+        np.testing.assert_allclose(cube_centre(obs["front"]), placed, atol=1.0)
+    finally:
+        env.close()
