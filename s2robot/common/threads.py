@@ -4,9 +4,8 @@ torch's default is one thread per core. Beside a robot's side on the same cores 
 thread, or franky's 1 kHz control thread on a real arm) that starves the robot: on the 2-core EPYC, torch's 2 threads
 beside franky-sim's physics stretched one evaluation episode of ≤ 10 s robot time to ~390 s of wall time. ``auto``
 therefore keeps at least one core for the robot when one runs beside; otherwise torch keeps its own count (a thread
-per core, or ``OMP_NUM_THREADS``). Worker processes (env
-and recording workers) run 1 thread each: they never run torch's heavy ops, and they share the cores with their
-siblings and their parent (``worker_threads``).
+per core, or ``OMP_NUM_THREADS``). Worker processes (env and recording workers) run 1 thread each: they never run
+torch's heavy ops, and they share the cores with their siblings and their parent (``worker_threads``).
 """
 
 from __future__ import annotations

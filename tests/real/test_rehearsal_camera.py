@@ -75,7 +75,7 @@ def test_latency_zero_shows_the_scene_at_the_read(scene: SimulatedFranka) -> Non
     shot, now = scene.frame("front", 64, 64), scene.render("front", 64, 64)
     assert shot.captured == shot.now and scene.frames is None
     np.testing.assert_allclose(cube_centre(shot.rgb), cube_centre(now), atol=0.5)
-    assert scene.frame("front", 64, 64).index != shot.index  # every read is a new frame, as before
+    assert scene.frame("front", 64, 64).index != shot.index  # an instantaneous camera renders a new frame per read
 
 
 def episode_frame_ages(**camera: float) -> dict:
