@@ -39,6 +39,7 @@ class PrefetchingPolicy:
     many queued actions are left (≥ 1, and prefetch + 1 + execute_steps ≤ t_act); executor: where predictions run
     (a one-thread pool by default; tests pass one they control); encoder: frames (N, H, W, 3) uint8 → features
     (N, F), run in the background on the frames ``relay`` passes through (None: ``act`` gets features).
+    ``close`` (or leaving a ``with`` block) ends the worker thread once its running step is done.
     """
 
     def __init__(self, policy: Any, prefetch: int = 2, executor: Executor | None = None, encoder: Any = None
@@ -51,6 +52,7 @@ class PrefetchingPolicy:
                              f"actions of the t_act={c.t_act} chunk after the prefetch + 1 stale ones, got {prefetch}")
         self.policy, self.prefetch, self.encoder = policy, prefetch, encoder
         self.relay = FrameRelay(encoder.describe()) if encoder is not None else None
+        self._owns_executor = executor is None
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-prefetch")
         self.stats = {"chunks": 0, "waits": 0, "dropped": 0}  # over every episode run
         self._jobs: list[Future] = []  # background steps (encoder mode), oldest first
@@ -173,6 +175,23 @@ class PrefetchingPolicy:
         next step)."""
         while self._jobs and self._jobs[0].done():
             self._jobs.pop(0).result()
+
+    def close(self) -> None:
+        """Wait for the background step or prediction still running, then end the worker thread (the default pool's;
+        an executor passed in is its owner's to end). ``reset`` and ``act`` must not be called after."""
+        self._drain()
+        if self._pending is not None:
+            future, self._pending = self._pending[1], None
+            if not future.cancel():
+                future.exception()  # wait for it to end; its result or error no longer matters
+        if self._owns_executor:
+            self.executor.shutdown(wait=True)
+
+    def __enter__(self) -> PrefetchingPolicy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _drain(self) -> None:
         """Cancel the background steps not started and wait for the running one; their errors no longer matter."""

@@ -281,8 +281,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                              cfg.variation, waves=waves, on_wave=on_wave)
 
         key = eval_key(cfg.checkpoint, _result_settings(cfg))
-        merged = run_shared(out, key, dist, episodes, n_envs, run_waves,
-                            lambda frames, results: write_episode_videos(frames, results, out / "videos"))
+        try:
+            merged = run_shared(out, key, dist, episodes, n_envs, run_waves,
+                                lambda frames, results: write_episode_videos(frames, results, out / "videos"))
+        finally:  # a background worker ends with the rollouts, a server's client disconnects (stats stay readable)
+            getattr(runner, "close", lambda: None)()
 
         def report() -> dict[str, Any]:
             results, videos, ran = merged

@@ -112,7 +112,7 @@ class PolicyServer:
                 "client evaluates")
         self.policy.cfg = PolicyExecution(**header["execution"]).apply(self.trained)
         if isinstance(self.runner, PrefetchingPolicy):
-            self.runner.executor.shutdown(wait=False)
+            self.runner.close()  # the previous client's background step ends before the new session starts
         prefetch = int(header.get("prefetch", 0))
         self.runner = PrefetchingPolicy(self.policy, prefetch) if prefetch else self.policy
         self.session, self.next_step = header["session"], None
@@ -162,6 +162,9 @@ class PolicyServer:
                 if sock.poll(POLL_MS, zmq.POLLIN):
                     sock.send_multipart(self.handle(sock.recv_multipart()))
         finally:
+            if isinstance(self.runner, PrefetchingPolicy):
+                self.runner.close()  # no background step outlives the server
+                self.runner = self.policy
             sock.close(0)
             context.term()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,8 +65,10 @@ def test_slow_inference_waits_and_still_executes_the_planned_action() -> None:
     """A chunk later than the queue: the step waits for it (counted) and drops what passed meanwhile."""
     data, _ = episode_data()
     policy = step_coded(make_policy(tiny(t_act=8, execute_steps=4), data).eval(), delay=0.05)
-    wrapper = PrefetchingPolicy(policy, prefetch=1, executor=ThreadPoolExecutor(1))
-    actions = run(wrapper, 12)
+    with ThreadPoolExecutor(1) as pool:
+        actions = run(wrapper := PrefetchingPolicy(policy, prefetch=1, executor=pool), 12)
+        wrapper.close()  # waits for the pending prediction; the pool is the test's to end
+        assert not pool._shutdown
     assert all(sum(divmod(round(a), 100)) == t for t, a in enumerate(actions))
     assert wrapper.stats["waits"] >= 1
 
@@ -74,13 +77,34 @@ def test_real_predictions_in_a_thread_match_shapes_and_history() -> None:
     """With the real transformer in a worker thread: (B, A) actions, the wrapped policy's history advances."""
     data, _ = episode_data()
     policy = make_policy(tiny(t_act=8, execute_steps=4), data).eval()
-    wrapper = PrefetchingPolicy(policy, prefetch=2)
-    wrapper.reset(batch_size=2)
     obs = {**{k: np.zeros((2, d), np.float32) for k, d in DIMS.items()}, "proprio": np.zeros((2, 8), np.float32)}
-    for _ in range(10):
-        action = wrapper.act(obs)
-        assert action.shape == (2, 8) and torch.isfinite(action).all()
-    assert policy._t == 10 and wrapper.stats["chunks"] >= 2
+    with PrefetchingPolicy(policy, prefetch=2) as wrapper:
+        wrapper.reset(batch_size=2)
+        for _ in range(10):
+            action = wrapper.act(obs)
+            assert action.shape == (2, 8) and torch.isfinite(action).all()
+        assert policy._t == 10 and wrapper.stats["chunks"] >= 2
+        assert wrapper._pending is not None  # a prediction was started in the worker after the last step
+
+
+def test_close_waits_for_the_running_prediction_and_ends_the_worker_thread() -> None:
+    """Nothing runs on in the background after close: the pending prediction is waited for, the thread is gone."""
+    data, _ = episode_data()
+    policy, release = step_coded(make_policy(tiny(t_act=8, execute_steps=4), data).eval()), threading.Event()
+    predict = policy.predict_chunk
+    policy.predict_chunk = lambda window: release.wait() and predict(window)  # the worker's plans wait for release
+    wrapper = PrefetchingPolicy(policy, prefetch=1)
+    wrapper.reset(batch_size=1)
+    release.set()
+    wrapper.act(obs_at(0))  # the first step plans in this thread ...
+    release.clear()
+    for t in range(1, 4):
+        wrapper.act(obs_at(t))  # ... and the third started the next plan in the worker, held there
+    (_, future), workers = wrapper._pending, [t for t in threading.enumerate() if t.name.startswith("policy-prefetch")]
+    assert len(workers) == 1 and not future.done()
+    threading.Timer(0.1, release.set).start()
+    wrapper.close()  # returns only once the held plan has run
+    assert future.done() and future.result().shape == (1, 8, 8) and not workers[0].is_alive()
 
 
 def test_refuses_ensembling_and_a_prefetch_that_leaves_no_chunk() -> None:
