@@ -5,7 +5,7 @@ towards the phase's target while holding the hand vertical, and emitting the sam
 would (7 joint deltas [rad] + gripper command). If a lift loses the cube, it opens and starts again.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -47,6 +47,15 @@ class ExpertConfig:
     damping: float = 0.05  # DLS damping λ [m] / [rad]
     nullspace_gain: float = 0.1  # pull towards the home posture in the Jacobian null space [1/step]
     delta_margin: float = 0.9  # fraction of MAX_JOINT_DELTA the clean label may use
+
+
+def paced(config: ExpertConfig, pace: float) -> ExpertConfig:
+    """``config`` with its approach, descent, lift and rotation speeds × ``pace`` (> 0): below 1 a pick takes more
+    control steps along the same path (the hold while the gripper closes is kept)."""
+    if not (pace > 0 and np.isfinite(pace)):
+        raise ValueError(f"the expert's pace must be a finite number > 0 (its speeds' factor), got {pace}")
+    return replace(config, approach_speed=config.approach_speed * pace, descend_speed=config.descend_speed * pace,
+                   lift_speed=config.lift_speed * pace, rotation_speed=config.rotation_speed * pace)
 
 
 class ExpertStep(NamedTuple):

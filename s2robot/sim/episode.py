@@ -26,24 +26,29 @@ class Policy(Protocol):
 PolicyFactory = Callable[[Any, int], Policy]  # (env, episode seed) -> policy
 
 
-def expert_policy(noise_std: float) -> PolicyFactory:
-    """The scripted expert, with seeded noise injection (a picklable factory)."""
-    return _ExpertFactory(noise_std)
+def expert_policy(noise_std: float, pace: float = 1.0) -> PolicyFactory:
+    """The scripted expert, with seeded noise injection and its speeds × ``pace`` (``envs.expert.paced``; the
+    simulated env's expert only), as a picklable factory."""
+    return _ExpertFactory(noise_std, pace)
 
 
 @dataclass(frozen=True)
 class _ExpertFactory:
     noise_std: float
+    pace: float = 1.0
     name: ClassVar[str] = "scripted expert"
 
     def __call__(self, env: Any, seed: int) -> Policy:
-        from envs.expert import ScriptedExpert
+        from envs.expert import ExpertConfig, ScriptedExpert, paced
 
         rng = np.random.default_rng(seed) if self.noise_std > 0 else None
         make_expert = getattr(env.unwrapped, "make_expert", None)  # an env with its own expert (the Franka arm's)
         if make_expert is not None:
+            if self.pace != 1.0:
+                raise ValueError(f"expert_pace={self.pace} paces the simulated env's expert; on the arm franky's "
+                                 "motions set a pick's pace: leave expert_pace=1")
             return make_expert(self.noise_std, rng).act
-        return ScriptedExpert(env, noise_std=self.noise_std, rng=rng).act
+        return ScriptedExpert(env, noise_std=self.noise_std, rng=rng, config=paced(ExpertConfig(), self.pace)).act
 
 
 # (obs, info, label action, executed action) -> that step's arrays

@@ -31,10 +31,10 @@ from s2robot.sim.pool import seed_ordered
 CONTROLLERS = ("expert", "keyboard", "spacemouse", "scripted_operator")
 
 
-def controller_factory(name: str, noise_std: float) -> PolicyFactory:
+def controller_factory(name: str, noise_std: float, expert_pace: float = 1.0) -> PolicyFactory:
     """The ``PolicyFactory`` of a ``RecordConfig.controller``."""
     if name == "expert":
-        return expert_policy(noise_std)
+        return expert_policy(noise_std, expert_pace)
     if name == "scripted_operator":
         from s2robot.real.operator import scripted_operator_policy
 
@@ -64,6 +64,8 @@ class RecordConfig:
         or ``spacemouse`` (Cartesian teleoperation of the arm, ``s2robot.real.teleop``: one process, an operator),
         or ``scripted_operator`` (rehearsal only: a script presses the keyboard's keys through the same teleop,
         ``s2robot.real.operator``)
+    expert_pace: the simulated env's scripted expert moves at this × its speeds (below 1: more control steps a pick
+        along the same path; 0.6 takes about as many as an FR3 pick through franky); 1 on the arm
     variation: scene variation drawn per episode (``envs.variation``): ``none`` (the scene as built, the paper's),
         ``standard`` (the randomisation preset for robust policies), or factors at levels such as
         ``light_intensity:high``; each episode's drawn parameters go in its info
@@ -82,9 +84,15 @@ class RecordConfig:
     max_attempts: int | None = None
     controller: str = "expert"
     variation: str = "none"
+    expert_pace: float = 1.0
 
     def __post_init__(self) -> None:
         check_variation(self.variation, self.env.id)
+        if self.expert_pace != 1.0 and (self.controller != "expert" or self.env.id == ARM_ENV_ID):
+            raise ValueError(f"expert_pace={self.expert_pace} paces the simulated env's scripted expert "
+                             f"(controller=expert), not {self.controller} on {self.env.id}: leave expert_pace=1")
+        if not (0 < self.expert_pace <= 2 and math.isfinite(self.expert_pace)):
+            raise ValueError(f"expert_pace must be in (0, 2] (a factor on the expert's speeds), got {self.expert_pace}")
         if self.controller not in CONTROLLERS:
             raise ValueError(f"controller must be one of {CONTROLLERS}, got {self.controller!r}")
         if self.controller != "expert" and self.env.id != ARM_ENV_ID:
@@ -118,7 +126,8 @@ def _open_store(cfg: RecordConfig, policy: str = "scripted expert") -> tuple[Epi
     attrs = {"env": asdict(cfg.env), "cameras": list(cfg.env.cameras), "image_size": cfg.env.image_size,
              "control_hz": 10, "recorder": {"policy": policy, "noise_std": cfg.noise_std,
                                             "tail_steps": cfg.tail_steps, "keep_failures": cfg.keep_failures,
-                                            "first_seed": cfg.seed, "variation": cfg.variation},
+                                            "first_seed": cfg.seed, "variation": cfg.variation,
+                                            "expert_pace": cfg.expert_pace},
              "attempts": []}
     path = Path(cfg.out)
     if not path.exists() or cfg.overwrite:
@@ -150,13 +159,14 @@ def _changed_settings(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) ->
                 if recorded.get(k) != wanted[k]]
     old = {**_RECORDER_BEFORE, **recorded.get("recorder", {})}
     new = wanted["recorder"]
-    keys = ("policy", "noise_std", "tail_steps", "keep_failures", "first_seed", "variation")
+    keys = ("policy", "noise_std", "tail_steps", "keep_failures", "first_seed", "variation", "expert_pace")
     changed += [f"recorder.{k} ({old.get(k)} → {new[k]})" for k in keys if k in old and old[k] != new[k]]
     return changed
 
 
-# What a store recorded before a recorder setting existed was made with: no post-success tail, one scene.
-_RECORDER_BEFORE = {"tail_steps": 0, "variation": "none"}
+# What a store recorded before a recorder setting existed was made with: no post-success tail, one scene, the
+# expert at its own pace.
+_RECORDER_BEFORE = {"tail_steps": 0, "variation": "none", "expert_pace": 1.0}
 
 
 def record_demos(cfg: RecordConfig, factory: PolicyFactory | None = None, progress: bool = True) -> Path:
@@ -167,7 +177,7 @@ def record_demos(cfg: RecordConfig, factory: PolicyFactory | None = None, progre
 
 
 def _record(cfg: RecordConfig, factory: PolicyFactory | None, progress: bool) -> Path:
-    factory = factory or controller_factory(cfg.controller, cfg.noise_std)
+    factory = factory or controller_factory(cfg.controller, cfg.noise_std, cfg.expert_pace)
     policy = getattr(factory, "name", type(factory).__name__)  # what the store's attrs say recorded it
     store, next_seed = _open_store(cfg, policy)
     attempts = list(store.attrs.get("attempts", []))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from envs import EVAL_POSITIONS, MAX_JOINT_DELTA, CubePickEnv, Phase, ScriptedExpert
-from envs.expert import grasp_yaw, hand_rotation, limit_norm, rotation_error
+from envs.expert import ExpertConfig, grasp_yaw, hand_rotation, limit_norm, paced, rotation_error
 
 
 def _episode(env: CubePickEnv, expert: ScriptedExpert, cube_xy=None, seed: int = 0) -> dict:
@@ -108,3 +108,14 @@ def test_expert_success_rate_over_random_positions_and_all_eval_positions(env) -
     random_ok = [_episode(env, expert, seed=s)["success"] for s in range(100)]
     assert np.mean(random_ok) >= 0.98
     assert all(_episode(env, expert, xy)["success"] for xy in EVAL_POSITIONS)
+
+
+def test_paced_scales_the_speeds_only() -> None:
+    base = ExpertConfig()
+    slow = paced(base, 0.5)
+    speeds = ("approach_speed", "descend_speed", "lift_speed", "rotation_speed")
+    assert all(math.isclose(getattr(slow, k), 0.5 * getattr(base, k)) for k in speeds)
+    assert slow.close_steps == base.close_steps and slow.lift_height == base.lift_height and paced(base, 1.0) == base
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="pace must be a finite number > 0"):
+            paced(base, bad)

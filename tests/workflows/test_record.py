@@ -131,7 +131,10 @@ def test_overwrite_replaces_only_a_demo_store(tmp_path: Path) -> None:
                                        ({"workers": -2}, "workers"), ({"noise_std": -0.1}, "noise_std"),
                                        ({"noise_std": float("nan")}, "noise_std"),
                                        ({"max_attempts": 1, "n_episodes": 2}, "max_attempts"),
-                                       ({"resume": True, "overwrite": True}, "contradict")])
+                                       ({"resume": True, "overwrite": True}, "contradict"),
+                                       ({"expert_pace": 0.0}, "expert_pace must be in"),
+                                       ({"expert_pace": float("nan")}, "expert_pace must be in"),
+                                       ({"expert_pace": 0.6, "controller": "keyboard"}, "paces the simulated env")])
 def test_config_refuses_bad_values(tmp_path: Path, bad: dict, match: str) -> None:
     """Bad values are refused when the config is made, naming the value, not accepted silently."""
     with pytest.raises(ValueError, match=match):
@@ -189,6 +192,20 @@ def test_post_success_tail_keeps_lifting_and_holding(tmp_path: Path) -> None:
         record_demos(cfg(tmp_path, out=str(tmp_path / "t.zarr"), n_episodes=2, resume=True), progress=False)
 
 
+def test_a_slower_expert_picks_in_more_steps_and_its_pace_is_kept(tmp_path: Path) -> None:
+    """expert_pace=0.6: the same seed still lifts the cube, in more control steps; the store says at which pace, and
+    resuming it at another pace is refused."""
+    env = EnvConfig(image_size=32, max_steps=90)
+    plain = EpisodeStore.open(record_demos(cfg(tmp_path, n_episodes=1, tail_steps=0, env=env), progress=False))
+    slow_cfg = cfg(tmp_path, out=str(tmp_path / "s.zarr"), n_episodes=1, tail_steps=0, env=env, expert_pace=0.6)
+    slow = EpisodeStore.open(record_demos(slow_cfg, progress=False))
+    assert slow.episode_info(0)["success"] and slow.episode_lengths[0] >= 1.3 * plain.episode_lengths[0]
+    assert slow.attrs["recorder"]["expert_pace"] == 0.6 and plain.attrs["recorder"]["expert_pace"] == 1.0
+    with pytest.raises(ValueError, match=r"recorder.expert_pace \(0.6 → 1.0\)"):
+        record_demos(cfg(tmp_path, out=str(tmp_path / "s.zarr"), n_episodes=2, tail_steps=0, env=env, resume=True),
+                     progress=False)
+
+
 def test_old_stores_and_absolute_recording_are_refused_clearly(tmp_path: Path) -> None:
     """A store recorded before targets were stored cannot take new episodes; an env in absolute mode cannot be
     driven by the (delta) scripted expert; an old store's missing tail_steps means no tail."""
@@ -206,8 +223,8 @@ def test_old_stores_and_absolute_recording_are_refused_clearly(tmp_path: Path) -
     wanted = {"env": vars(EnvConfig(image_size=32, max_steps=40)),
               "cameras": ["front"], "image_size": 32,
               "recorder": {"policy": "scripted expert", "noise_std": 0.0, "tail_steps": 10, "keep_failures": False,
-                           "first_seed": 0, "variation": "none"}}
-    assert _changed_settings(recorded, wanted) == ["recorder.tail_steps (0 → 10)"]
+                           "first_seed": 0, "variation": "none", "expert_pace": 1.0}}
+    assert _changed_settings(recorded, wanted) == ["recorder.tail_steps (0 → 10)"]  # no pace: the expert's own
 
 
 def test_a_varied_recording_keeps_each_episodes_scene(tmp_path: Path) -> None:
