@@ -65,7 +65,7 @@ class RecordConfig:
         or ``scripted_operator`` (rehearsal only: a script presses the keyboard's keys through the same teleop,
         ``s2robot.real.operator``)
     expert_pace: the simulated env's scripted expert moves at this × its speeds (below 1: more control steps a pick
-        along the same path; 0.6 takes about as many as an FR3 pick through franky); 1 on the arm
+        along the same path; 0.6: ~40 to the lift instead of ~28, an FR3 pick through franky ~53); 1 on the arm
     variation: scene variation drawn per episode (``envs.variation``): ``none`` (the scene as built, the paper's),
         ``standard`` (the randomisation preset for robust policies), or factors at levels such as
         ``light_intensity:high``; each episode's drawn parameters go in its info
