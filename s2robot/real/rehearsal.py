@@ -33,7 +33,7 @@ SCENE_CAMERAS = {
 }
 LOCKSTEP_WAIT_S = 0.05  # longest a tick waits for the client's command before stepping on without it [s]
 SHADOW_SIZE = 1024  # franky-sim's own 4096 shadow map makes one render ~4× dearer (measured on 2 cores)
-# No multisampling: franky-sim's 8× costs a 224² frame 56 ms instead of 40 on these CPUs (software GL) and changes
+# No multisampling: franky-sim's 8× costs a 224² frame 47 ms instead of 38 on these CPUs (software GL) and changes
 # its pixels by 0.33/255 on average (object edges only); every rendered frame runs while the robot clock stands still
 OFF_SAMPLES = 0
 
