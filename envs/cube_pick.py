@@ -6,6 +6,7 @@ the scripted expert and for evaluation goes in ``info``.
 """
 
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +40,7 @@ ARM_ACTUATORS = tuple(f"actuator{i}" for i in range(1, 8))
 FINGER_JOINTS = ("finger_joint1", "finger_joint2")
 CAMERAS = ("front", "wrist", "video")
 SCENE_STREAM = 0x7363656E  # tags the per-episode scene-variation stream, apart from the cube and arm-noise draws
+MAX_ACTION_DELAY = 5  # longest actuation delay the env takes [control steps] (0.5 s: beyond any arm's controller)
 
 
 class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -55,6 +57,10 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         ``target = clip(target + delta, joint limits)``, so tracking lag never accumulates as drift.
         The servos low-pass the target (30 ms time constant, in the MJCF), turning each 10 Hz step into
         a smooth ramp that the joints follow to within ~5% by the end of the step.
+        ``action_delay`` k > 0 holds each command (arm target and gripper) back k control steps before the servos
+        get it, as a controller that follows its targets late does (a Franka through franky: ~1 step); the first
+        k steps of an episode keep the reset pose. ``arm_target`` (and ``info["arm_target"]``) stays the newest
+        command, so deltas and the per-step bound refer to what was commanded, not to what the servos got yet.
     Observation, dict:
         ``proprio`` (8,) float32: 7 measured joint positions [rad] + gripper opening, the distance
         between the finger pads [m] (0 closed, 0.08 open);
@@ -88,6 +94,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         joint_noise: float = 0.0,
         render_size: tuple[int, int] = (480, 640),
         action_mode: str = "delta",
+        action_delay: int = 0,
     ) -> None:
         """Build the env.
 
@@ -100,12 +107,16 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         joint_noise: half-width of the uniform noise added to the home joint positions at reset [rad].
         render_size: (height, width) of render() frames [px].
         action_mode: ``"delta"`` (joint-position deltas) or ``"absolute"`` (joint-position targets).
+        action_delay: control steps a command waits before the servos get it (0 to MAX_ACTION_DELAY; 0: at once).
         """
         if isinstance(cameras, str):  # cameras="front" means one camera, not five one-letter names
             cameras = (cameras,)
         self.model = mujoco.MjModel.from_xml_path(str(SCENE_XML))
         self.data = mujoco.MjData(self.model)
         self._check_args(cameras, image_size, render_size, max_steps, joint_noise, action_mode, render_mode)
+        if not (isinstance(action_delay, int | np.integer) and 0 <= action_delay <= MAX_ACTION_DELAY):
+            raise ValueError(f"action_delay must be an int in [0, {MAX_ACTION_DELAY}] [control steps], got "
+                             f"{action_delay!r}")
 
         self.cameras = tuple(cameras)
         self.image_size = int(image_size)
@@ -114,6 +125,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.terminate_on_success = terminate_on_success
         self.joint_noise = float(joint_noise)
         self.action_mode = action_mode
+        self.action_delay = int(action_delay)
         self.render_size = (int(render_size[0]), int(render_size[1]))
 
         self._cache_indices()
@@ -248,6 +260,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         d.ctrl[self._arm_act] = q0
         d.act[self._arm_act_state] = q0
         d.ctrl[self._gripper_act] = FINGER_OPEN
+        self._pending = deque([(q0.copy(), FINGER_OPEN)] * self.action_delay)
         mujoco.mj_forward(m, d)
         self._steps = 0
         self._clipped = 0
@@ -271,9 +284,11 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         a = clipped
         self._arm_target = np.clip(target, self.joint_limits[:, 0], self.joint_limits[:, 1])
         self._gripper_cmd = a[7]
+        self._pending.append((self._arm_target.copy(), FINGER_OPEN * (1.0 - a[7])))
+        arm_ctrl, finger_ctrl = self._pending.popleft()  # this step's own command when action_delay is 0
         d = self.data
-        d.ctrl[self._arm_act] = self._arm_target
-        d.ctrl[self._gripper_act] = FINGER_OPEN * (1.0 - a[7])
+        d.ctrl[self._arm_act] = arm_ctrl
+        d.ctrl[self._gripper_act] = finger_ctrl
         mujoco.mj_step(self.model, d, nstep=self.n_substeps)
         self._steps += 1
 

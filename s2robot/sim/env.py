@@ -32,7 +32,9 @@ class EnvConfig:
     action_mode: ``delta`` (joint-position deltas) or ``absolute`` (joint-position targets); demos record both,
         and evaluation sets the one its policy was trained on
     options: further keyword arguments of that env's constructor (``s2robot/FrankaReal-v0``: host, camera_sources,
-        safety, home_q, ...; see ``s2robot.real.options.ArmOptions``, checked here); empty for the simulated env
+        safety, home_q, ...; see ``s2robot.real.options.ArmOptions``, checked here; the simulated env:
+        ``action_delay``, control steps its servos get each command late, as a Franka through franky does; none by
+        default)
     """
 
     id: str = CUBE_PICK_ENV_ID

@@ -263,3 +263,43 @@ def test_envs_never_imports_torch() -> None:
     """Importing envs (env + expert) in a fresh interpreter loads mujoco but not torch."""
     code = "import sys, envs; assert 'mujoco' in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_action_delay_hands_the_servos_each_command_one_step_late() -> None:
+    """action_delay=1: the joints follow the commands one control step late, exactly as without delay behind one
+    held step; the commanded target (``arm_target``) is the newest command, and the gripper waits too."""
+    rng = np.random.default_rng(0)
+    actions = [np.r_[rng.uniform(-0.05, 0.05, 7), float(t >= 4)].astype(np.float32) for t in range(8)]
+    late, now = CubePickEnv(cameras=(), action_delay=1), CubePickEnv(cameras=())
+    obs_late, _ = late.reset(seed=5)
+    obs_now, _ = now.reset(seed=5)
+    np.testing.assert_array_equal(obs_late["proprio"], obs_now["proprio"])
+    obs_now, *_ = now.step(_zero_action())  # the step the servos of the delayed env still hold the reset pose
+    for t, action in enumerate(actions):
+        obs_late, *_ = late.step(action)
+        np.testing.assert_array_equal(obs_late["proprio"], obs_now["proprio"])
+        np.testing.assert_allclose(late.arm_target, now.home_qpos + np.sum(actions[:t + 1], axis=0)[:7], atol=1e-6)
+        if t + 1 < len(actions):
+            obs_now, *_ = now.step(action)
+    gripper = late.model.actuator("gripper").id
+    assert late.data.ctrl[gripper] == pytest.approx(0.0)  # closed since step 4, applied from step 5
+    late.reset(seed=5)  # a new episode starts with nothing pending
+    assert late.data.ctrl[gripper] == pytest.approx(0.04)
+    for bad in (-1, 6, 1.5):
+        with pytest.raises(ValueError, match=r"action_delay must be an int in \[0, 5\]"):
+            CubePickEnv(cameras=(), action_delay=bad)
+
+
+def test_the_expert_still_picks_with_a_one_step_action_delay() -> None:
+    """The scripted expert closes its loop on the fingertip, so it lifts the cube when the arm follows one step late
+    (as a Franka through franky does), in more steps."""
+    env = CubePickEnv(cameras=(), action_delay=1)
+    expert = ScriptedExpert(env)
+    for xy in EVAL_POSITIONS[:3]:
+        obs, info = env.reset(seed=0, options={"cube_xy": xy})
+        expert.reset()
+        for _ in range(env.max_steps):
+            obs, _, terminated, truncated, info = env.step(expert(obs, info))
+            if terminated or truncated:
+                break
+        assert info["is_success"], f"no lift at {xy}"
