@@ -32,6 +32,7 @@ from s2robot.real.camera_timing import REALSENSE_FPS, REALSENSE_JITTER_MS, REALS
 from s2robot.real.judge import Judge, OperatorJudge, SceneJudge
 from s2robot.real.kinematics import fingertip_pose
 from s2robot.real.options import ArmOptions
+from s2robot.real.rehearsal import LOOKS
 from s2robot.real.safety import SafetyConfig, SafetyFilter, check_action, check_start, sample_start
 
 SIM_HOST = "franky-sim"  # = s2robot.sim.env.REHEARSAL_HOST (tested)
@@ -70,13 +71,13 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                  render_size: tuple[int, int] = (480, 640), connect_timeout: float = 3.0,
                  stall_timeout_s: float = 1.0, camera_fps: float = REALSENSE_FPS,
                  camera_latency_ms: float = REALSENSE_LATENCY_MS,
-                 camera_jitter_ms: float = REALSENSE_JITTER_MS) -> None:
+                 camera_jitter_ms: float = REALSENSE_JITTER_MS, rehearsal_look: str = LOOKS[0]) -> None:
         """host: the robot's address, or "franky-sim" for the in-process rehearsal. camera_sources: camera name →
         source (``opencv:0``, ``realsense:<serial>``, ``mujoco:<camera>``; the rehearsal defaults to its own scene
         cameras). safety: ``SafetyConfig`` fields. home_q: start pose (7,) [rad] (the simulated env's by default).
         camera_fps, camera_latency_ms, camera_jitter_ms: the rehearsal's cameras' frame timing (``CameraTiming``: a
         RealSense's by default; latency and jitter 0: frames of the scene as it is at the read); a real arm's cameras
-        have their own."""
+        have their own. rehearsal_look: the rehearsal scene's look (``real.rehearsal.LOOKS``)."""
         if isinstance(cameras, str):
             cameras = (cameras,)
         if action_mode not in ACTION_MODES:
@@ -91,6 +92,7 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         check_start(self.home_qpos, joint_noise, self.safety_cfg)  # before connecting
         self.filter = SafetyFilter(self.safety_cfg)
         self.camera_timing = CameraTiming(camera_fps, camera_latency_ms, camera_jitter_ms)
+        self.rehearsal_look = rehearsal_look
         limits = self.filter.limits
         self.host, self.scene, self.arm, self._cameras, self._frames = host, None, None, {}, {}
         try:
@@ -122,7 +124,8 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if host == SIM_HOST:
             from s2robot.real.rehearsal import SimulatedFranka
 
-            self.scene = SimulatedFranka(self.cameras, self.home_qpos, self.camera_timing).start()
+            self.scene = SimulatedFranka(self.cameras, self.home_qpos, self.camera_timing,
+                                         look=self.rehearsal_look).start()
             render, host = self.scene.frame, self.scene.host  # frames as a real camera delivers them
             sources = {cam: sources.get(cam, f"mujoco:{cam}") for cam in self.cameras}
             self.judge: Judge = SceneJudge(self.scene)

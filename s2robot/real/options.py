@@ -11,6 +11,7 @@ from typing import Any
 from s2robot.common.checks import check_keys
 from s2robot.real.camera import SOURCE_FORMS
 from s2robot.real.camera_timing import REALSENSE_FPS, REALSENSE_JITTER_MS, REALSENSE_LATENCY_MS, CameraTiming
+from s2robot.real.rehearsal import LOOKS
 from s2robot.real.safety import SafetyConfig
 
 
@@ -30,6 +31,9 @@ class ArmOptions:
         frames every 1/fps s of simulated time, each reaching the policy latency ± jitter (uniform, seeded) after its
         capture [Hz, ms, ms]; by default a RealSense D435 at 30 fps (50 ± 15 ms); latency and jitter 0: frames of
         the scene at the moment of the read. A real arm's cameras have their own (these are not used there)
+    rehearsal_look: what the rehearsal's cameras see around the FR3 (``real.rehearsal.LOOKS``): ``franky-sim``, its
+        own scene (blue checkered ground, its lights), or ``cube-pick``, the simulated env's table, floor and lights
+        (physics unchanged), to tell what the look costs apart from the arm; franky-sim only
     """
 
     host: str = "franky-sim"
@@ -42,6 +46,7 @@ class ArmOptions:
     camera_fps: float = REALSENSE_FPS
     camera_latency_ms: float = REALSENSE_LATENCY_MS
     camera_jitter_ms: float = REALSENSE_JITTER_MS
+    rehearsal_look: str = LOOKS[0]
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -58,6 +63,11 @@ class ArmOptions:
         for name in ("connect_timeout", "stall_timeout_s"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"env.options.{name} must be > 0 [s], got {getattr(self, name)}")
+        if self.rehearsal_look not in LOOKS:
+            raise ValueError(f"env.options.rehearsal_look must be one of {list(LOOKS)}, got {self.rehearsal_look!r}")
+        if self.rehearsal_look != LOOKS[0] and self.host != "franky-sim":
+            raise ValueError(f"env.options.rehearsal_look={self.rehearsal_look!r} dresses the franky-sim rehearsal's "
+                             f"scene; a real arm ({self.host}) has the scene in front of its cameras: leave it unset")
         try:
             CameraTiming(self.camera_fps, self.camera_latency_ms, self.camera_jitter_ms)
         except ValueError as err:

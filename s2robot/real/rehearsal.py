@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from envs.cube_pick import CUBE_HALF_SIZE  # also picks MuJoCo's headless GL backend (envs/cube_pick.py)
+from envs.cube_pick import CUBE_HALF_SIZE, SCENE_XML  # also picks MuJoCo's headless GL backend (envs/cube_pick.py)
 from s2robot.real.camera import SceneShot
 from s2robot.real.camera_timing import CameraTiming, FrameQueue
 
@@ -36,6 +36,11 @@ SHADOW_SIZE = 1024  # franky-sim's own 4096 shadow map makes one render ~4× dea
 # No multisampling: franky-sim's 8× costs a 224² frame 47 ms instead of 38 on these CPUs (software GL) and changes
 # its pixels by 0.33/255 on average (object edges only); every rendered frame runs while the robot clock stands still
 OFF_SAMPLES = 0
+# What the rehearsal's cameras see around the arm: franky-sim's own scene (its blue checkered ground and its lights),
+# or the simulated env's (its wooden table, grey floor, sky, lights and headlight; visual only, the cube still rests on
+# franky-sim's ground), which leaves the FR3 itself as the one visual difference from the simulated env
+LOOKS = ("franky-sim", "cube-pick")
+HIDDEN_GROUP = "3"  # a geom group mujoco.Renderer does not draw by default: franky-sim's ground in the cube-pick look
 
 
 def _loopback_candidates() -> Iterator[str]:
@@ -75,10 +80,13 @@ class SimulatedFranka:
     """
 
     def __init__(self, cameras: Sequence[str] = ("front",), initial_q: Sequence[float] | None = None,
-                 camera_timing: CameraTiming | None = None, camera_seed: int = 0) -> None:
+                 camera_timing: CameraTiming | None = None, camera_seed: int = 0, look: str = LOOKS[0]) -> None:
         unknown = [c for c in cameras if c not in SCENE_CAMERAS]
         if unknown:
             raise ValueError(f"unknown rehearsal camera(s) {unknown}; the scene has {list(SCENE_CAMERAS)}")
+        if look not in LOOKS:
+            raise ValueError(f"unknown rehearsal look {look!r}; one of {list(LOOKS)}")
+        self.look = look
         self.cameras = tuple(cameras)
         self.initial_q = tuple(initial_q) if initial_q is not None else None
         on = camera_timing is not None and camera_timing.on
@@ -259,6 +267,8 @@ class SimulatedFranka:
                       condim="4", friction="1.0 0.005 0.0001")
         for name in self.cameras + tuple(c for c in ("video",) if c not in self.cameras):
             ET.SubElement(world, "camera", name=name, **SCENE_CAMERAS[name])
+        if self.look == "cube-pick":
+            _dress_as_cube_pick(scene, world)
 
     def _physics(self) -> None:
         """Step the physics in lockstep with the client, at most as fast as real time.
@@ -295,3 +305,28 @@ class SimulatedFranka:
             waiting_since = None
             if self.ticks % 10 == 0:  # sleep outside the lock, so renders and cube placements get in
                 time.sleep(max(0.0, start + self.sim_time - time.perf_counter()))
+
+
+def _dress_as_cube_pick(scene: ET.Element, world: ET.Element) -> None:
+    """Give franky-sim's scene the simulated env's look, read from its MJCF (``SCENE_XML``): its headlight, skybox,
+    floor and table materials, lights, floor and table (drawn only: no contacts); franky-sim's lights go and
+    its ground plane stays for the physics, in a geom group renders do not draw. Physics and cameras are unchanged."""
+    source = ET.parse(SCENE_XML).getroot()
+    headlight = scene.find("visual/headlight")
+    headlight.attrib.clear()
+    headlight.attrib.update(source.find("visual/headlight").attrib)
+    asset = scene.find("asset")
+    for element in source.find("asset"):
+        if element.get("name") in ("skybox", "floor", "table", "table_leg"):
+            asset.append(element)
+    for light in world.findall("light"):
+        world.remove(light)
+    for geom in world.findall("geom"):
+        if geom.get("type") == "plane":
+            geom.set("group", HIDDEN_GROUP)
+    for element in source.find("worldbody"):
+        if element.tag == "light" or element.get("name") in ("floor", "table"):
+            for geom in element.iter("geom"):
+                geom.set("contype", "0")
+                geom.set("conaffinity", "0")
+            world.append(element)

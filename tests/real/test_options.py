@@ -25,8 +25,8 @@ def test_a_misspelt_option_is_refused_when_the_env_config_is_built() -> None:
     """``env.options.hots`` fails as the config is built, naming the likely key and every valid one."""
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['hots'\] \(did you mean 'host'.*Valid keys: \["
                                          r"'camera_fps', 'camera_jitter_ms', 'camera_latency_ms', 'camera_sources', "
-                                         r"'connect_timeout', 'home_q', 'host', 'render_size', 'safety', "
-                                         r"'stall_timeout_s'\]"):
+                                         r"'connect_timeout', 'home_q', 'host', 'rehearsal_look', 'render_size', "
+                                         r"'safety', 'stall_timeout_s'\]"):
         EnvConfig(id=ARM_ENV_ID, options={"hots": "172.16.0.2"})
 
 
@@ -50,6 +50,8 @@ def test_a_misspelt_override_fails_when_hydra_builds_the_config() -> None:
     ({"connect_timeout": 0}, r"env\.options\.connect_timeout"),
     ({"safety": {"max_joint_step": 0.0}}, r"safety\.max_joint_step"),
     ({"home_q": [0.0, 0.0, 0.0, -1.0, 0.0, 2.0, 0.0]}, r"home_q puts the .* outside safety\.workspace"),
+    ({"rehearsal_look": "studio"}, r"rehearsal_look must be one of \['franky-sim', 'cube-pick'\]"),
+    ({"host": "172.16.0.2", "rehearsal_look": "cube-pick"}, r"rehearsal_look='cube-pick' dresses the franky-sim"),
 ])
 def test_bad_values_are_refused_naming_the_option(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -114,3 +114,26 @@ def test_the_first_frame_of_an_episode_shows_the_cube_where_it_was_placed() -> N
         np.testing.assert_allclose(cube_centre(obs["front"]), placed, atol=1.0)
     finally:
         env.close()
+
+
+def test_the_cube_pick_look_changes_what_the_camera_sees_and_not_the_physics() -> None:
+    """rehearsal_look="cube-pick" shows the simulated env's wooden table where franky-sim shows its blue ground; the
+    bodies that collide are the same and the cube rests at the same height (on franky-sim's ground, not drawn)."""
+    seen, colliding, rest = {}, {}, {}
+    for look in ("franky-sim", "cube-pick"):
+        with SimulatedFranka(("front",), look=look) as s:
+            s.place_cube(OLD_XY)
+            wait_sim(s, s.sim_time + 0.3)
+            rest[look] = s.cube_pose()[0]
+            seen[look] = s.render("front", 64, 64)[48:].reshape(-1, 3).mean(axis=0)  # the table or ground, below
+            m = s._sim.model
+            collides = (m.geom_contype != 0) | (m.geom_conaffinity != 0)
+            colliding[look] = sorted(m.body(int(b)).name for b in m.geom_bodyid[collides])
+    r, g, b = seen["franky-sim"]
+    assert b > r + 30, f"franky-sim's ground is blue, got mean RGB {seen['franky-sim']}"
+    r, g, b = seen["cube-pick"]
+    assert r > g > b and r > b + 40, f"the simulated env's table is wood-coloured, got mean RGB {seen['cube-pick']}"
+    assert colliding["franky-sim"] == colliding["cube-pick"]
+    np.testing.assert_allclose(rest["cube-pick"], rest["franky-sim"], atol=1e-4)
+    with pytest.raises(ValueError, match="unknown rehearsal look 'studio'"):
+        SimulatedFranka(look="studio")
