@@ -197,10 +197,17 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
+def default_labels(a: dict[str, Any], b: dict[str, Any], paths: Sequence[str | Path]) -> tuple[str, str]:
+    """Names for two evaluations: their encoder labels, or their paths when the labels are the same (two policies on
+    one encoder, e.g. two recipes), so that the table says which is which."""
+    la, lb = a.get("label", str(paths[0])), b.get("label", str(paths[1]))
+    return (la, lb) if la != lb else (str(paths[0]), str(paths[1]))
+
+
 def compare_eval_files(paths: Sequence[str | Path], labels: Sequence[str] | None, out: str | Path) -> PairedComparison:
     """Compare two evaluations on disk; print and write ``<out>/paired.{md,json}``."""
     a, b = (load_results(p) for p in paths)
-    la, lb = labels or [a.get("label", str(paths[0])), b.get("label", str(paths[1]))]
+    la, lb = labels or default_labels(a, b, paths)
     c = compare_evaluations(a, b, la, lb)
     text = format_comparison(c)
     out = Path(out)

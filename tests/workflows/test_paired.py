@@ -131,6 +131,10 @@ def test_script_prints_and_writes(tmp_path: Path) -> None:
     assert "S2 better" in run.stdout
     saved = json.loads((tmp_path / "out" / "paired.json").read_text())
     assert saved["only_a"] == 9 and saved["only_b"] == 0 and saved["ci95"][0] > 0
+    same_encoder = subprocess.run([sys.executable, str(ROOT / "scripts/compare_evals.py"), str(tmp_path / "a"),
+                                   str(tmp_path / "b"), "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert same_encoder.returncode == 0, same_encoder.stderr  # both labelled "x": the table names them by path
+    assert f"{tmp_path / 'a'} better" in same_encoder.stdout and "x better" not in same_encoder.stdout
     missing = subprocess.run([sys.executable, str(ROOT / "scripts/compare_evals.py"), str(tmp_path / "nope"),
                               str(tmp_path / "b")], capture_output=True, text=True)
     assert missing.returncode != 0 and "no results.json" in missing.stderr
