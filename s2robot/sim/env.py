@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gymnasium as gym
 
-from s2robot.common.checks import check_image_side
+from s2robot.common.checks import check_image_side, check_keys
 
 CUBE_PICK_ENV_ID = "s2robot/CubePick-v0"  # the simulated cube-pick scene (envs.cube_pick; registered by envs)
 ARM_ENV_ID = "s2robot/FrankaReal-v0"  # the Franka arm through franky (registered by s2robot.real, its own layer)
@@ -32,9 +33,8 @@ class EnvConfig:
     action_mode: ``delta`` (joint-position deltas) or ``absolute`` (joint-position targets); demos record both,
         and evaluation sets the one its policy was trained on
     options: further keyword arguments of that env's constructor (``s2robot/FrankaReal-v0``: host, camera_sources,
-        safety, home_q, ...; see ``s2robot.real.options.ArmOptions``, checked here; the simulated env:
-        ``action_delay``, control steps its servos get each command late, as a Franka through franky does; none by
-        default)
+        safety, home_q, ...; see ``s2robot.real.options.ArmOptions``; the simulated env: ``action_delay``, control
+        steps its servos get each command late, as a Franka through franky does; none by default); checked here
     """
 
     id: str = CUBE_PICK_ENV_ID
@@ -71,16 +71,24 @@ class EnvConfig:
 
 
 def check_env_options(cfg: EnvConfig) -> None:
-    """Let the env of ``cfg.id`` check ``cfg.options`` and ``cfg.joint_noise`` as the config is built, when its class
-    has a ``check_config(joint_noise, options)`` (the arm's: typed options, a bounded start noise). The class is found
-    through gymnasium's registry, as ``make_env`` makes it; an id not registered yet (the simulated scene, registered
-    by ``envs`` when first made) takes no options to check."""
+    """Let the env of ``cfg.id`` check ``cfg.options`` and ``cfg.joint_noise`` as the config is built: with its class's
+    ``check_config(joint_noise, options)`` when it has one (the arm's: typed options, a bounded start noise), else
+    the option names against its constructor's keywords that EnvConfig does not set itself (the simulated env's:
+    ``action_delay``, ``render_size``), so a misspelt key fails here, naming the valid ones. The class is found
+    through gymnasium's registry, as ``make_env`` makes it."""
+    if cfg.id == CUBE_PICK_ENV_ID:
+        import envs  # noqa: F401  (registers s2robot/CubePick-v0, as make_env does)
     spec = gym.registry.get(cfg.id)
     if spec is None or not isinstance(spec.entry_point, str):
         return
-    check = getattr(gym.envs.registration.load_env_creator(spec.entry_point), "check_config", None)
+    env_class = gym.envs.registration.load_env_creator(spec.entry_point)
+    check = getattr(env_class, "check_config", None)
     if check is not None:
         check(cfg.joint_noise, dict(cfg.options))
+        return
+    set_by_config = {f.name for f in fields(EnvConfig)} | {"self", "render_mode"}
+    keywords = [n for n in inspect.signature(env_class.__init__).parameters if n not in set_by_config]
+    check_keys(cfg.options, keywords, f"env.options (of {cfg.id})")
 
 
 def check_env_id(env_id: str) -> str:

@@ -81,3 +81,17 @@ def test_the_envs_defaults_are_envconfigs() -> None:
         params = inspect.signature(env.__init__).parameters
         differ = {k: (v, params[k].default) for k, v in config.items() if k in params and params[k].default != v}
         assert not differ, (env.__name__, differ)
+
+
+def test_the_simulated_env_s_options_are_checked_when_the_config_is_built() -> None:
+    """A misspelt option of the simulated env fails as the config is built, naming the likely key and the valid ones
+    (its constructor's keywords that EnvConfig does not set); a valid one reaches the env."""
+    with pytest.raises(ValueError, match=r"env\.options \(of s2robot/CubePick-v0\) has unknown key\(s\) "
+                                         r"\['action_dely'\] \(did you mean 'action_delay'.*\['action_delay', "
+                                         r"'render_size'\]"):
+        EnvConfig(options={"action_dely": 1})
+    env = make_env(EnvConfig(image_size=32, max_steps=2, options={"action_delay": 1}), render_mode=None)
+    try:
+        assert env.unwrapped.action_delay == 1
+    finally:
+        env.close()
