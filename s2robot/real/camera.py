@@ -25,6 +25,9 @@ import numpy as np
 INSTALL_HINT = "pip install -e '.[real]'"
 SOURCE_FORMS = "'opencv:<index or path>', 'realsense', 'realsense:<serial>', 'mujoco:<camera name>'"
 MUJOCO_POLL_S = 0.002  # wall-clock pause between asks for a scene camera's next frame [s]
+# Wall time a scene camera that counts its stall on the scene's clock waits beyond stall_timeout_s while that clock
+# stands still, before it reports the scene stopped [s] (the env waits as long on a robot clock that does not move)
+FROZEN_SCENE_S = 6.0
 
 
 @dataclass(frozen=True)
@@ -155,11 +158,13 @@ class _PolledCamera:
 
     hint = "check the cable and USB bandwidth, or raise stall_timeout_s"
 
-    def __init__(self, name: str, source: str, size: int, stall_timeout_s: float) -> None:
+    def __init__(self, name: str, source: str, size: int, stall_timeout_s: float,
+                 clock: Callable[[], float] | None = None) -> None:
         if size < 1 or stall_timeout_s <= 0:
             raise ValueError(f"camera {name!r} ({source}) needs size ≥ 1 [px] and stall_timeout_s > 0 [s]; "
                              f"got {size}, {stall_timeout_s}")
         self.name, self.source, self.size, self.stall_timeout_s = name, source, size, stall_timeout_s
+        self._clock = clock  # a scene's clock [s] to count a stall on; None: wall time
         self._index = 0
 
     def __repr__(self) -> str:
@@ -170,18 +175,26 @@ class _PolledCamera:
         raise NotImplementedError
 
     def read(self) -> Frame:
-        start = time.monotonic()
+        clock = self._clock or time.monotonic  # the stall is counted on it: wall time, or a scene camera's scene time
+        start = clock()
+        wall_start = time.monotonic()
         while True:
-            remaining = self.stall_timeout_s - (time.monotonic() - start)
+            remaining = self.stall_timeout_s - (clock() - start)
             got = self._poll(max(remaining, 1e-3))
             now = time.monotonic()
             if got is not None:
                 frame = Frame(center_crop_resize(got.rgb, self.size), now, self._index, got.device_timestamp, got.age)
                 self._index += 1
                 return frame
-            if now - start >= self.stall_timeout_s:
+            waited = clock() - start
+            if waited >= self.stall_timeout_s:
+                on = " of scene time" if self._clock else ""
                 raise CameraError(f"camera {self.name!r} ({self.source}) delivered no new frame for "
-                                  f"{self.stall_timeout_s:g} s: {self.hint}")
+                                  f"{self.stall_timeout_s:g} s{on}: {self.hint}")
+            if self._clock is not None and now - wall_start >= self.stall_timeout_s + FROZEN_SCENE_S:
+                raise CameraError(f"camera {self.name!r} ({self.source}): its scene's clock moved {waited:.3g} s in "
+                                  f"{now - wall_start:.0f} s of wall time without a new frame: has the simulation "
+                                  "stopped?")
 
     def close(self) -> None:
         pass
@@ -285,11 +298,16 @@ class MujocoCamera(_PolledCamera):
     render: ``render(camera, height, width)`` → (H, W, 3) uint8 RGB of the scene as it is now (rendering is
     synchronous, so ``read`` never stalls), or the ``SceneShot`` the scene's camera delivers now (the rehearsal's,
     with a real camera's frame rate and latency: ``read`` then waits for a frame it has not returned yet, and the frame
-    keeps its capture time and age on the scene's clock). A scene that stops stepping is the env's to detect.
+    keeps its capture time and age on the scene's clock). clock: the scene's time [s]; given, a stall is
+    ``stall_timeout_s`` of scene time without a new frame, so a scene slowed by a busy CPU does not stall its camera,
+    and a scene whose clock stands still is reported after ``FROZEN_SCENE_S`` more of wall time.
     """
 
-    def __init__(self, name: str, render: Render, camera: str, size: int, stall_timeout_s: float = 1.0) -> None:
-        super().__init__(name, f"mujoco:{camera}", size, stall_timeout_s)
+    hint = "check the scene's camera timing (camera_fps), or raise stall_timeout_s"
+
+    def __init__(self, name: str, render: Render, camera: str, size: int, stall_timeout_s: float = 1.0,
+                 clock: Callable[[], float] | None = None) -> None:
+        super().__init__(name, f"mujoco:{camera}", size, stall_timeout_s, clock)
         self._render, self.camera = render, camera
         self._last: int | None = None  # the number of the last SceneShot returned
 
@@ -305,10 +323,11 @@ class MujocoCamera(_PolledCamera):
 
 
 def open_camera(name: str, source: str, size: int, *, stall_timeout_s: float = 1.0,
-                render: Render | None = None) -> Camera:
+                render: Render | None = None, clock: Callable[[], float] | None = None) -> Camera:
     """The camera that ``source`` names: 'opencv:<index or path>', 'realsense[:<serial>]', 'mujoco:<camera>'.
 
-    render: the scene's ``render(camera, height, width)``, needed by (only) mujoco sources.
+    render: the scene's ``render(camera, height, width)``, needed by (only) mujoco sources; clock: the scene's time,
+    which a mujoco source counts its stall on (``MujocoCamera``).
     """
     scheme, _, rest = source.partition(":")
     kw: dict[str, Any] = {"stall_timeout_s": stall_timeout_s}
@@ -319,5 +338,5 @@ def open_camera(name: str, source: str, size: int, *, stall_timeout_s: float = 1
     if scheme == "mujoco" and rest:
         if render is None:
             raise ValueError(f"camera {name!r} ({source}) needs render=<the scene's render(camera, h, w)>")
-        return MujocoCamera(name, render, rest, size, **kw)
+        return MujocoCamera(name, render, rest, size, clock=clock, **kw)
     raise ValueError(f"camera {name!r}: unknown source {source!r}; accepted forms are {SOURCE_FORMS}")

@@ -135,9 +135,10 @@ class FrankaEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 raise ValueError(f"camera(s) {missing} have no source: set camera_sources, e.g. "
                                  "{front: 'realsense:<serial>'} or {front: 'opencv:0'}")
             self.judge = OperatorJudge()
+        scene_clock = (lambda: self.scene.sim_time) if self.scene is not None else None  # a rehearsal camera's stall
         for cam in self.cameras:
             self._cameras[cam] = open_camera(cam, sources[cam], self.image_size, stall_timeout_s=stall_timeout_s,
-                                             render=render)
+                                             render=render, clock=scene_clock)
         self.arm = FrankyArm(host, self.safety_cfg, connect_timeout)
         if self.scene is not None:
             from s2robot.real.rehearsal import normal_priority

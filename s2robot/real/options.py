@@ -26,7 +26,7 @@ class ArmOptions:
     home_q: start pose (7,) [rad]; None: the simulated env's
     render_size: (height, width) of rendered video frames [px]
     connect_timeout: longest wait for the robot's connect handshake [s]
-    stall_timeout_s: a camera without a new frame for this long stops the episode [s]
+    stall_timeout_s: a camera without a new frame for this long stops the episode [s] (the rehearsal's: of scene time)
     camera_fps, camera_latency_ms, camera_jitter_ms: the franky-sim rehearsal's camera timing (``real.camera_timing``):
         frames every 1/fps s of simulated time, each reaching the policy latency ± jitter (uniform, seeded) after its
         capture [Hz, ms, ms]; by default a RealSense D435 at 30 fps (50 ± 15 ms); latency and jitter 0: frames of

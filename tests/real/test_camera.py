@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+import s2robot.real.camera as camera_module
 from s2robot.real.camera import (
     CameraError,
     MujocoCamera,
@@ -308,4 +309,32 @@ def test_mujoco_camera_whose_timed_scene_stops_delivering_reports_a_stall() -> N
     with MujocoCamera("front", lambda *_: shot, "front", 6, stall_timeout_s=0.2) as cam:
         cam.read()
         with pytest.raises(CameraError, match=r"camera 'front' \(mujoco:front\) delivered no new frame for 0.2 s"):
+            cam.read()
+
+
+def test_a_scene_camera_counts_its_stall_on_the_scene_clock() -> None:
+    """Given the scene's clock, a stall is stall_timeout_s of scene time: a scene slowed by a busy CPU (here its clock
+    moves 0.5 ms a poll, so the new frame comes after 0.15 s of scene time but ≥ 0.6 s of wall time) is read, not
+    reported; without new frames the stall is reported on the scene clock, saying so."""
+    polls = [0]
+    old, new = SceneShot(random_image(6, 6, 1), 0.0, 0.0, 1), SceneShot(random_image(6, 6, 2), 0.15, 0.15, 2)
+
+    def render(*_: object) -> SceneShot:
+        polls[0] += 1
+        return new if polls[0] > 300 else old
+
+    with MujocoCamera("front", render, "front", 6, stall_timeout_s=0.2, clock=lambda: polls[0] * 5e-4) as cam:
+        assert cam.read().index == 0  # the old frame
+        np.testing.assert_array_equal(cam.read().rgb, random_image(6, 6, 2))
+        with pytest.raises(CameraError, match=r"no new frame for 0\.2 s of scene time: check the scene's camera"):
+            cam.read()
+
+
+def test_a_scene_camera_whose_clock_stands_still_reports_the_scene_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(camera_module, "FROZEN_SCENE_S", 0.1)
+    shot = SceneShot(random_image(6, 6), 0.1, 0.1, 1)
+    with MujocoCamera("front", lambda *_: shot, "front", 6, stall_timeout_s=0.2, clock=lambda: 5.0) as cam:
+        cam.read()
+        with pytest.raises(CameraError, match=r"its scene's clock moved 0 s in \d+ s of wall time without a "
+                                              r"new frame: has the simulation stopped"):
             cam.read()
