@@ -58,7 +58,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         The servos low-pass the target (30 ms time constant, in the MJCF), turning each 10 Hz step into
         a smooth ramp that the joints follow to within ~5% by the end of the step.
         ``action_delay`` k > 0 holds each command (arm target and gripper) back k control steps before the servos
-        get it, as a controller that follows its targets late does (a Franka through franky: ~1 step); the first
+        get it, as a controller that follows its targets late does (a Franka through franky: ~1.5 steps); the first
         k steps of an episode keep the reset pose. ``arm_target`` (and ``info["arm_target"]``) stays the newest
         command, so deltas and the per-step bound refer to what was commanded, not to what the servos got yet.
     Observation, dict:

@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 
 from s2robot.data.store import EpisodeStore
-from s2robot.data.tracking import lag_residuals
+from s2robot.data.tracking import best_lag, lag_residuals
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
             residuals = lag_residuals(joints, targets, store.episode_ends)
         except (ValueError, FileNotFoundError) as e:
             raise SystemExit(f"error: {e}") from None
-        best = min(residuals, key=residuals.get)
+        best = best_lag(residuals)
         whole = ", ".join(f"{lag:.0f}: {1e3 * residuals[lag]:.1f}" for lag in (0.0, 1.0, 2.0))
         print(f"{path}: lag {best:.2f} steps (residual {1e3 * residuals[best]:.1f} mrad; at whole lags {whole} mrad), "
               f"{store.n_episodes} demos of {np.mean(store.episode_lengths):.1f} steps")

@@ -9,7 +9,7 @@ is the ``L`` whose prediction is closest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -41,8 +41,6 @@ def lag_residuals(joints: np.ndarray, targets: np.ndarray, episode_ends: np.ndar
     return residuals
 
 
-def tracking_lag(joints: np.ndarray, targets: np.ndarray, episode_ends: np.ndarray,
-                 lags: Sequence[float] = LAGS) -> float:
-    """The lag [control steps] of ``lags`` that best predicts the joints from earlier targets (``lag_residuals``)."""
-    residuals = lag_residuals(joints, targets, episode_ends, lags)
-    return min(residuals, key=residuals.get)
+def best_lag(residuals: Mapping[float, float]) -> float:
+    """The lag [control steps] with the smallest residual of ``lag_residuals``."""
+    return min(residuals, key=residuals.__getitem__)
