@@ -31,11 +31,10 @@ from s2robot.real.camera import Camera, open_camera
 from s2robot.real.camera_timing import REALSENSE_FPS, REALSENSE_JITTER_MS, REALSENSE_LATENCY_MS, CameraTiming
 from s2robot.real.judge import Judge, OperatorJudge, SceneJudge
 from s2robot.real.kinematics import fingertip_pose
-from s2robot.real.options import ArmOptions
+from s2robot.real.options import SIM_HOST, ArmOptions
 from s2robot.real.rehearsal import LOOKS
 from s2robot.real.safety import SafetyConfig, SafetyFilter, check_action, check_start, sample_start
 
-SIM_HOST = "franky-sim"  # = s2robot.sim.env.REHEARSAL_HOST (tested)
 HOME_Q = (0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4)  # the simulated env's home pose [rad]
 
 

@@ -14,6 +14,8 @@ from s2robot.real.camera_timing import REALSENSE_FPS, REALSENSE_JITTER_MS, REALS
 from s2robot.real.rehearsal import LOOKS
 from s2robot.real.safety import SafetyConfig
 
+SIM_HOST = "franky-sim"  # the host that rehearses in franky-sim, in-process (= s2robot.sim.env.REHEARSAL_HOST, tested)
+
 
 @dataclass
 class ArmOptions:
@@ -36,7 +38,7 @@ class ArmOptions:
         (physics unchanged), to tell what the look costs apart from the arm; franky-sim only
     """
 
-    host: str = "franky-sim"
+    host: str = SIM_HOST
     camera_sources: dict[str, str] | None = None
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     home_q: list[float] | None = None
@@ -65,7 +67,7 @@ class ArmOptions:
                 raise ValueError(f"env.options.{name} must be > 0 [s], got {getattr(self, name)}")
         if self.rehearsal_look not in LOOKS:
             raise ValueError(f"env.options.rehearsal_look must be one of {list(LOOKS)}, got {self.rehearsal_look!r}")
-        if self.rehearsal_look != LOOKS[0] and self.host != "franky-sim":
+        if self.rehearsal_look != LOOKS[0] and self.host != SIM_HOST:
             raise ValueError(f"env.options.rehearsal_look={self.rehearsal_look!r} dresses the franky-sim rehearsal's "
                              f"scene; a real arm ({self.host}) has the scene in front of its cameras: leave it unset")
         try:
