@@ -95,6 +95,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         render_size: tuple[int, int] = (480, 640),
         action_mode: str = "delta",
         action_delay: int = 0,
+        scene_index: int = 0,
     ) -> None:
         """Build the env.
 
@@ -108,6 +109,8 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         render_size: (height, width) of render() frames [px].
         action_mode: ``"delta"`` (joint-position deltas) or ``"absolute"`` (joint-position targets).
         action_delay: control steps a command waits before the servos get it (0 to MAX_ACTION_DELAY; 0: at once).
+        scene_index: which of each seed's varied scenes a ``variation`` draws: 0 the one every env draws for the
+            seed; k ≥ 1 another, on a stream of its own (the same demos recorded in several scenes for scene views).
         """
         if isinstance(cameras, str):  # cameras="front" means one camera, not five one-letter names
             cameras = (cameras,)
@@ -117,6 +120,8 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if not (isinstance(action_delay, int | np.integer) and 0 <= action_delay <= MAX_ACTION_DELAY):
             raise ValueError(f"action_delay must be an int in [0, {MAX_ACTION_DELAY}] [control steps], got "
                              f"{action_delay!r}")
+        if not (isinstance(scene_index, int | np.integer) and scene_index >= 0):
+            raise ValueError(f"scene_index must be an int ≥ 0, got {scene_index!r}")
 
         self.cameras = tuple(cameras)
         self.image_size = int(image_size)
@@ -126,6 +131,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.joint_noise = float(joint_noise)
         self.action_mode = action_mode
         self.action_delay = int(action_delay)
+        self.scene_index = int(scene_index)
         self.render_size = (int(render_size[0]), int(render_size[1]))
 
         self._cache_indices()
@@ -244,7 +250,8 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         params: variation.Params = {}
         if not variation.is_none(spec):
             scene_seed = seed if seed is not None else int(self.np_random.integers(2**63))
-            rng = np.random.default_rng([SCENE_STREAM, scene_seed])
+            stream = [SCENE_STREAM, scene_seed] + ([self.scene_index] if self.scene_index else [])
+            rng = np.random.default_rng(stream)
             params = variation.sample(spec, rng, cube_xy)
             self._frame_rng = np.random.default_rng(rng.integers(2**63))
         self.scene.apply(params)

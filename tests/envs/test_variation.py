@@ -85,6 +85,29 @@ def test_seeded_variation_is_reproducible(env: CubePickEnv) -> None:
     assert not np.array_equal(a, c)
 
 
+def test_scene_index_draws_another_scene_of_the_same_episode(env: CubePickEnv) -> None:
+    """scene_index 0 is the scene every env draws for a seed; k ≥ 1 another scene, reproducibly, of the same episode
+    (cube, arm noise: the same expert episode); a negative or fractional index is refused."""
+    first, info0 = _frame(env, "visual:high", seed=7)
+    other = CubePickEnv(cameras=("front",), image_size=SIZE, max_steps=60, scene_index=1)
+    try:
+        a, info1 = _frame(other, "visual:high", seed=7)
+        b, info1b = _frame(other, "visual:high", seed=7)
+        obs, _ = other.reset(seed=7, options={"cube_xy": (0.5, 0.05)})
+        clean, _ = _frame(env, "none", seed=7)
+        np.testing.assert_array_equal(obs["front"], clean)  # without a variation the index changes nothing
+        assert _expert_trace(other, "visual:high")["action"].tolist() == _expert_trace(env, "visual:high")[
+            "action"].tolist()
+    finally:
+        other.close()
+    assert info1["variation"] == info1b["variation"] != info0["variation"]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, first)
+    for bad in (-1, 0.5):
+        with pytest.raises(ValueError, match="scene_index"):
+            CubePickEnv(cameras=(), scene_index=bad)
+
+
 def test_none_restores_the_scene_as_built(env: CubePickEnv) -> None:
     """After a varied episode, an episode without variation renders exactly as before any variation."""
     clean, info = _frame(env, "none")
