@@ -1,4 +1,4 @@
-"""Demo stores from the shell: info, verify, upgrade, video; import other projects' datasets, export to them.
+"""Demo stores from the shell: info, verify, upgrade, video, merge; import other projects' datasets, export to them.
 
 ``python -m s2robot.workflows.store COMMAND PATH ...`` (``--help`` lists each command's options; docs/interop.md the
 formats).
@@ -80,6 +80,47 @@ def write_store_videos(store: EpisodeStore, episodes: list[int], camera: str | N
     return paths
 
 
+# attrs that say how a store's steps were recorded: stores merged into one must agree on them (an env's other
+# options, such as which varied scene it drew, may differ)
+SAME_RECORDING = ("cameras", "image_size", "control_hz")
+SAME_ENV = ("id", "action_mode")
+
+
+def merge_stores(out: Path, sources: list[Path], chunk: int = 20) -> EpisodeStore:
+    """A new store at ``out`` holding every episode of ``sources``, in order (say demos recorded in several sessions,
+    or the same demos recorded in several scenes). The sources must have the same keys, dtypes and per-step shapes
+    and the same recording setup (``SAME_RECORDING``, the env's ``SAME_ENV``); the new store's attrs are the first
+    source's, without its recorder's attempt list (it is not a recording to resume), plus ``merged_from`` (path,
+    fingerprint and episode count of each source); each episode's info gains ``merged_from_store``, its source's
+    index. Nothing is written before every source is checked; an existing ``out`` is refused."""
+    if len(sources) < 2:
+        raise ValueError(f"merge needs at least two stores, got {len(sources)}")
+    stores = [EpisodeStore.open(p) for p in sources]
+    first = stores[0]
+    for p, st in zip(sources[1:], stores[1:], strict=True):
+        specs = {k: st.spec(k) for k in st.keys}
+        want = {k: first.spec(k) for k in first.keys}
+        if specs != want:
+            raise ValueError(f"{p} holds other arrays than {sources[0]} (keys, dtypes or per-step shapes): "
+                             f"{sorted(set(specs.items()) ^ set(want.items()), key=str)}; only stores of the same "
+                             "recording setup merge")
+        setup = [(k, st.attrs.get(k), first.attrs.get(k)) for k in SAME_RECORDING] + [
+            (f"env.{k}", (st.attrs.get("env") or {}).get(k), (first.attrs.get("env") or {}).get(k)) for k in SAME_ENV]
+        differ = [f"{k}: {a!r} vs {b!r}" for k, a, b in setup if a != b]
+        if differ:
+            raise ValueError(f"{p} was recorded otherwise than {sources[0]} ({'; '.join(differ)}); only stores of "
+                             "the same recording setup merge")
+    attrs = {k: v for k, v in first.attrs.items() if k != "attempts"} | {"merged_from": [
+        {"path": str(p), "fingerprint": st.fingerprint, "n_episodes": st.n_episodes}
+        for p, st in zip(sources, stores, strict=True)]}
+    merged = EpisodeStore.create(out, attrs=attrs)
+    for k, st in enumerate(stores):
+        for a in range(0, st.n_episodes, chunk):
+            merged.add_episodes([(st.get_episode(i), st.episode_info(i) | {"merged_from_store": k})
+                                 for i in range(a, min(a + chunk, st.n_episodes))])
+    return merged
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m s2robot.workflows.store", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     p_video.add_argument("--camera", default=None, help="camera name (default: the first rgb_ key)")
     p_video.add_argument("--out", type=Path, default=Path("videos"))
     p_video.add_argument("--fps", type=float, default=10.0)
+    p_merge = sub.add_parser("merge", help="write the episodes of several stores of one recording setup into a new one")
+    p_merge.add_argument("path", type=Path, nargs="+", help="the stores, in order")
+    p_merge.add_argument("--out", type=Path, required=True, help="the new store (an existing one is refused)")
     p_import = sub.add_parser("import", help="import another project's dataset into a new store (docs/interop.md)")
     p_import.add_argument("path", type=Path, help="the dataset (LeRobot: its root folder)")
     p_import.add_argument("--format", required=True, choices=sorted(READERS))
@@ -134,8 +178,8 @@ def _export(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m s2robot.workflows.store {info,verify,upgrade,video,import,export} PATH ...`; returns the exit code
-    (verify: 1 when it finds a problem; upgrade: 1 when it refuses; 2 on bad input)."""
+    """`python -m s2robot.workflows.store {info,verify,upgrade,video,merge,import,export} PATH ...`; returns the exit
+    code (verify: 1 when it finds a problem; upgrade: 1 when it refuses; 2 on bad input)."""
     args = _parser().parse_args(argv)
     if args.command == "verify":
         problems = verify_path(args.path)
@@ -151,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(upgrade.report))
         return 0
     try:
+        if args.command == "merge":
+            merged = merge_stores(args.out, args.path)
+            print(f"{merged.path}: {merged.n_episodes} episodes, {merged.n_steps} steps from {len(args.path)} stores; "
+                  f"fingerprint {merged.fingerprint}")
+            return 0
         if args.command in ("import", "export"):
             print((_import if args.command == "import" else _export)(args))
             return 0

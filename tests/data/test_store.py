@@ -560,3 +560,37 @@ def test_damaged_metadata_is_reported_not_raised(tmp_path, capsys, what):
     assert len(problems) == 1 and name in problems[0], problems
     assert main(["verify", str(path)]) == 1 and name in capsys.readouterr().out
     assert snapshot(path) == before
+
+
+def test_merge_keeps_every_episode_in_order_and_refuses_other_setups(tmp_path, capsys):
+    """`merge` writes the sources' episodes in order, bit for bit, with where each came from; stores of another
+    recording setup or other arrays are refused before anything is written, and so is an existing output."""
+    setup = {"cameras": ["front"], "image_size": 8, "control_hz": 10, "env": {"id": "CubePick-v0", "options": {}},
+             "attempts": [{"seed": 0}]}
+    _, eps_a = build(tmp_path / "a.zarr", (3, 2), **setup)
+    b = EpisodeStore.create(tmp_path / "b.zarr", attrs=setup | {"env": {"id": "CubePick-v0",
+                                                                        "options": {"scene_index": 1}}})
+    eps_b = [make_episode(10 + i, n) for i, n in enumerate((4, 1, 2))]
+    for i, ep in enumerate(eps_b):
+        b.add_episode(ep, info={"seed": i})
+    out = tmp_path / "ab.zarr"
+    assert main(["merge", str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr"), "--out", str(out)]) == 0
+    assert "5 episodes, 12 steps from 2 stores" in capsys.readouterr().out
+    merged = EpisodeStore.open(out)
+    for i, want in enumerate(eps_a + eps_b):
+        assert_episode_equal(merged.get_episode(i), want)
+        assert merged.episode_info(i)["merged_from_store"] == (0 if i < 2 else 1)
+    assert merged.episode_info(2)["seed"] == 0 and "attempts" not in merged.attrs
+    assert [m["n_episodes"] for m in merged.attrs["merged_from"]] == [2, 3]
+    assert merged.attrs["merged_from"][1]["fingerprint"] == b.fingerprint
+    assert verify_path(out) == []
+
+    build(tmp_path / "hz.zarr", (2,), **setup | {"control_hz": 20})
+    other = EpisodeStore.create(tmp_path / "keys.zarr", attrs=setup)
+    other.add_episode({k: v for k, v in make_episode(0, 2).items() if k != "grasped"})
+    for bad, match in (("hz.zarr", "control_hz: 20 vs 10"), ("keys.zarr", "other arrays")):
+        target = tmp_path / f"out-{bad}"
+        assert main(["merge", str(tmp_path / "a.zarr"), str(tmp_path / bad), "--out", str(target)]) == 2
+        assert match in capsys.readouterr().err and not target.exists()
+    assert main(["merge", str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr"), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and EpisodeStore.open(out).n_episodes == 5
