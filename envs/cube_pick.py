@@ -43,6 +43,15 @@ SCENE_STREAM = 0x7363656E  # tags the per-episode scene-variation stream, apart 
 MAX_ACTION_DELAY = 5  # longest actuation delay the env takes [control steps] (0.5 s: beyond any arm's controller)
 
 
+def _check_counts(action_delay: int, scene_index: int) -> None:
+    """Refuse an ``action_delay`` outside [0, MAX_ACTION_DELAY] or a negative ``scene_index`` (both integers)."""
+    if not (isinstance(action_delay, int | np.integer) and 0 <= action_delay <= MAX_ACTION_DELAY):
+        raise ValueError(f"action_delay must be an int in [0, {MAX_ACTION_DELAY}] [control steps], "
+                         f"got {action_delay!r}")
+    if not (isinstance(scene_index, int | np.integer) and scene_index >= 0):
+        raise ValueError(f"scene_index must be an int ≥ 0, got {scene_index!r}")
+
+
 class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     """Pick up a 4 cm cube with a 7-DoF arm and a parallel-jaw gripper.
 
@@ -117,11 +126,7 @@ class CubePickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.model = mujoco.MjModel.from_xml_path(str(SCENE_XML))
         self.data = mujoco.MjData(self.model)
         self._check_args(cameras, image_size, render_size, max_steps, joint_noise, action_mode, render_mode)
-        if not (isinstance(action_delay, int | np.integer) and 0 <= action_delay <= MAX_ACTION_DELAY):
-            raise ValueError(f"action_delay must be an int in [0, {MAX_ACTION_DELAY}] [control steps], got "
-                             f"{action_delay!r}")
-        if not (isinstance(scene_index, int | np.integer) and scene_index >= 0):
-            raise ValueError(f"scene_index must be an int ≥ 0, got {scene_index!r}")
+        _check_counts(action_delay, scene_index)
 
         self.cameras = tuple(cameras)
         self.image_size = int(image_size)

@@ -88,7 +88,7 @@ def test_the_simulated_env_s_options_are_checked_when_the_config_is_built() -> N
     (its constructor's keywords that EnvConfig does not set); a valid one reaches the env."""
     with pytest.raises(ValueError, match=r"env\.options \(of s2robot/CubePick-v0\) has unknown key\(s\) "
                                          r"\['action_dely'\] \(did you mean 'action_delay'.*\['action_delay', "
-                                         r"'render_size'\]"):
+                                         r"'render_size', 'scene_index'\]"):
         EnvConfig(options={"action_dely": 1})
     env = make_env(EnvConfig(image_size=32, max_steps=2, options={"action_delay": 1}), render_mode=None)
     try:
