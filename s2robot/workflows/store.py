@@ -97,9 +97,9 @@ def merge_stores(out: Path, sources: list[Path], chunk: int = 20) -> EpisodeStor
         raise ValueError(f"merge needs at least two stores, got {len(sources)}")
     stores = [EpisodeStore.open(p) for p in sources]
     first = stores[0]
+    want = {k: first.spec(k) for k in first.keys}
     for p, st in zip(sources[1:], stores[1:], strict=True):
         specs = {k: st.spec(k) for k in st.keys}
-        want = {k: first.spec(k) for k in first.keys}
         if specs != want:
             raise ValueError(f"{p} holds other arrays than {sources[0]} (keys, dtypes or per-step shapes): "
                              f"{sorted(set(specs.items()) ^ set(want.items()), key=str)}; only stores of the same "
